@@ -1,0 +1,315 @@
+//! The transport-agnostic core: `App::handle(Request<Bytes>) -> Response<Bytes>`, shared by hyper and Lambda.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use tokio::sync::watch;
+
+use crate::auth::Verifier;
+use crate::config::{AuthConfig, Config};
+use crate::encode::Encoder;
+use crate::envelope::{self, PubsubMessage};
+use crate::error::DeliveryError;
+use crate::kafka::{Ack, KafkaProducer};
+use crate::record::{self, KafkaRecord};
+
+/// Header naming the failure of a dead-lettered delivery (stable code).
+pub const HEADER_ERROR: &str = "pubsub.error";
+/// Header with the human-readable failure of a dead-lettered delivery.
+pub const HEADER_ERROR_MESSAGE: &str = "pubsub.error_message";
+
+/// A configuration that cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// `OIDC_JWKS_URL` does not parse as a URI.
+    #[error("OIDC_JWKS_URL is not a valid URL: {0}")]
+    JwksUrl(#[from] http::uri::InvalidUri),
+}
+
+/// What one delivery learned, for its log line.
+#[derive(Default)]
+struct DeliveryContext {
+    message_id: Option<String>,
+}
+
+/// The bridge: verifies, maps, encodes and produces one push delivery per request.
+pub struct App {
+    config: Config,
+    verifier: Option<Verifier>,
+    encoder: Encoder,
+    kafka: KafkaProducer,
+    /// Flips to `true` when the shutdown grace period is over: waiting deliveries answer 503.
+    abandon: watch::Sender<bool>,
+}
+
+impl App {
+    /// Builds the app and starts connecting to Kafka in the background (needs a Tokio runtime).
+    pub fn new(config: Config) -> Result<Self, StartupError> {
+        let verifier = match &config.auth {
+            AuthConfig::Oidc(oidc) => Some(Verifier::new(oidc.clone())?),
+            AuthConfig::Disabled => {
+                tracing::warn!(
+                    "OIDC_DISABLED=true: push tokens are NOT verified; anyone who can reach this endpoint can write to Kafka"
+                );
+                None
+            }
+        };
+        Ok(App {
+            encoder: Encoder::new(config.value_format),
+            kafka: KafkaProducer::start(config.kafka.clone()),
+            verifier,
+            config,
+            abandon: watch::Sender::new(false),
+        })
+    }
+
+    /// Fetches signing keys ahead of the first delivery; failures are logged and retried later.
+    pub async fn warm_up(&self) {
+        if let Some(verifier) = &self.verifier {
+            if let Err(e) = verifier.warm_up().await {
+                tracing::warn!(error = %e, "JWKS not reachable at startup; will retry on first delivery");
+            }
+        }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The Kafka producer (readiness and tests).
+    pub fn kafka(&self) -> &KafkaProducer {
+        &self.kafka
+    }
+
+    /// Ends the shutdown grace period: deliveries still waiting for Kafka answer 503.
+    pub fn abandon_in_flight(&self) {
+        self.abandon.send_replace(true);
+    }
+
+    /// Handles one HTTP request of any kind.
+    pub async fn handle(&self, request: Request<Bytes>) -> Response<Bytes> {
+        match (request.method(), request.uri().path()) {
+            (&Method::GET | &Method::HEAD, "/healthz") => plain(StatusCode::OK, "ok"),
+            (&Method::GET | &Method::HEAD, "/readyz") => self.readiness(),
+            (&Method::POST, _) => self.deliver(request).await,
+            (method, _) => self.fail(
+                DeliveryError::MethodNotAllowed(method.clone()),
+                &DeliveryContext::default(),
+                request.headers(),
+            ),
+        }
+    }
+
+    fn readiness(&self) -> Response<Bytes> {
+        // Metadata is re-read every refresh interval; two missed reads mean Kafka is gone.
+        let window = (self.config.kafka.metadata_refresh * 2).max(Duration::from_secs(10));
+        if self.kafka.reached_within(window) {
+            plain(StatusCode::OK, "ready")
+        } else {
+            plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "kafka not reached recently",
+            )
+        }
+    }
+
+    async fn deliver(&self, request: Request<Bytes>) -> Response<Bytes> {
+        let mut context = DeliveryContext::default();
+        let mut abandon = self.abandon.subscribe();
+        let outcome = tokio::select! {
+            outcome = self.try_deliver(&request, &mut context) => outcome,
+            _ = abandon.wait_for(|abandoned| *abandoned) => Err(DeliveryError::ShuttingDown),
+        };
+        match outcome {
+            Ok(ack) => {
+                tracing::debug!(
+                    message_id = context.message_id.as_deref(),
+                    partition = ack.partition,
+                    offset = ack.offset,
+                    "delivered"
+                );
+                Response::builder()
+                    .status(StatusCode::NO_CONTENT)
+                    .body(Bytes::new())
+                    .unwrap_or_default()
+            }
+            Err(error) if error.is_dead_letter() && self.config.kafka.dlq_topic.is_some() => {
+                self.dead_letter(&request, error, &context).await
+            }
+            Err(error) => self.fail(error, &context, request.headers()),
+        }
+    }
+
+    /// Verify, parse, map, encode, produce: the whole pipeline of one delivery.
+    async fn try_deliver(
+        &self,
+        request: &Request<Bytes>,
+        context: &mut DeliveryContext,
+    ) -> Result<Ack, DeliveryError> {
+        if let Some(verifier) = &self.verifier {
+            let authorization = request
+                .headers()
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok());
+            verifier.verify(authorization, unix_now()).await?;
+        }
+        let body = request.body();
+        if body.len() > self.config.max_body_bytes {
+            return Err(DeliveryError::BodyTooLarge {
+                limit: self.config.max_body_bytes,
+            });
+        }
+        let message: PubsubMessage = envelope::parse_wrapped(body)?;
+        context.message_id = Some(message.message_id.clone());
+        let record: KafkaRecord =
+            record::build_record(message, &self.config.key_source, |m| self.encoder.encode(m))?;
+        Ok(self.kafka.produce(&self.config.kafka.topic, record).await?)
+    }
+
+    /// Writes an undeliverable request to the dead-letter topic; 204 once Kafka has it.
+    async fn dead_letter(
+        &self,
+        request: &Request<Bytes>,
+        error: DeliveryError,
+        context: &DeliveryContext,
+    ) -> Response<Bytes> {
+        let Some(topic) = &self.config.kafka.dlq_topic else {
+            return self.fail(error, context, request.headers());
+        };
+        let mut headers = std::collections::BTreeMap::new();
+        headers.insert(HEADER_ERROR.to_owned(), error.code().as_bytes().to_vec());
+        headers.insert(
+            HEADER_ERROR_MESSAGE.to_owned(),
+            error.to_string().into_bytes(),
+        );
+        if let Some(id) = &context.message_id {
+            headers.insert(record::HEADER_MESSAGE_ID.to_owned(), id.as_bytes().to_vec());
+        }
+        let record = KafkaRecord {
+            key: context.message_id.as_ref().map(|id| id.as_bytes().to_vec()),
+            value: request.body().to_vec(),
+            headers,
+            timestamp_ms: unix_now_ms(),
+        };
+        match self.kafka.produce(topic, record).await {
+            Ok(ack) => {
+                tracing::warn!(
+                    message_id = context.message_id.as_deref(),
+                    reason = %error,
+                    code = error.code(),
+                    dlq_topic = %topic,
+                    partition = ack.partition,
+                    offset = ack.offset,
+                    trace = self.trace(request.headers()).as_deref(),
+                    "delivery dead-lettered"
+                );
+                Response::builder()
+                    .status(StatusCode::NO_CONTENT)
+                    .body(Bytes::new())
+                    .unwrap_or_default()
+            }
+            Err(dlq_error) => {
+                tracing::warn!(original = %error, "dead-letter produce failed");
+                self.fail(DeliveryError::Kafka(dlq_error), context, request.headers())
+            }
+        }
+    }
+
+    /// Logs the one line a failed delivery gets and builds its response.
+    fn fail(
+        &self,
+        error: DeliveryError,
+        context: &DeliveryContext,
+        headers: &HeaderMap,
+    ) -> Response<Bytes> {
+        let status = error.status().as_u16();
+        let trace = self.trace(headers);
+        let message_id = context.message_id.as_deref();
+        if error.level() == tracing::Level::ERROR {
+            tracing::error!(message_id, status, code = error.code(), reason = %error, trace = trace.as_deref(), "delivery failed");
+        } else {
+            tracing::warn!(message_id, status, code = error.code(), reason = %error, trace = trace.as_deref(), "delivery failed");
+        }
+        error.to_response()
+    }
+
+    /// Cloud Logging trace name from `X-Cloud-Trace-Context` or `traceparent`.
+    fn trace(&self, headers: &HeaderMap) -> Option<String> {
+        let id = trace_id(headers)?;
+        Some(match &self.config.gcp_project {
+            Some(project) => format!("projects/{project}/traces/{id}"),
+            None => id.to_owned(),
+        })
+    }
+}
+
+/// The trace id of a request: `X-Cloud-Trace-Context: TRACE/SPAN;o=1` or W3C `traceparent`.
+pub fn trace_id(headers: &HeaderMap) -> Option<&str> {
+    let valid = |id: &str| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit());
+    if let Some(value) = headers
+        .get("x-cloud-trace-context")
+        .and_then(|v| v.to_str().ok())
+    {
+        let id = value.split(['/', ';']).next().unwrap_or_default();
+        if valid(id) {
+            return Some(id);
+        }
+    }
+    let value = headers.get("traceparent").and_then(|v| v.to_str().ok())?;
+    let id = value.split('-').nth(1)?;
+    valid(id).then_some(id)
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response<Bytes> {
+    Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, "text/plain")
+        .body(Bytes::from_static(text.as_bytes()))
+        .unwrap_or_default()
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn unix_now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Lets a handler be shared by adapters that need `'static` futures.
+pub type SharedApp = Arc<App>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trace_id_comes_from_either_header() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-cloud-trace-context",
+            "105445aa7843bc8bf206b12000100000/1;o=1".parse().unwrap(),
+        );
+        assert_eq!(trace_id(&headers), Some("105445aa7843bc8bf206b12000100000"));
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(trace_id(&headers), Some("0af7651916cd43dd8448eb211c80319c"));
+        let mut headers = HeaderMap::new();
+        headers.insert("traceparent", "garbage".parse().unwrap());
+        assert_eq!(trace_id(&headers), None);
+    }
+}

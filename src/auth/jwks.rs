@@ -1,0 +1,286 @@
+//! Signing keys from the JWKS endpoint: fetched over HTTPS, cached per Cache-Control, refreshed without blocking.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use jsonwebtoken::DecodingKey;
+use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
+
+/// An unknown `kid` may refresh the keys at most this often, so forged kids cannot hammer the endpoint.
+pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(5);
+/// Keys are kept this long when the response has no usable max-age.
+const DEFAULT_MAX_AGE: Duration = Duration::from_secs(3600);
+/// Bounds on a server-given max-age: not refetched on every request, not kept for days.
+const MAX_AGE_RANGE: (Duration, Duration) = (Duration::from_secs(10), Duration::from_secs(86_400));
+/// A JWKS fetch that takes longer than this fails; cached keys keep serving.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// A key set is a few KiB; anything larger is not one.
+const MAX_JWKS_BYTES: usize = 1 << 20;
+
+/// Why keys could not be fetched.
+#[derive(Debug, thiserror::Error)]
+pub enum JwksError {
+    /// Transport failure or timeout.
+    #[error("fetching {url} failed: {reason}")]
+    Fetch {
+        /// The JWKS URL.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The endpoint answered, but not with a usable key set.
+    #[error("{url} did not return a usable JWK set: {reason}")]
+    Invalid {
+        /// The JWKS URL.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// A lookup outcome.
+#[derive(Clone)]
+pub enum KeyLookup {
+    /// The key for the kid.
+    Found(Arc<DecodingKey>),
+    /// The key set (fresh or stale) has no such kid, even after an allowed refresh.
+    Unknown,
+}
+
+#[derive(Default)]
+struct KeySet {
+    keys: HashMap<String, Arc<DecodingKey>>,
+    expires_at: Option<Instant>,
+}
+
+type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>;
+
+struct Inner {
+    url: http::Uri,
+    client: HttpsClient,
+    keys: RwLock<KeySet>,
+    /// Held while a fetch runs (single flight); remembers when the last one started.
+    refresh: tokio::sync::Mutex<Option<Instant>>,
+}
+
+/// Shared, cheaply cloned cache of the JWKS endpoint's RSA keys.
+#[derive(Clone)]
+pub struct JwksCache {
+    inner: Arc<Inner>,
+}
+
+impl JwksCache {
+    /// A cache for `url`; nothing is fetched until [`JwksCache::refresh`] or the first lookup.
+    pub fn new(url: http::Uri) -> Self {
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .build();
+        let client = Client::builder(TokioExecutor::new()).build(https);
+        JwksCache {
+            inner: Arc::new(Inner {
+                url,
+                client,
+                keys: RwLock::new(KeySet::default()),
+                refresh: tokio::sync::Mutex::new(None),
+            }),
+        }
+    }
+
+    /// The key for `kid`.
+    ///
+    /// Stale keys still serve while a background refresh runs, so a slow or dead endpoint
+    /// never holds up a delivery whose key is known. An unknown kid waits for one refresh,
+    /// at most every [`MIN_REFRESH_INTERVAL`].
+    pub async fn key(&self, kid: &str) -> Result<KeyLookup, JwksError> {
+        let (found, stale) = self.cached(kid);
+        if let Some(key) = found {
+            if stale {
+                let cache = self.clone();
+                tokio::spawn(async move {
+                    let _ = cache.refresh_rate_limited().await;
+                });
+            }
+            return Ok(KeyLookup::Found(key));
+        }
+        let refreshed = self.refresh_rate_limited().await;
+        match self.cached(kid).0 {
+            Some(key) => Ok(KeyLookup::Found(key)),
+            None => match refreshed {
+                // Nothing cached at all and the fetch failed: the keys are unavailable, not the token bad.
+                Err(e) if self.is_empty() => Err(e),
+                _ => Ok(KeyLookup::Unknown),
+            },
+        }
+    }
+
+    fn cached(&self, kid: &str) -> (Option<Arc<DecodingKey>>, bool) {
+        let keys = self.inner.keys.read().unwrap_or_else(|e| e.into_inner());
+        let stale = keys.expires_at.is_none_or(|t| Instant::now() >= t);
+        (keys.keys.get(kid).cloned(), stale)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.inner
+            .keys
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys
+            .is_empty()
+    }
+
+    /// Refreshes unless another refresh is running or one started within [`MIN_REFRESH_INTERVAL`].
+    async fn refresh_rate_limited(&self) -> Result<(), JwksError> {
+        let mut last = self.inner.refresh.lock().await;
+        if last.is_some_and(|t| t.elapsed() < MIN_REFRESH_INTERVAL) {
+            return Ok(());
+        }
+        *last = Some(Instant::now());
+        self.refresh_locked().await
+    }
+
+    /// Fetches the key set now (startup warm-up); failures leave cached keys in place.
+    pub async fn refresh(&self) -> Result<(), JwksError> {
+        let mut last = self.inner.refresh.lock().await;
+        *last = Some(Instant::now());
+        self.refresh_locked().await
+    }
+
+    async fn refresh_locked(&self) -> Result<(), JwksError> {
+        match self.fetch().await {
+            Ok(set) => {
+                tracing::debug!(url = %self.inner.url, keys = set.keys.len(), "JWKS refreshed");
+                *self.inner.keys.write().unwrap_or_else(|e| e.into_inner()) = set;
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "JWKS refresh failed; cached keys stay in use");
+                Err(e)
+            }
+        }
+    }
+
+    async fn fetch(&self) -> Result<KeySet, JwksError> {
+        let url = self.inner.url.to_string();
+        let fetch_error = |reason: String| JwksError::Fetch {
+            url: url.clone(),
+            reason,
+        };
+        let request = http::Request::get(self.inner.url.clone())
+            .header(http::header::ACCEPT, "application/json")
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| fetch_error(e.to_string()))?;
+        let response = tokio::time::timeout(FETCH_TIMEOUT, async {
+            let response = self
+                .inner
+                .client
+                .request(request)
+                .await
+                .map_err(|e| e.to_string())?;
+            let (parts, body) = response.into_parts();
+            let body = Limited::new(body, MAX_JWKS_BYTES)
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes();
+            Ok::<_, String>((parts, body))
+        })
+        .await
+        .map_err(|_| fetch_error(format!("no answer within {FETCH_TIMEOUT:?}")))?
+        .map_err(fetch_error)?;
+        let (parts, body) = response;
+        if !parts.status.is_success() {
+            return Err(fetch_error(format!("HTTP {}", parts.status)));
+        }
+        let keys = parse_key_set(&body).map_err(|reason| JwksError::Invalid {
+            url: url.clone(),
+            reason,
+        })?;
+        let max_age = parts
+            .headers
+            .get(http::header::CACHE_CONTROL)
+            .and_then(|v| v.to_str().ok())
+            .and_then(max_age)
+            .unwrap_or(DEFAULT_MAX_AGE)
+            .clamp(MAX_AGE_RANGE.0, MAX_AGE_RANGE.1);
+        Ok(KeySet {
+            keys,
+            expires_at: Some(Instant::now() + max_age),
+        })
+    }
+}
+
+/// The RSA keys of a JWK set by kid; keys of other types or without a kid are skipped.
+pub fn parse_key_set(body: &[u8]) -> Result<HashMap<String, Arc<DecodingKey>>, String> {
+    let set: JwkSet = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    let keys: HashMap<_, _> = set
+        .keys
+        .iter()
+        .filter(|jwk| matches!(jwk.algorithm, AlgorithmParameters::RSA(_)))
+        .filter_map(|jwk| {
+            let kid = jwk.common.key_id.clone()?;
+            let key = DecodingKey::from_jwk(jwk).ok()?;
+            Some((kid, Arc::new(key)))
+        })
+        .collect();
+    if keys.is_empty() {
+        return Err("no RSA key with a kid".into());
+    }
+    Ok(keys)
+}
+
+/// `max-age` of a Cache-Control value (`no-store`/`no-cache` count as zero).
+pub fn max_age(cache_control: &str) -> Option<Duration> {
+    cache_control
+        .split(',')
+        .map(str::trim)
+        .find_map(|directive| {
+            if directive.eq_ignore_ascii_case("no-store")
+                || directive.eq_ignore_ascii_case("no-cache")
+            {
+                return Some(Duration::ZERO);
+            }
+            let (name, value) = directive.split_once('=')?;
+            name.trim().eq_ignore_ascii_case("max-age").then(|| {
+                value
+                    .trim()
+                    .trim_matches('"')
+                    .parse()
+                    .ok()
+                    .map(Duration::from_secs)
+            })?
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_max_age_from_googles_cache_control() {
+        assert_eq!(
+            max_age("public, max-age=20616, must-revalidate, no-transform"),
+            Some(Duration::from_secs(20_616))
+        );
+        assert_eq!(max_age("no-store"), Some(Duration::ZERO));
+        assert_eq!(max_age("public"), None);
+        assert_eq!(max_age("max-age=abc"), None);
+    }
+
+    #[test]
+    fn key_set_keeps_rsa_keys_by_kid() {
+        let jwk = include_str!("../../tests/data/keys/key1.jwk.json");
+        let body = format!(r#"{{"keys":[{jwk},{{"kty":"oct","k":"c2VjcmV0","kid":"hmac"}}]}}"#);
+        let keys = parse_key_set(body.as_bytes()).unwrap();
+        assert_eq!(keys.keys().collect::<Vec<_>>(), vec!["key1"]);
+        assert!(parse_key_set(br#"{"keys":[]}"#).is_err());
+        assert!(parse_key_set(b"<html>").is_err());
+    }
+}

@@ -1,0 +1,700 @@
+//! Typed configuration, read once from the environment and validated before anything starts.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::encode::ValueFormat;
+use crate::record::KeySource;
+
+/// Default Google JWKS endpoint for push tokens.
+pub const DEFAULT_JWKS_URL: &str = "https://www.googleapis.com/oauth2/v3/certs";
+/// Issuers Google puts in push tokens.
+pub const DEFAULT_ISSUERS: &str = "https://accounts.google.com,accounts.google.com";
+
+/// A setting that is missing or cannot be used; always names the variable.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// A required variable is absent or empty.
+    #[error("{var} is required ({hint})")]
+    Missing {
+        /// The variable's name.
+        var: &'static str,
+        /// What the variable is for.
+        hint: &'static str,
+    },
+    /// A variable holds a value the bridge cannot use.
+    #[error("{var}={value:?} is invalid: {reason}")]
+    Invalid {
+        /// The variable's name.
+        var: &'static str,
+        /// The value as given (never a secret: secrets are not validated by content).
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// Kafka compression codec for produce requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompressionCodec {
+    /// No compression.
+    None,
+    /// gzip.
+    Gzip,
+    /// snappy.
+    Snappy,
+    /// lz4.
+    Lz4,
+    /// zstd.
+    Zstd,
+}
+
+/// How the bridge talks to the brokers (`KAFKA_SECURITY_PROTOCOL`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecurityProtocol {
+    /// Plain TCP.
+    Plaintext,
+    /// TLS.
+    Ssl,
+    /// SASL over plain TCP.
+    SaslPlaintext,
+    /// SASL over TLS.
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    /// Whether the connection is wrapped in TLS.
+    pub fn uses_tls(self) -> bool {
+        matches!(self, Self::Ssl | Self::SaslSsl)
+    }
+    /// Whether SASL authentication runs on the connection.
+    pub fn uses_sasl(self) -> bool {
+        matches!(self, Self::SaslPlaintext | Self::SaslSsl)
+    }
+}
+
+/// SASL mechanism and its credentials.
+#[derive(Clone, PartialEq, Eq)]
+pub enum SaslMechanism {
+    /// SASL/PLAIN.
+    Plain {
+        /// User name.
+        username: String,
+        /// Password (never logged).
+        password: String,
+    },
+    /// SCRAM-SHA-256.
+    ScramSha256 {
+        /// User name.
+        username: String,
+        /// Password (never logged).
+        password: String,
+    },
+    /// SCRAM-SHA-512.
+    ScramSha512 {
+        /// User name.
+        username: String,
+        /// Password (never logged).
+        password: String,
+    },
+    /// OAUTHBEARER with a Google access token from the metadata server.
+    OauthBearer,
+}
+
+impl std::fmt::Debug for SaslMechanism {
+    /// Only the mechanism name: credentials must never reach a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Plain { .. } => "PLAIN",
+            Self::ScramSha256 { .. } => "SCRAM-SHA-256",
+            Self::ScramSha512 { .. } => "SCRAM-SHA-512",
+            Self::OauthBearer => "OAUTHBEARER",
+        })
+    }
+}
+
+/// Connection security settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaSecurity {
+    /// `KAFKA_SECURITY_PROTOCOL`.
+    pub protocol: SecurityProtocol,
+    /// `KAFKA_SASL_MECHANISM` with `KAFKA_SASL_USERNAME`/`KAFKA_SASL_PASSWORD`.
+    pub sasl: Option<SaslMechanism>,
+    /// `KAFKA_SSL_CA_LOCATION`: PEM CA bundle; system roots when unset.
+    pub ca_location: Option<PathBuf>,
+    /// `KAFKA_SSL_CERTIFICATE_LOCATION`: client certificate chain (PEM) for mTLS.
+    pub client_cert_location: Option<PathBuf>,
+    /// `KAFKA_SSL_KEY_LOCATION`: client private key (PEM) for mTLS.
+    pub client_key_location: Option<PathBuf>,
+    /// `GCE_METADATA_HOST`: metadata server for OAUTHBEARER tokens.
+    pub metadata_host: String,
+}
+
+/// Everything about the Kafka side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaConfig {
+    /// `KAFKA_BOOTSTRAP_SERVERS`, split on commas.
+    pub bootstrap_servers: Vec<String>,
+    /// `KAFKA_TOPIC`.
+    pub topic: String,
+    /// `KAFKA_DLQ_TOPIC`.
+    pub dlq_topic: Option<String>,
+    /// `KAFKA_COMPRESSION`.
+    pub compression: CompressionCodec,
+    /// `KAFKA_LINGER_MS`.
+    pub linger: Duration,
+    /// `KAFKA_PRODUCE_TIMEOUT_MS`.
+    pub produce_timeout: Duration,
+    /// `KAFKA_MAX_BATCH_BYTES`: cap of one produce request's records per partition.
+    pub max_batch_bytes: usize,
+    /// `KAFKA_METADATA_REFRESH_MS`: how often partition counts are re-read.
+    pub metadata_refresh: Duration,
+    /// `KAFKA_CLIENT_ID`.
+    pub client_id: String,
+    /// TLS and SASL.
+    pub security: KafkaSecurity,
+}
+
+/// OIDC push-token verification settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OidcConfig {
+    /// `OIDC_AUDIENCE`.
+    pub audience: String,
+    /// `OIDC_ALLOWED_EMAILS`; `None` accepts any verified token.
+    pub allowed_emails: Option<Vec<String>>,
+    /// `OIDC_JWKS_URL`.
+    pub jwks_url: String,
+    /// `OIDC_ISSUERS`.
+    pub issuers: Vec<String>,
+    /// `OIDC_LEEWAY_SECONDS`: clock skew tolerated on `exp`/`nbf`/`iat`.
+    pub leeway_seconds: u64,
+}
+
+/// Whether push tokens are verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthConfig {
+    /// Verify every delivery's token.
+    Oidc(OidcConfig),
+    /// `OIDC_DISABLED=true`: accept deliveries without a token.
+    Disabled,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// Cloud Logging structured JSON lines.
+    Json,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// `PORT`.
+    pub port: u16,
+    /// `MAX_BODY_BYTES`: larger requests are answered 413.
+    pub max_body_bytes: usize,
+    /// `HTTP_HEADER_READ_TIMEOUT_MS`: slow clients are cut off after this.
+    pub header_read_timeout: Duration,
+    /// `SHUTDOWN_TIMEOUT_MS`: how long in-flight deliveries may finish after SIGTERM.
+    pub shutdown_timeout: Duration,
+    /// Kafka side.
+    pub kafka: KafkaConfig,
+    /// `KAFKA_KEY`.
+    pub key_source: KeySource,
+    /// `KAFKA_VALUE_FORMAT`.
+    pub value_format: ValueFormat,
+    /// Token verification.
+    pub auth: AuthConfig,
+    /// `LOG_FORMAT`.
+    pub log_format: LogFormat,
+    /// `GOOGLE_CLOUD_PROJECT`: used to build Cloud Logging trace names.
+    pub gcp_project: Option<String>,
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads settings from a map (tests and embedders).
+    pub fn from_map(map: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| map.get(name).cloned())
+    }
+
+    /// Reads settings through `lookup`; empty values count as unset.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let env = Env(&lookup);
+        let kafka = KafkaConfig {
+            bootstrap_servers: parse_bootstrap(&env.required(
+                "KAFKA_BOOTSTRAP_SERVERS",
+                "comma-separated host:port list of Kafka brokers",
+            )?)?,
+            topic: env.required("KAFKA_TOPIC", "the Kafka topic records go to")?,
+            dlq_topic: env.get("KAFKA_DLQ_TOPIC"),
+            compression: parse_compression(env.get("KAFKA_COMPRESSION"))?,
+            linger: Duration::from_millis(env.number("KAFKA_LINGER_MS", 2, 0, 10_000)?),
+            produce_timeout: Duration::from_millis(env.number(
+                "KAFKA_PRODUCE_TIMEOUT_MS",
+                10_000,
+                100,
+                600_000,
+            )?),
+            max_batch_bytes: env.number("KAFKA_MAX_BATCH_BYTES", 1 << 20, 1024, 1 << 30)? as usize,
+            metadata_refresh: Duration::from_millis(env.number(
+                "KAFKA_METADATA_REFRESH_MS",
+                30_000,
+                100,
+                86_400_000,
+            )?),
+            client_id: env
+                .get("KAFKA_CLIENT_ID")
+                .unwrap_or_else(|| "pubsub-kafka-bridge".to_owned()),
+            security: parse_security(&env)?,
+        };
+        let auth = parse_auth(&env)?;
+        let on_cloud_run = env.get("K_SERVICE").is_some();
+        let log_format = match env.get("LOG_FORMAT").as_deref() {
+            None if on_cloud_run => LogFormat::Json,
+            None => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some("text") => LogFormat::Text,
+            Some(other) => return Err(invalid("LOG_FORMAT", other, "expected json or text")),
+        };
+        Ok(Config {
+            port: env.number("PORT", 8080, 0, 65_535)? as u16,
+            max_body_bytes: env.number("MAX_BODY_BYTES", 16 << 20, 1024, 1 << 30)? as usize,
+            header_read_timeout: Duration::from_millis(env.number(
+                "HTTP_HEADER_READ_TIMEOUT_MS",
+                10_000,
+                100,
+                600_000,
+            )?),
+            shutdown_timeout: Duration::from_millis(env.number(
+                "SHUTDOWN_TIMEOUT_MS",
+                8_000,
+                0,
+                3_600_000,
+            )?),
+            key_source: parse_key_source(env.get("KAFKA_KEY"))?,
+            value_format: parse_value_format(env.get("KAFKA_VALUE_FORMAT"))?,
+            kafka,
+            auth,
+            log_format,
+            gcp_project: env
+                .get("GOOGLE_CLOUD_PROJECT")
+                .or_else(|| env.get("GCP_PROJECT")),
+        })
+    }
+}
+
+struct Env<'a>(&'a dyn Fn(&str) -> Option<String>);
+
+impl Env<'_> {
+    fn get(&self, var: &str) -> Option<String> {
+        (self.0)(var)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn required(&self, var: &'static str, hint: &'static str) -> Result<String, ConfigError> {
+        self.get(var).ok_or(ConfigError::Missing { var, hint })
+    }
+
+    fn number(
+        &self,
+        var: &'static str,
+        default: u64,
+        min: u64,
+        max: u64,
+    ) -> Result<u64, ConfigError> {
+        let Some(raw) = self.get(var) else {
+            return Ok(default);
+        };
+        let value: u64 = raw
+            .parse()
+            .map_err(|_| invalid(var, &raw, "expected a whole number"))?;
+        if !(min..=max).contains(&value) {
+            return Err(invalid(var, &raw, &format!("expected {min}..={max}")));
+        }
+        Ok(value)
+    }
+
+    fn bool(&self, var: &'static str) -> Result<bool, ConfigError> {
+        match self.get(var).map(|v| v.to_ascii_lowercase()).as_deref() {
+            None | Some("false") | Some("0") | Some("no") => Ok(false),
+            Some("true") | Some("1") | Some("yes") => Ok(true),
+            Some(other) => Err(invalid(var, other, "expected true or false")),
+        }
+    }
+}
+
+fn invalid(var: &'static str, value: &str, reason: &str) -> ConfigError {
+    ConfigError::Invalid {
+        var,
+        value: value.to_owned(),
+        reason: reason.to_owned(),
+    }
+}
+
+fn split_list(raw: &str) -> Vec<String> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn parse_bootstrap(raw: &str) -> Result<Vec<String>, ConfigError> {
+    let servers = split_list(raw);
+    for server in &servers {
+        let valid_port = server
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if !valid_port {
+            return Err(invalid(
+                "KAFKA_BOOTSTRAP_SERVERS",
+                raw,
+                &format!("{server:?} is not host:port"),
+            ));
+        }
+    }
+    if servers.is_empty() {
+        return Err(invalid(
+            "KAFKA_BOOTSTRAP_SERVERS",
+            raw,
+            "no host:port given",
+        ));
+    }
+    Ok(servers)
+}
+
+fn parse_compression(raw: Option<String>) -> Result<CompressionCodec, ConfigError> {
+    Ok(
+        match raw.as_deref().map(str::to_ascii_lowercase).as_deref() {
+            None | Some("none") => CompressionCodec::None,
+            Some("gzip") => CompressionCodec::Gzip,
+            Some("snappy") => CompressionCodec::Snappy,
+            Some("lz4") => CompressionCodec::Lz4,
+            Some("zstd") => CompressionCodec::Zstd,
+            Some(_) => {
+                return Err(invalid(
+                    "KAFKA_COMPRESSION",
+                    raw.as_deref().unwrap_or_default(),
+                    "expected none, gzip, snappy, lz4 or zstd",
+                ));
+            }
+        },
+    )
+}
+
+fn parse_key_source(raw: Option<String>) -> Result<KeySource, ConfigError> {
+    match raw.as_deref() {
+        None | Some("ordering_key") => Ok(KeySource::OrderingKey),
+        Some("message_id") => Ok(KeySource::MessageId),
+        Some("none") => Ok(KeySource::None),
+        Some(other) => match other.strip_prefix("attribute:") {
+            Some(name) if !name.is_empty() => Ok(KeySource::Attribute(name.to_owned())),
+            _ => Err(invalid(
+                "KAFKA_KEY",
+                other,
+                "expected ordering_key, message_id, attribute:NAME or none",
+            )),
+        },
+    }
+}
+
+fn parse_value_format(raw: Option<String>) -> Result<ValueFormat, ConfigError> {
+    match raw.as_deref() {
+        None | Some("raw") => Ok(ValueFormat::Raw),
+        Some("json") => Ok(ValueFormat::Json),
+        Some("avro") => Ok(ValueFormat::Avro),
+        Some("protobuf") => Ok(ValueFormat::Protobuf),
+        Some(other) => Err(invalid(
+            "KAFKA_VALUE_FORMAT",
+            other,
+            "expected raw, json, avro or protobuf",
+        )),
+    }
+}
+
+fn parse_security(env: &Env<'_>) -> Result<KafkaSecurity, ConfigError> {
+    let protocol = match env
+        .get("KAFKA_SECURITY_PROTOCOL")
+        .map(|v| v.to_ascii_uppercase())
+        .as_deref()
+    {
+        None | Some("PLAINTEXT") => SecurityProtocol::Plaintext,
+        Some("SSL") => SecurityProtocol::Ssl,
+        Some("SASL_PLAINTEXT") => SecurityProtocol::SaslPlaintext,
+        Some("SASL_SSL") => SecurityProtocol::SaslSsl,
+        Some(other) => {
+            return Err(invalid(
+                "KAFKA_SECURITY_PROTOCOL",
+                other,
+                "expected PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL",
+            ));
+        }
+    };
+    let mechanism = env
+        .get("KAFKA_SASL_MECHANISM")
+        .map(|v| v.to_ascii_uppercase());
+    let credentials = || -> Result<(String, String), ConfigError> {
+        Ok((
+            env.required(
+                "KAFKA_SASL_USERNAME",
+                "SASL user name for the chosen mechanism",
+            )?,
+            env.required(
+                "KAFKA_SASL_PASSWORD",
+                "SASL password for the chosen mechanism",
+            )?,
+        ))
+    };
+    let sasl = match (protocol.uses_sasl(), mechanism.as_deref()) {
+        (false, None) => None,
+        (false, Some(m)) => {
+            return Err(invalid(
+                "KAFKA_SASL_MECHANISM",
+                m,
+                "set KAFKA_SECURITY_PROTOCOL to SASL_SSL or SASL_PLAINTEXT to use SASL",
+            ));
+        }
+        (true, None) => {
+            return Err(ConfigError::Missing {
+                var: "KAFKA_SASL_MECHANISM",
+                hint: "required with a SASL_* security protocol",
+            });
+        }
+        (true, Some("PLAIN")) => {
+            let (username, password) = credentials()?;
+            Some(SaslMechanism::Plain { username, password })
+        }
+        (true, Some("SCRAM-SHA-256")) => {
+            let (username, password) = credentials()?;
+            Some(SaslMechanism::ScramSha256 { username, password })
+        }
+        (true, Some("SCRAM-SHA-512")) => {
+            let (username, password) = credentials()?;
+            Some(SaslMechanism::ScramSha512 { username, password })
+        }
+        (true, Some("OAUTHBEARER")) => Some(SaslMechanism::OauthBearer),
+        (true, Some(other)) => {
+            return Err(invalid(
+                "KAFKA_SASL_MECHANISM",
+                other,
+                "expected PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER",
+            ));
+        }
+    };
+    let path = |var: &'static str| -> Result<Option<PathBuf>, ConfigError> {
+        match env.get(var) {
+            None => Ok(None),
+            Some(p) if std::path::Path::new(&p).is_file() => Ok(Some(PathBuf::from(p))),
+            Some(p) => Err(invalid(var, &p, "no such file")),
+        }
+    };
+    let security = KafkaSecurity {
+        protocol,
+        sasl,
+        ca_location: path("KAFKA_SSL_CA_LOCATION")?,
+        client_cert_location: path("KAFKA_SSL_CERTIFICATE_LOCATION")?,
+        client_key_location: path("KAFKA_SSL_KEY_LOCATION")?,
+        metadata_host: env
+            .get("GCE_METADATA_HOST")
+            .unwrap_or_else(|| "metadata.google.internal".to_owned()),
+    };
+    if security.client_cert_location.is_some() != security.client_key_location.is_some() {
+        return Err(ConfigError::Missing {
+            var: if security.client_cert_location.is_some() {
+                "KAFKA_SSL_KEY_LOCATION"
+            } else {
+                "KAFKA_SSL_CERTIFICATE_LOCATION"
+            },
+            hint: "a client certificate and its key are given together",
+        });
+    }
+    Ok(security)
+}
+
+fn parse_auth(env: &Env<'_>) -> Result<AuthConfig, ConfigError> {
+    if env.bool("OIDC_DISABLED")? {
+        return Ok(AuthConfig::Disabled);
+    }
+    let audience = env.required(
+        "OIDC_AUDIENCE",
+        "the audience of the push subscription's OIDC token; or OIDC_DISABLED=true",
+    )?;
+    let jwks_url = env
+        .get("OIDC_JWKS_URL")
+        .unwrap_or_else(|| DEFAULT_JWKS_URL.to_owned());
+    let uri: http::Uri = jwks_url
+        .parse()
+        .map_err(|_| invalid("OIDC_JWKS_URL", &jwks_url, "not a URL"))?;
+    let loopback = matches!(
+        uri.host(),
+        Some("127.0.0.1" | "localhost" | "[::1]" | "::1")
+    );
+    match uri.scheme_str() {
+        Some("https") => {}
+        Some("http") if loopback => {}
+        _ => {
+            return Err(invalid(
+                "OIDC_JWKS_URL",
+                &jwks_url,
+                "keys must come over https (http only on loopback)",
+            ));
+        }
+    }
+    let issuers = split_list(
+        &env.get("OIDC_ISSUERS")
+            .unwrap_or_else(|| DEFAULT_ISSUERS.to_owned()),
+    );
+    if issuers.is_empty() {
+        return Err(invalid("OIDC_ISSUERS", "", "no issuer given"));
+    }
+    Ok(AuthConfig::Oidc(OidcConfig {
+        audience,
+        allowed_emails: env.get("OIDC_ALLOWED_EMAILS").map(|v| split_list(&v)),
+        jwks_url,
+        issuers,
+        leeway_seconds: env.number("OIDC_LEEWAY_SECONDS", 30, 0, 600)?,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_map(&map)
+    }
+
+    const BASE: [(&str, &str); 3] = [
+        ("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+        ("KAFKA_TOPIC", "t"),
+        ("OIDC_AUDIENCE", "https://bridge.example"),
+    ];
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let c = config(&BASE).unwrap();
+        assert_eq!(c.port, 8080);
+        assert_eq!(c.key_source, KeySource::OrderingKey);
+        assert_eq!(c.value_format, ValueFormat::Raw);
+        assert_eq!(c.kafka.compression, CompressionCodec::None);
+        assert_eq!(c.kafka.produce_timeout, Duration::from_secs(10));
+        assert_eq!(c.max_body_bytes, 16 << 20);
+        assert_eq!(c.log_format, LogFormat::Text);
+        let AuthConfig::Oidc(oidc) = c.auth else {
+            panic!("auth should be on")
+        };
+        assert_eq!(oidc.jwks_url, DEFAULT_JWKS_URL);
+        assert_eq!(
+            oidc.issuers,
+            vec!["https://accounts.google.com", "accounts.google.com"]
+        );
+        assert_eq!(oidc.allowed_emails, None);
+    }
+
+    #[test]
+    fn refuses_to_start_without_audience_unless_disabled() {
+        let err = config(&BASE[..2]).unwrap_err();
+        assert!(matches!(
+            err,
+            ConfigError::Missing {
+                var: "OIDC_AUDIENCE",
+                ..
+            }
+        ));
+        let mut vars = BASE[..2].to_vec();
+        vars.push(("OIDC_DISABLED", "true"));
+        assert_eq!(config(&vars).unwrap().auth, AuthConfig::Disabled);
+    }
+
+    #[test]
+    fn every_error_names_its_variable() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("KAFKA_KEY", "attribute:", "KAFKA_KEY"),
+            ("KAFKA_VALUE_FORMAT", "xml", "KAFKA_VALUE_FORMAT"),
+            ("KAFKA_COMPRESSION", "brotli", "KAFKA_COMPRESSION"),
+            ("KAFKA_LINGER_MS", "soon", "KAFKA_LINGER_MS"),
+            ("KAFKA_PRODUCE_TIMEOUT_MS", "5", "KAFKA_PRODUCE_TIMEOUT_MS"),
+            ("PORT", "70000", "PORT"),
+            ("LOG_FORMAT", "xml", "LOG_FORMAT"),
+            (
+                "KAFKA_BOOTSTRAP_SERVERS",
+                "nohost",
+                "KAFKA_BOOTSTRAP_SERVERS",
+            ),
+            ("OIDC_JWKS_URL", "http://example.com/certs", "OIDC_JWKS_URL"),
+            ("OIDC_DISABLED", "maybe", "OIDC_DISABLED"),
+            ("KAFKA_SECURITY_PROTOCOL", "TLS", "KAFKA_SECURITY_PROTOCOL"),
+            (
+                "KAFKA_SSL_CA_LOCATION",
+                "/no/such/ca.pem",
+                "KAFKA_SSL_CA_LOCATION",
+            ),
+        ];
+        for (var, value, named) in cases {
+            let mut vars: Vec<(&str, &str)> =
+                BASE.iter().filter(|(k, _)| k != var).copied().collect();
+            vars.push((var, value));
+            let err = config(&vars).unwrap_err().to_string();
+            assert!(err.starts_with(named), "{var}={value}: {err}");
+        }
+    }
+
+    #[test]
+    fn parses_key_sources() {
+        let mut vars = BASE.to_vec();
+        vars.push(("KAFKA_KEY", "attribute:tenant"));
+        assert_eq!(
+            config(&vars).unwrap().key_source,
+            KeySource::Attribute("tenant".into())
+        );
+        vars.pop();
+        vars.push(("KAFKA_KEY", "message_id"));
+        assert_eq!(config(&vars).unwrap().key_source, KeySource::MessageId);
+        vars.pop();
+        vars.push(("KAFKA_KEY", "none"));
+        assert_eq!(config(&vars).unwrap().key_source, KeySource::None);
+    }
+
+    #[test]
+    fn sasl_needs_mechanism_and_credentials_and_hides_them() {
+        let mut vars = BASE.to_vec();
+        vars.push(("KAFKA_SECURITY_PROTOCOL", "SASL_SSL"));
+        assert!(
+            config(&vars)
+                .unwrap_err()
+                .to_string()
+                .starts_with("KAFKA_SASL_MECHANISM")
+        );
+        vars.push(("KAFKA_SASL_MECHANISM", "SCRAM-SHA-512"));
+        assert!(
+            config(&vars)
+                .unwrap_err()
+                .to_string()
+                .starts_with("KAFKA_SASL_USERNAME")
+        );
+        vars.push(("KAFKA_SASL_USERNAME", "bridge"));
+        vars.push(("KAFKA_SASL_PASSWORD", "s3cret-value"));
+        let c = config(&vars).unwrap();
+        assert!(!format!("{c:?}").contains("s3cret-value"));
+    }
+
+    #[test]
+    fn cloud_run_defaults_to_json_logs() {
+        let mut vars = BASE.to_vec();
+        vars.push(("K_SERVICE", "bridge"));
+        assert_eq!(config(&vars).unwrap().log_format, LogFormat::Json);
+    }
+}

@@ -1,0 +1,291 @@
+//! Message → record value: raw bytes, JSON, Avro (single-object encoding) or Pub/Sub's protobuf.
+
+use std::collections::{BTreeMap, HashMap};
+
+use apache_avro::Schema;
+use apache_avro::headers::{HeaderBuilder, RabinFingerprintHeader};
+use apache_avro::types::Value as AvroValue;
+use base64::Engine as _;
+use serde::Serialize;
+
+use crate::envelope::PubsubMessage;
+
+/// The Avro schema of the `avro` value format; shipped in the repository for consumers.
+pub const AVRO_SCHEMA: &str = include_str!("../schemas/pubsub_message.avsc");
+
+/// `KAFKA_VALUE_FORMAT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueFormat {
+    /// The decoded payload, untouched.
+    Raw,
+    /// A JSON object with every field and `data` as base64.
+    Json,
+    /// Avro single-object encoding of `schemas/pubsub_message.avsc`.
+    Avro,
+    /// Serialized `google.pubsub.v1.PubsubMessage`.
+    Protobuf,
+}
+
+/// A message that cannot be written in the configured format.
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    /// The Avro writer refused the datum.
+    #[error("avro encoding failed: {0}")]
+    Avro(String),
+    /// serde_json failed (cannot happen for these types, kept typed rather than unwrapped).
+    #[error("json encoding failed: {0}")]
+    Json(String),
+}
+
+/// Encodes values in one format; built once at startup (the Avro schema is parsed once).
+#[derive(Debug)]
+pub struct Encoder {
+    format: ValueFormat,
+    avro: Option<AvroWriter>,
+}
+
+#[derive(Debug)]
+struct AvroWriter {
+    schema: Schema,
+    /// `0xC3 0x01` plus the schema's CRC-64-AVRO fingerprint (little-endian).
+    header: Vec<u8>,
+}
+
+impl Encoder {
+    /// An encoder for `format`.
+    pub fn new(format: ValueFormat) -> Self {
+        let avro = (format == ValueFormat::Avro).then(|| {
+            let schema = Schema::parse_str(AVRO_SCHEMA).expect("the bundled Avro schema is valid");
+            let header = RabinFingerprintHeader::from_schema(&schema).build_header();
+            AvroWriter { schema, header }
+        });
+        Encoder { format, avro }
+    }
+
+    /// The configured format.
+    pub fn format(&self) -> ValueFormat {
+        self.format
+    }
+
+    /// The record value for `message`; the raw format moves the payload without copying it.
+    pub fn encode(&self, message: PubsubMessage) -> Result<Vec<u8>, EncodeError> {
+        match (self.format, &self.avro) {
+            (ValueFormat::Raw, _) => Ok(message.data),
+            (ValueFormat::Json, _) => encode_json(&message),
+            (ValueFormat::Avro, Some(avro)) => encode_avro(avro, message),
+            (ValueFormat::Avro, None) => Err(EncodeError::Avro("writer not initialised".into())),
+            (ValueFormat::Protobuf, _) => Ok(encode_protobuf(message)),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct JsonValue<'a> {
+    message_id: &'a str,
+    publish_time: &'a str,
+    subscription: &'a str,
+    ordering_key: Option<&'a str>,
+    attributes: &'a BTreeMap<String, String>,
+    delivery_attempt: Option<u32>,
+    data: String,
+}
+
+fn encode_json(message: &PubsubMessage) -> Result<Vec<u8>, EncodeError> {
+    serde_json::to_vec(&JsonValue {
+        message_id: &message.message_id,
+        publish_time: &message.publish_time,
+        subscription: &message.subscription,
+        ordering_key: message.ordering_key.as_deref(),
+        attributes: &message.attributes,
+        delivery_attempt: message.delivery_attempt,
+        data: base64::engine::general_purpose::STANDARD.encode(&message.data),
+    })
+    .map_err(|e| EncodeError::Json(e.to_string()))
+}
+
+fn encode_avro(avro: &AvroWriter, message: PubsubMessage) -> Result<Vec<u8>, EncodeError> {
+    let nullable = |value: Option<AvroValue>| match value {
+        None => AvroValue::Union(0, Box::new(AvroValue::Null)),
+        Some(v) => AvroValue::Union(1, Box::new(v)),
+    };
+    let attributes: HashMap<String, AvroValue> = message
+        .attributes
+        .into_iter()
+        .map(|(k, v)| (k, AvroValue::String(v)))
+        .collect();
+    let record = AvroValue::Record(vec![
+        ("message_id".into(), AvroValue::String(message.message_id)),
+        (
+            "publish_time".into(),
+            AvroValue::String(message.publish_time),
+        ),
+        (
+            "subscription".into(),
+            AvroValue::String(message.subscription),
+        ),
+        (
+            "ordering_key".into(),
+            nullable(message.ordering_key.map(AvroValue::String)),
+        ),
+        ("attributes".into(), AvroValue::Map(attributes)),
+        (
+            "delivery_attempt".into(),
+            nullable(message.delivery_attempt.map(|a| AvroValue::Int(a as i32))),
+        ),
+        ("data".into(), AvroValue::Bytes(message.data)),
+    ]);
+    let datum = apache_avro::to_avro_datum(&avro.schema, record)
+        .map_err(|e| EncodeError::Avro(e.to_string()))?;
+    let mut value = Vec::with_capacity(avro.header.len() + datum.len());
+    value.extend_from_slice(&avro.header);
+    value.extend_from_slice(&datum);
+    Ok(value)
+}
+
+/// `google.pubsub.v1.PubsubMessage`, field numbers as in Google's `pubsub.proto`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PubsubMessageProto {
+    /// The payload.
+    #[prost(bytes = "vec", tag = "1")]
+    pub data: Vec<u8>,
+    /// Attributes.
+    #[prost(btree_map = "string, string", tag = "2")]
+    pub attributes: BTreeMap<String, String>,
+    /// Message id.
+    #[prost(string, tag = "3")]
+    pub message_id: String,
+    /// Publish time.
+    #[prost(message, optional, tag = "4")]
+    pub publish_time: Option<ProtoTimestamp>,
+    /// Ordering key (empty when none).
+    #[prost(string, tag = "5")]
+    pub ordering_key: String,
+}
+
+/// `google.protobuf.Timestamp`.
+#[derive(Clone, Copy, PartialEq, Eq, prost::Message)]
+pub struct ProtoTimestamp {
+    /// Seconds since the Unix epoch.
+    #[prost(int64, tag = "1")]
+    pub seconds: i64,
+    /// Nanoseconds within the second.
+    #[prost(int32, tag = "2")]
+    pub nanos: i32,
+}
+
+fn encode_protobuf(message: PubsubMessage) -> Vec<u8> {
+    use prost::Message as _;
+    let publish_time = chrono::DateTime::parse_from_rfc3339(&message.publish_time)
+        .map(|t| ProtoTimestamp {
+            seconds: t.timestamp(),
+            nanos: t.timestamp_subsec_nanos() as i32,
+        })
+        // The envelope parser already proved the time parses; ms precision is the fallback.
+        .unwrap_or(ProtoTimestamp {
+            seconds: message.publish_time_ms.div_euclid(1000),
+            nanos: (message.publish_time_ms.rem_euclid(1000) * 1_000_000) as i32,
+        });
+    PubsubMessageProto {
+        data: message.data,
+        attributes: message.attributes,
+        message_id: message.message_id,
+        publish_time: Some(publish_time),
+        ordering_key: message.ordering_key.unwrap_or_default(),
+    }
+    .encode_to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message as _;
+
+    fn message() -> PubsubMessage {
+        PubsubMessage {
+            data: vec![0, 159, 146, 150, b'x'],
+            attributes: [("a".to_owned(), "1".to_owned())].into_iter().collect(),
+            message_id: "m1".into(),
+            publish_time: "2021-02-26T19:13:55.749123456Z".into(),
+            publish_time_ms: 1_614_366_835_749,
+            ordering_key: Some("k".into()),
+            subscription: "projects/p/subscriptions/s".into(),
+            delivery_attempt: Some(4),
+        }
+    }
+
+    #[test]
+    fn raw_is_the_payload_untouched() {
+        assert_eq!(
+            Encoder::new(ValueFormat::Raw).encode(message()).unwrap(),
+            message().data
+        );
+    }
+
+    #[test]
+    fn json_carries_every_field_and_base64_data() {
+        let value = Encoder::new(ValueFormat::Json).encode(message()).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&value).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "message_id": "m1",
+                "publish_time": "2021-02-26T19:13:55.749123456Z",
+                "subscription": "projects/p/subscriptions/s",
+                "ordering_key": "k",
+                "attributes": {"a": "1"},
+                "delivery_attempt": 4,
+                "data": "AJ+Slng="
+            })
+        );
+        let bare = PubsubMessage {
+            ordering_key: None,
+            delivery_attempt: None,
+            ..message()
+        };
+        let v: serde_json::Value =
+            serde_json::from_slice(&Encoder::new(ValueFormat::Json).encode(bare).unwrap()).unwrap();
+        assert!(v["ordering_key"].is_null() && v["delivery_attempt"].is_null());
+    }
+
+    #[test]
+    fn avro_is_single_object_encoded_and_round_trips() {
+        let value = Encoder::new(ValueFormat::Avro).encode(message()).unwrap();
+        assert_eq!(&value[..2], &[0xC3, 0x01]);
+        let schema = Schema::parse_str(AVRO_SCHEMA).unwrap();
+        let fingerprint = schema.fingerprint::<apache_avro::rabin::Rabin>();
+        assert_eq!(&value[2..10], &fingerprint.bytes[..]);
+        let decoded = apache_avro::from_avro_datum(&schema, &mut &value[10..], None).unwrap();
+        let AvroValue::Record(fields) = decoded else {
+            panic!("not a record")
+        };
+        assert_eq!(fields[0].1, AvroValue::String("m1".into()));
+        assert_eq!(
+            fields[3].1,
+            AvroValue::Union(1, Box::new(AvroValue::String("k".into())))
+        );
+        assert_eq!(
+            fields[5].1,
+            AvroValue::Union(1, Box::new(AvroValue::Int(4)))
+        );
+        assert_eq!(fields[6].1, AvroValue::Bytes(message().data));
+    }
+
+    #[test]
+    fn protobuf_decodes_as_pubsub_message_with_nanosecond_time() {
+        let value = Encoder::new(ValueFormat::Protobuf)
+            .encode(message())
+            .unwrap();
+        let decoded = PubsubMessageProto::decode(value.as_slice()).unwrap();
+        assert_eq!(decoded.data, message().data);
+        assert_eq!(decoded.message_id, "m1");
+        assert_eq!(decoded.ordering_key, "k");
+        assert_eq!(decoded.attributes.get("a").map(String::as_str), Some("1"));
+        assert_eq!(
+            decoded.publish_time,
+            Some(ProtoTimestamp {
+                seconds: 1_614_366_835,
+                nanos: 749_123_456
+            })
+        );
+    }
+}

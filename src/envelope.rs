@@ -1,0 +1,243 @@
+//! The push request: Pub/Sub's JSON envelope (or an unwrapped body) turned into one [`PubsubMessage`].
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use serde::Deserialize;
+
+/// One Pub/Sub message as it arrived, with everything the record needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PubsubMessage {
+    /// The decoded payload; empty when the message carried no data.
+    pub data: Vec<u8>,
+    /// Message attributes, ordered by name so headers come out deterministically.
+    pub attributes: BTreeMap<String, String>,
+    /// Pub/Sub's message id.
+    pub message_id: String,
+    /// Publish time exactly as received (RFC 3339).
+    pub publish_time: String,
+    /// Publish time in milliseconds since the Unix epoch.
+    pub publish_time_ms: i64,
+    /// Ordering key; `None` when absent or empty.
+    pub ordering_key: Option<String>,
+    /// Full subscription name (`projects/P/subscriptions/S`).
+    pub subscription: String,
+    /// Delivery attempt, present when the subscription has a dead-letter policy.
+    pub delivery_attempt: Option<u32>,
+}
+
+/// Why a push body is not a usable delivery. Every variant is the sender's fault (400).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EnvelopeError {
+    /// The body is not JSON of the push envelope's shape.
+    #[error("body is not a Pub/Sub push envelope: {0}")]
+    NotAnEnvelope(String),
+    /// The envelope has no `message` object.
+    #[error("envelope has no \"message\"")]
+    MissingMessage,
+    /// A required field is absent or empty.
+    #[error("message has no {0}")]
+    MissingField(&'static str),
+    /// `message.data` is not standard base64.
+    #[error("message.data is not valid base64: {0}")]
+    InvalidBase64(String),
+    /// `publishTime` is not RFC 3339.
+    #[error("publishTime {0:?} is not an RFC 3339 timestamp")]
+    InvalidPublishTime(String),
+}
+
+impl EnvelopeError {
+    /// Stable machine-readable code, used in dead-letter headers and error bodies.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NotAnEnvelope(_) => "invalid_envelope",
+            Self::MissingMessage => "missing_message",
+            Self::MissingField(_) => "missing_field",
+            Self::InvalidBase64(_) => "invalid_base64",
+            Self::InvalidPublishTime(_) => "invalid_publish_time",
+        }
+    }
+}
+
+/// Standard alphabet; Pub/Sub pads, but hand-made requests often do not.
+const BASE64: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+#[derive(Deserialize)]
+struct RawEnvelope<'a> {
+    #[serde(borrow)]
+    message: Option<RawMessage<'a>>,
+    #[serde(borrow)]
+    subscription: Option<Cow<'a, str>>,
+    #[serde(rename = "deliveryAttempt")]
+    delivery_attempt: Option<u32>,
+}
+
+#[derive(Deserialize)]
+struct RawMessage<'a> {
+    #[serde(borrow)]
+    data: Option<Cow<'a, str>>,
+    attributes: Option<BTreeMap<String, String>>,
+    #[serde(rename = "messageId", borrow)]
+    message_id_camel: Option<Cow<'a, str>>,
+    #[serde(rename = "message_id", borrow)]
+    message_id_snake: Option<Cow<'a, str>>,
+    #[serde(rename = "publishTime", borrow)]
+    publish_time_camel: Option<Cow<'a, str>>,
+    #[serde(rename = "publish_time", borrow)]
+    publish_time_snake: Option<Cow<'a, str>>,
+    #[serde(rename = "orderingKey", borrow)]
+    ordering_key_camel: Option<Cow<'a, str>>,
+    #[serde(rename = "ordering_key", borrow)]
+    ordering_key_snake: Option<Cow<'a, str>>,
+}
+
+/// Parses a wrapped push body (`{"message": {...}, "subscription": ...}`).
+///
+/// Unknown fields are ignored so new Pub/Sub fields never break deliveries.
+pub fn parse_wrapped(body: &[u8]) -> Result<PubsubMessage, EnvelopeError> {
+    let raw: RawEnvelope<'_> =
+        serde_json::from_slice(body).map_err(|e| EnvelopeError::NotAnEnvelope(e.to_string()))?;
+    let message = raw.message.ok_or(EnvelopeError::MissingMessage)?;
+    let data = match message.data.as_deref() {
+        None | Some("") => Vec::new(),
+        Some(encoded) => BASE64
+            .decode(encoded)
+            .map_err(|e| EnvelopeError::InvalidBase64(e.to_string()))?,
+    };
+    let message_id = non_empty(message.message_id_camel.or(message.message_id_snake))
+        .ok_or(EnvelopeError::MissingField("messageId"))?;
+    let publish_time = non_empty(message.publish_time_camel.or(message.publish_time_snake))
+        .ok_or(EnvelopeError::MissingField("publishTime"))?;
+    let subscription =
+        non_empty(raw.subscription).ok_or(EnvelopeError::MissingField("subscription"))?;
+    Ok(PubsubMessage {
+        data,
+        attributes: message.attributes.unwrap_or_default(),
+        message_id,
+        publish_time_ms: parse_publish_time(&publish_time)?,
+        publish_time,
+        ordering_key: non_empty(message.ordering_key_camel.or(message.ordering_key_snake)),
+        subscription,
+        delivery_attempt: raw.delivery_attempt,
+    })
+}
+
+fn non_empty(value: Option<Cow<'_, str>>) -> Option<String> {
+    value.filter(|v| !v.is_empty()).map(Cow::into_owned)
+}
+
+/// RFC 3339 with any number of fractional digits → epoch milliseconds (truncated, like Java).
+pub fn parse_publish_time(value: &str) -> Result<i64, EnvelopeError> {
+    chrono::DateTime::parse_from_rfc3339(value)
+        .map(|t| t.timestamp_millis())
+        .map_err(|_| EnvelopeError::InvalidPublishTime(value.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The example body from Google's "Push subscriptions" page.
+    const DOC_EXAMPLE: &str = r#"{
+      "message": {
+        "attributes": {"key": "value"},
+        "data": "SGVsbG8gQ2xvdWQgUHViL1N1YiEgSGVyZSBpcyBteSBtZXNzYWdlIQ==",
+        "messageId": "2070443601311540",
+        "message_id": "2070443601311540",
+        "publishTime": "2021-02-26T19:13:55.749Z",
+        "publish_time": "2021-02-26T19:13:55.749Z"
+      },
+      "subscription": "projects/myproject/subscriptions/mysubscription"
+    }"#;
+
+    #[test]
+    fn parses_the_documented_example() {
+        let m = parse_wrapped(DOC_EXAMPLE.as_bytes()).unwrap();
+        assert_eq!(m.data, b"Hello Cloud Pub/Sub! Here is my message!");
+        assert_eq!(m.attributes.get("key").map(String::as_str), Some("value"));
+        assert_eq!(m.message_id, "2070443601311540");
+        assert_eq!(m.publish_time, "2021-02-26T19:13:55.749Z");
+        assert_eq!(m.publish_time_ms, 1_614_366_835_749);
+        assert_eq!(m.ordering_key, None);
+        assert_eq!(
+            m.subscription,
+            "projects/myproject/subscriptions/mysubscription"
+        );
+        assert_eq!(m.delivery_attempt, None);
+    }
+
+    #[test]
+    fn accepts_snake_case_fields_unpadded_base64_and_ordering_key() {
+        let body = r#"{"message":{"data":"aGk","message_id":"7","publish_time":"2024-01-01T00:00:00.123456789Z","orderingKey":"k","unknown":1},
+                      "subscription":"projects/p/subscriptions/s","deliveryAttempt":3,"extra":true}"#;
+        let m = parse_wrapped(body.as_bytes()).unwrap();
+        assert_eq!(m.data, b"hi");
+        assert_eq!(m.message_id, "7");
+        assert_eq!(m.publish_time_ms, 1_704_067_200_123);
+        assert_eq!(m.ordering_key.as_deref(), Some("k"));
+        assert_eq!(m.delivery_attempt, Some(3));
+    }
+
+    #[test]
+    fn absent_or_empty_data_is_an_empty_payload() {
+        for data in ["", r#","data":"""#, r#","data":null"#] {
+            let body = format!(
+                r#"{{"message":{{"messageId":"1","publishTime":"2024-01-01T00:00:00Z"{data}}},"subscription":"s"}}"#
+            );
+            assert_eq!(parse_wrapped(body.as_bytes()).unwrap().data, b"");
+        }
+    }
+
+    #[test]
+    fn rejects_malformed_envelopes_with_a_reason() {
+        let cases: &[(&str, &str)] = &[
+            ("", "invalid_envelope"),
+            ("[]", "invalid_envelope"),
+            ("{", "invalid_envelope"),
+            ("{}", "missing_message"),
+            (r#"{"message":null}"#, "missing_message"),
+            (r#"{"message":"x"}"#, "invalid_envelope"),
+            (
+                r#"{"message":{"data":"!!!","messageId":"1","publishTime":"2024-01-01T00:00:00Z"},"subscription":"s"}"#,
+                "invalid_base64",
+            ),
+            (
+                r#"{"message":{"data":"aGk=","publishTime":"2024-01-01T00:00:00Z"},"subscription":"s"}"#,
+                "missing_field",
+            ),
+            (
+                r#"{"message":{"messageId":"1","publishTime":"yesterday"},"subscription":"s"}"#,
+                "invalid_publish_time",
+            ),
+            (
+                r#"{"message":{"messageId":"1"},"subscription":"s"}"#,
+                "missing_field",
+            ),
+            (
+                r#"{"message":{"messageId":"1","publishTime":"2024-01-01T00:00:00Z"}}"#,
+                "missing_field",
+            ),
+            (
+                r#"{"message":{"messageId":1,"publishTime":"2024-01-01T00:00:00Z"},"subscription":"s"}"#,
+                "invalid_envelope",
+            ),
+            (
+                r#"{"message":{"messageId":"1","publishTime":"2024-01-01T00:00:00Z","attributes":{"a":1}},"subscription":"s"}"#,
+                "invalid_envelope",
+            ),
+            (
+                r#"{"message":{"messageId":"1","publishTime":"2024-01-01T00:00:00Z"},"subscription":"s","deliveryAttempt":"3"}"#,
+                "invalid_envelope",
+            ),
+        ];
+        for (body, code) in cases {
+            let err = parse_wrapped(body.as_bytes()).unwrap_err();
+            assert_eq!(err.code(), *code, "{body}: {err}");
+        }
+    }
+}

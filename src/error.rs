@@ -1,0 +1,173 @@
+//! The one place where a failed delivery becomes an HTTP status, a retry class and a log level.
+
+use bytes::Bytes;
+use http::{Response, StatusCode, header};
+
+use crate::auth::AuthError;
+use crate::encode::EncodeError;
+use crate::envelope::EnvelopeError;
+use crate::kafka::KafkaError;
+
+/// Everything that can stop a delivery from being acknowledged.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    /// The body is not a usable push delivery.
+    #[error(transparent)]
+    Envelope(#[from] EnvelopeError),
+    /// The token is missing, invalid or not allowed.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// The body is larger than `MAX_BODY_BYTES`.
+    #[error("request body exceeds {limit} bytes")]
+    BodyTooLarge {
+        /// The limit.
+        limit: usize,
+    },
+    /// The body could not be read off the connection.
+    #[error("request body could not be read: {0}")]
+    BodyUnreadable(String),
+    /// The message cannot be written in the configured value format.
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+    /// Kafka did not acknowledge the record.
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    /// Only POST delivers.
+    #[error("method {0} not allowed; push deliveries are POSTed")]
+    MethodNotAllowed(http::Method),
+    /// The process is shutting down and the delivery could not finish in time.
+    #[error("shutting down before Kafka acknowledged")]
+    ShuttingDown,
+    /// A bug: the handler panicked.
+    #[error("internal error")]
+    Internal,
+}
+
+impl DeliveryError {
+    /// The HTTP status Pub/Sub sees.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Envelope(_) | Self::BodyUnreadable(_) => StatusCode::BAD_REQUEST,
+            Self::Auth(AuthError::EmailNotAllowed { .. }) => StatusCode::FORBIDDEN,
+            Self::Auth(AuthError::KeysUnavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Auth(_) => StatusCode::UNAUTHORIZED,
+            Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Encode(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Kafka(e) if e.is_retriable() => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Kafka(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Stable machine-readable code (response bodies, dead-letter `pubsub.error` header).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Envelope(e) => e.code(),
+            Self::Auth(e) => e.code(),
+            Self::BodyTooLarge { .. } => "body_too_large",
+            Self::BodyUnreadable(_) => "body_unreadable",
+            Self::Encode(_) => "encoding_failed",
+            Self::Kafka(e) => e.code(),
+            Self::MethodNotAllowed(_) => "method_not_allowed",
+            Self::ShuttingDown => "shutting_down",
+            Self::Internal => "internal_error",
+        }
+    }
+
+    /// Whether no redelivery can ever succeed, so the delivery belongs in the dead-letter
+    /// topic when one is configured. Unverified requests never qualify: they stay outside Kafka.
+    pub fn is_dead_letter(&self) -> bool {
+        match self {
+            Self::Envelope(_) | Self::Encode(_) => true,
+            Self::Kafka(e) => !e.is_retriable(),
+            _ => false,
+        }
+    }
+
+    /// Failures that point at the bridge or Kafka rather than the sender are warnings or errors.
+    pub fn level(&self) -> tracing::Level {
+        match self.status().as_u16() {
+            500.. if matches!(self, Self::Internal) => tracing::Level::ERROR,
+            _ => tracing::Level::WARN,
+        }
+    }
+
+    /// The response: the status and a short JSON body naming the reason (never the token).
+    pub fn to_response(&self) -> Response<Bytes> {
+        let body = serde_json::json!({ "error": self.code(), "message": self.to_string() });
+        let mut response = Response::builder()
+            .status(self.status())
+            .header(header::CONTENT_TYPE, "application/json");
+        if let Self::MethodNotAllowed(_) = self {
+            response = response.header(header::ALLOW, "POST");
+        }
+        response
+            .body(Bytes::from(body.to_string()))
+            .unwrap_or_else(|_| Response::new(Bytes::new()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_follow_the_contract() {
+        let cases: Vec<(DeliveryError, u16)> = vec![
+            (EnvelopeError::MissingMessage.into(), 400),
+            (AuthError::MissingAuthorization.into(), 401),
+            (
+                AuthError::InvalidToken("ExpiredSignature".into()).into(),
+                401,
+            ),
+            (AuthError::UnknownKey("k".into()).into(), 401),
+            (AuthError::EmailNotAllowed { email: None }.into(), 403),
+            (DeliveryError::BodyTooLarge { limit: 1 }, 413),
+            (KafkaError::Unavailable("down".into()).into(), 503),
+            (
+                KafkaError::Timeout {
+                    topic: "t".into(),
+                    partition: 0,
+                    after: std::time::Duration::from_secs(1),
+                }
+                .into(),
+                503,
+            ),
+            (
+                KafkaError::Rejected {
+                    topic: "t".into(),
+                    partition: 0,
+                    retriable: false,
+                    code: "record_too_large",
+                    reason: "MessageTooLarge".into(),
+                }
+                .into(),
+                422,
+            ),
+            (DeliveryError::MethodNotAllowed(http::Method::GET), 405),
+            (DeliveryError::ShuttingDown, 503),
+            (DeliveryError::Internal, 500),
+        ];
+        for (error, status) in cases {
+            assert_eq!(error.status().as_u16(), status, "{error}");
+            assert!(!error.status().is_success());
+        }
+    }
+
+    #[test]
+    fn only_permanent_failures_are_dead_letters() {
+        assert!(DeliveryError::from(EnvelopeError::MissingMessage).is_dead_letter());
+        assert!(!DeliveryError::from(AuthError::NotBearer).is_dead_letter());
+        assert!(!DeliveryError::from(KafkaError::Unavailable("x".into())).is_dead_letter());
+        assert!(!DeliveryError::BodyTooLarge { limit: 1 }.is_dead_letter());
+    }
+
+    #[test]
+    fn response_body_names_the_reason() {
+        let response = DeliveryError::from(AuthError::NotBearer).to_response();
+        let body: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
+        assert_eq!(body["error"], "not_bearer");
+    }
+}

@@ -1,0 +1,506 @@
+//! Kafka: one connection set made at startup, a batching producer per partition, acks=all.
+//!
+//! Concurrent deliveries for one partition share a produce request (rskafka's
+//! `BatchProducer`, lingering `KAFKA_LINGER_MS`), and each delivery still waits for its own
+//! record's offset. rskafka always sends `acks=-1` (all in-sync replicas). Partition counts
+//! come from metadata, re-read every `KAFKA_METADATA_REFRESH_MS`.
+
+pub mod partition;
+pub mod security;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use chrono::TimeZone;
+use rskafka::BackoffConfig;
+use rskafka::client::error::{Error as ClientError, ProtocolError};
+use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
+use rskafka::client::producer::aggregator::RecordAggregator;
+use rskafka::client::producer::{BatchProducer, BatchProducerBuilder, Error as ProducerError};
+use rskafka::client::{Client, ClientBuilder};
+use rskafka::record::Record;
+use tokio::sync::watch;
+
+use crate::config::{CompressionCodec, KafkaConfig};
+use crate::record::KafkaRecord;
+use partition::{RoundRobin, choose_partition};
+
+/// Why a record was not acknowledged.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaError {
+    /// No connection to the cluster (yet, or any more).
+    #[error("Kafka unreachable: {0}")]
+    Unavailable(String),
+    /// The topic does not exist (or metadata does not list it yet).
+    #[error("topic {topic:?} not found in cluster metadata")]
+    UnknownTopic {
+        /// The topic.
+        topic: String,
+    },
+    /// No acknowledgement within `KAFKA_PRODUCE_TIMEOUT_MS`.
+    #[error("no acknowledgement from {topic}/{partition} within {after:?}")]
+    Timeout {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// The timeout.
+        after: Duration,
+    },
+    /// The broker answered with an error.
+    #[error("{topic}/{partition} rejected the record ({code}): {reason}")]
+    Rejected {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// Whether trying again later can succeed.
+        retriable: bool,
+        /// Stable machine-readable code.
+        code: &'static str,
+        /// The broker's or client's words.
+        reason: String,
+    },
+}
+
+impl KafkaError {
+    /// Whether a redelivery can succeed (503) or never will (4xx, dead letter).
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            Self::Rejected { retriable, .. } => *retriable,
+            _ => true,
+        }
+    }
+
+    /// Stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Unavailable(_) => "kafka_unavailable",
+            Self::UnknownTopic { .. } => "unknown_topic",
+            Self::Timeout { .. } => "kafka_timeout",
+            Self::Rejected { code, .. } => code,
+        }
+    }
+}
+
+/// Sorts a client error into retriable or permanent, once, here.
+fn classify(error: &ClientError) -> (bool, &'static str) {
+    match error {
+        ClientError::ServerError { protocol_error, .. } => match protocol_error {
+            ProtocolError::MessageTooLarge | ProtocolError::RecordListTooLarge => {
+                (false, "record_too_large")
+            }
+            ProtocolError::CorruptMessage
+            | ProtocolError::InvalidRecord
+            | ProtocolError::InvalidTimestamp => (false, "record_rejected"),
+            ProtocolError::InvalidTopicException => (false, "invalid_topic"),
+            // Authorization and everything else may be fixed by an operator or a leader move.
+            _ => (true, "broker_error"),
+        },
+        _ => (true, "kafka_unavailable"),
+    }
+}
+
+fn producer_error(topic: &str, partition: i32, error: &ProducerError) -> KafkaError {
+    let (retriable, code) = match error {
+        ProducerError::Client(client_error) => classify(client_error),
+        ProducerError::TooLarge => (false, "record_too_large"),
+        _ => (true, "kafka_unavailable"),
+    };
+    KafkaError::Rejected {
+        topic: topic.to_owned(),
+        partition,
+        retriable,
+        code,
+        reason: error.to_string(),
+    }
+}
+
+/// Where an acknowledged record landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ack {
+    /// The partition.
+    pub partition: i32,
+    /// The record's offset.
+    pub offset: i64,
+}
+
+struct PartitionProducer {
+    client: Arc<PartitionClient>,
+    batch: BatchProducer<RecordAggregator>,
+}
+
+struct TopicProducers {
+    partitions: Vec<Arc<PartitionProducer>>,
+    unkeyed: RoundRobin,
+}
+
+struct Inner {
+    config: KafkaConfig,
+    compression: Compression,
+    client: watch::Sender<Option<Arc<Client>>>,
+    topics: RwLock<HashMap<String, Arc<TopicProducers>>>,
+    /// Serialises topic loading so concurrent first deliveries make one set of partition clients.
+    loading: tokio::sync::Mutex<()>,
+    started: Instant,
+    /// Milliseconds since `started` of the last successful metadata read or produce; 0 = never.
+    last_contact_ms: AtomicU64,
+}
+
+/// The bridge's Kafka producer; cheap to clone.
+#[derive(Clone)]
+pub struct KafkaProducer {
+    inner: Arc<Inner>,
+}
+
+impl KafkaProducer {
+    /// Starts connecting in the background and returns at once.
+    ///
+    /// The HTTP server can listen while the first connection is made; deliveries that arrive
+    /// meanwhile wait for it (within their produce timeout) instead of failing.
+    pub fn start(config: KafkaConfig) -> Self {
+        let compression = match config.compression {
+            CompressionCodec::None => Compression::NoCompression,
+            CompressionCodec::Gzip => Compression::Gzip,
+            CompressionCodec::Snappy => Compression::Snappy,
+            CompressionCodec::Lz4 => Compression::Lz4,
+            CompressionCodec::Zstd => Compression::Zstd,
+        };
+        let producer = KafkaProducer {
+            inner: Arc::new(Inner {
+                config,
+                compression,
+                client: watch::Sender::new(None),
+                topics: RwLock::new(HashMap::new()),
+                loading: tokio::sync::Mutex::new(()),
+                started: Instant::now(),
+                last_contact_ms: AtomicU64::new(0),
+            }),
+        };
+        tokio::spawn(producer.clone().maintain());
+        producer
+    }
+
+    /// Connects (retrying with backoff), loads the configured topics, then re-reads metadata forever.
+    async fn maintain(self) {
+        let mut backoff = Duration::from_millis(100);
+        let client = loop {
+            match self.connect().await {
+                Ok(client) => break Arc::new(client),
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?backoff, "cannot reach Kafka");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        };
+        tracing::info!(brokers = ?self.inner.config.bootstrap_servers, "connected to Kafka");
+        self.touch();
+        self.inner.client.send_replace(Some(Arc::clone(&client)));
+        let configured = [
+            Some(self.inner.config.topic.clone()),
+            self.inner.config.dlq_topic.clone(),
+        ];
+        for topic in configured.into_iter().flatten() {
+            if let Err(e) = self.topic(&client, &topic).await {
+                tracing::warn!(topic, error = %e, "topic not ready yet");
+            }
+        }
+        let mut interval = tokio::time::interval(self.inner.config.metadata_refresh);
+        interval.tick().await;
+        loop {
+            interval.tick().await;
+            if let Err(e) = self.refresh_metadata(&client).await {
+                tracing::warn!(error = %e, "Kafka metadata refresh failed");
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<Client, String> {
+        let config = &self.inner.config;
+        let mut builder = ClientBuilder::new(config.bootstrap_servers.clone())
+            .client_id(config.client_id.as_str())
+            // rskafka retries forever by default; a delivery must get an answer before
+            // Pub/Sub's ack deadline, so retries end with the produce timeout.
+            .backoff_config(BackoffConfig {
+                init_backoff: Duration::from_millis(50),
+                max_backoff: Duration::from_secs(1),
+                base: 2.,
+                deadline: Some(config.produce_timeout),
+            });
+        builder = security::apply(builder, &config.security).map_err(|e| e.to_string())?;
+        builder.build().await.map_err(|e| e.to_string())
+    }
+
+    fn touch(&self) {
+        let ms = self.inner.started.elapsed().as_millis() as u64;
+        self.inner
+            .last_contact_ms
+            .store(ms.max(1), Ordering::Relaxed);
+    }
+
+    /// Whether the cluster answered within `window` (readiness).
+    pub fn reached_within(&self, window: Duration) -> bool {
+        let last = self.inner.last_contact_ms.load(Ordering::Relaxed);
+        last != 0
+            && self.inner.started.elapsed().as_millis() as u64 <= last + window.as_millis() as u64
+    }
+
+    /// Re-reads partition counts; loaded topics that grew get producers for the new partitions.
+    async fn refresh_metadata(&self, client: &Arc<Client>) -> Result<(), ClientError> {
+        let listed = client.list_topics().await?;
+        self.touch();
+        let counts: HashMap<String, usize> = listed
+            .into_iter()
+            .map(|t| (t.name, t.partitions.len()))
+            .collect();
+        let loaded: Vec<(String, usize)> = self
+            .inner
+            .topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(name, t)| (name.clone(), t.partitions.len()))
+            .collect();
+        for (topic, known) in loaded {
+            let current = counts.get(&topic).copied().unwrap_or(0);
+            if current > known {
+                tracing::info!(topic, from = known, to = current, "partition count changed");
+                if let Err(e) = self.load_topic(client, &topic, Some(current)).await {
+                    tracing::warn!(topic, error = %e, "cannot open new partitions");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn topic(
+        &self,
+        client: &Arc<Client>,
+        topic: &str,
+    ) -> Result<Arc<TopicProducers>, KafkaError> {
+        if let Some(t) = self
+            .inner
+            .topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(topic)
+        {
+            return Ok(Arc::clone(t));
+        }
+        self.load_topic(client, topic, None).await
+    }
+
+    /// Opens a producer for each partition of `topic`, reusing the ones already open.
+    async fn load_topic(
+        &self,
+        client: &Arc<Client>,
+        topic: &str,
+        partition_count: Option<usize>,
+    ) -> Result<Arc<TopicProducers>, KafkaError> {
+        let _loading = self.inner.loading.lock().await;
+        let existing = self
+            .inner
+            .topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(topic)
+            .cloned();
+        let count = match partition_count {
+            Some(n) => n,
+            None => {
+                if let Some(t) = existing.clone() {
+                    return Ok(t);
+                }
+                let topics = client
+                    .list_topics()
+                    .await
+                    .map_err(|e| KafkaError::Unavailable(e.to_string()))?;
+                self.touch();
+                topics
+                    .into_iter()
+                    .find(|t| t.name == topic)
+                    .map(|t| t.partitions.len())
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| KafkaError::UnknownTopic {
+                        topic: topic.to_owned(),
+                    })?
+            }
+        };
+        let mut partitions: Vec<Arc<PartitionProducer>> = existing
+            .as_ref()
+            .map(|t| t.partitions.clone())
+            .unwrap_or_default();
+        for partition in partitions.len()..count {
+            let partition_client = client
+                .partition_client(topic, partition as i32, UnknownTopicHandling::Error)
+                .await
+                .map_err(|e| KafkaError::Unavailable(format!("{topic}/{partition}: {e}")))?;
+            let partition_client = Arc::new(partition_client);
+            let batch = BatchProducerBuilder::new(Arc::clone(&partition_client))
+                .with_linger(self.inner.config.linger)
+                .with_compression(self.inner.compression)
+                .build(RecordAggregator::new(self.inner.config.max_batch_bytes));
+            partitions.push(Arc::new(PartitionProducer {
+                client: partition_client,
+                batch,
+            }));
+        }
+        let producers = Arc::new(TopicProducers {
+            partitions,
+            unkeyed: RoundRobin::default(),
+        });
+        self.inner
+            .topics
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(topic.to_owned(), Arc::clone(&producers));
+        Ok(producers)
+    }
+
+    /// Produces `record` to `topic` and waits for its acknowledgement (acks=all), at most
+    /// `KAFKA_PRODUCE_TIMEOUT_MS`.
+    pub async fn produce(&self, topic: &str, record: KafkaRecord) -> Result<Ack, KafkaError> {
+        let timeout = self.inner.config.produce_timeout;
+        let mut partition = -1;
+        let result =
+            tokio::time::timeout(timeout, self.produce_inner(topic, record, &mut partition)).await;
+        match result {
+            Ok(result) => result,
+            Err(_) => Err(KafkaError::Timeout {
+                topic: topic.to_owned(),
+                partition,
+                after: timeout,
+            }),
+        }
+    }
+
+    async fn produce_inner(
+        &self,
+        topic: &str,
+        record: KafkaRecord,
+        chosen: &mut i32,
+    ) -> Result<Ack, KafkaError> {
+        let client = self.connected().await;
+        let producers = self.topic(&client, topic).await?;
+        let partition = choose_partition(
+            record.key.as_deref(),
+            producers.partitions.len() as u32,
+            &producers.unkeyed,
+        ) as usize;
+        *chosen = partition as i32;
+        let producer = &producers.partitions[partition];
+        let record = Record {
+            key: record.key,
+            value: Some(record.value),
+            headers: record.headers,
+            timestamp: chrono::Utc
+                .timestamp_millis_opt(record.timestamp_ms)
+                .single()
+                .unwrap_or_else(chrono::Utc::now),
+        };
+        let offset = if record.approximate_size() > self.inner.config.max_batch_bytes {
+            // Larger than a batch may be: sent on its own so the broker, not the
+            // aggregator, decides whether it is too large.
+            producer
+                .client
+                .produce(vec![record], self.inner.compression)
+                .await
+                .map_err(|e| {
+                    let (retriable, code) = classify(&e);
+                    KafkaError::Rejected {
+                        topic: topic.to_owned(),
+                        partition: partition as i32,
+                        retriable,
+                        code,
+                        reason: e.to_string(),
+                    }
+                })?
+                .first()
+                .copied()
+                .unwrap_or(-1)
+        } else {
+            producer
+                .batch
+                .produce(record)
+                .await
+                .map_err(|e| producer_error(topic, partition as i32, &e))?
+        };
+        self.touch();
+        Ok(Ack {
+            partition: partition as i32,
+            offset,
+        })
+    }
+
+    /// The client, waiting for the first connection if it is still being made.
+    async fn connected(&self) -> Arc<Client> {
+        let mut rx = self.inner.client.subscribe();
+        // The sender lives in `inner`, which `self` holds, so waiting cannot fail.
+        let connected = rx
+            .wait_for(Option::is_some)
+            .await
+            .ok()
+            .and_then(|c| c.clone());
+        match connected {
+            Some(client) => client,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// The open partition count of `topic`, if loaded.
+    pub fn partition_count(&self, topic: &str) -> Option<usize> {
+        self.inner
+            .topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(topic)
+            .map(|t| t.partitions.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server_error(protocol_error: ProtocolError) -> ClientError {
+        ClientError::ServerError {
+            protocol_error,
+            error_message: None,
+            request: rskafka::client::error::RequestContext::Topic("t".into()),
+            response: None,
+            is_virtual: false,
+        }
+    }
+
+    #[test]
+    fn too_large_and_invalid_records_are_permanent() {
+        assert_eq!(
+            classify(&server_error(ProtocolError::MessageTooLarge)),
+            (false, "record_too_large")
+        );
+        assert_eq!(
+            classify(&server_error(ProtocolError::RecordListTooLarge)),
+            (false, "record_too_large")
+        );
+        assert_eq!(
+            classify(&server_error(ProtocolError::InvalidRecord)),
+            (false, "record_rejected")
+        );
+    }
+
+    #[test]
+    fn leadership_replication_and_transport_errors_are_retriable() {
+        for e in [
+            ProtocolError::NotLeaderOrFollower,
+            ProtocolError::NotEnoughReplicas,
+            ProtocolError::RequestTimedOut,
+            ProtocolError::TopicAuthorizationFailed,
+        ] {
+            assert!(classify(&server_error(e)).0);
+        }
+        assert!(classify(&ClientError::Timeout).0);
+    }
+}

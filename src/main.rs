@@ -1,0 +1,47 @@
+//! `pubsub-kafka-bridge`: the HTTP server binary (Cloud Run, or any container host).
+
+use std::net::{Ipv6Addr, SocketAddr};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use pubsub_kafka_bridge::{App, Config, logging, server};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("pubsub-kafka-bridge: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    logging::init(config.log_format);
+    let app = match App::new(config) {
+        Ok(app) => Arc::new(app),
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    // Listen on both stacks: Cloud Run and most container hosts route over IPv4, some over IPv6.
+    let port = app.config().port;
+    let listener = match bind(port).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            tracing::error!(port, error = %e, "cannot listen");
+            return ExitCode::from(1);
+        }
+    };
+    tracing::info!(addr = ?listener.local_addr().ok(), topic = %app.config().kafka.topic, "listening");
+    let warm = Arc::clone(&app);
+    tokio::spawn(async move { warm.warm_up().await });
+    server::run(listener, app, server::shutdown_signal()).await;
+    ExitCode::SUCCESS
+}
+
+async fn bind(port: u16) -> std::io::Result<tokio::net::TcpListener> {
+    match tokio::net::TcpListener::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port))).await {
+        Ok(listener) => Ok(listener),
+        Err(_) => tokio::net::TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], port))).await,
+    }
+}
