@@ -1,0 +1,237 @@
+//! End to end: signed push deliveries over HTTP → the bridge → tansu, read back by a consumer.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use common::*;
+use futures_util::StreamExt;
+
+/// Deterministic pseudo-random numbers (no seed drift between runs).
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        self.0 >> 33
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+struct Sent {
+    data: Vec<u8>,
+    attributes: BTreeMap<String, String>,
+    ordering_key: Option<String>,
+    publish_time: String,
+    publish_time_ms: i64,
+}
+
+fn sample(i: usize, rng: &mut Lcg) -> Sent {
+    let data: Vec<u8> = match i % 4 {
+        0 => Vec::new(),
+        1 => format!("utf-8 payload #{i} – ünïcödé ✓").into_bytes(),
+        _ => (0..rng.below(3000)).map(|_| rng.next() as u8).collect(),
+    };
+    let attributes: BTreeMap<String, String> = (0..rng.below(21))
+        .map(|a| (format!("attr-{a}"), format!("value {i}/{a} ✓")))
+        .collect();
+    let ordering_key = (rng.below(2) == 0).then(|| format!("customer-{}", rng.below(40)));
+    // Fractional seconds of varying length, as Pub/Sub sends them (ms to ns).
+    let fraction = ["", ".7", ".749", ".749123", ".749123456"][i % 5];
+    let second = i % 60;
+    let publish_time = format!("2024-03-01T12:34:{second:02}{fraction}Z");
+    let millis: i64 = match fraction {
+        "" => 0,
+        ".7" => 700,
+        _ => 749,
+    };
+    let publish_time_ms = 1_709_296_440_000 + second as i64 * 1000 + millis;
+    Sent {
+        data,
+        attributes,
+        ordering_key,
+        publish_time,
+        publish_time_ms,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousand_concurrent_deliveries_land_exactly_once_as_the_contract_maps_them() {
+    let broker = Broker::start().await;
+    broker.create_topic("pubsub-in", 3).await;
+    let jwks = JwksServer::start(&[key(1)]).await;
+    let mut env = bridge_env(&broker, "pubsub-in", Some(&jwks));
+    env.insert("OIDC_ALLOWED_EMAILS".into(), PUSH_EMAIL.into());
+    let bridge = Bridge::start(&env).await;
+    let token = Arc::new(mint(&key(1), &google_claims()));
+    let client = http_client();
+
+    let mut rng = Lcg(7);
+    let sent: HashMap<String, Sent> = (0..1000)
+        .map(|i| (format!("msg-{i:04}"), sample(i, &mut rng)))
+        .collect();
+    let bodies: Vec<(String, String)> = sent
+        .iter()
+        .map(|(id, s)| {
+            let attrs: Vec<(String, String)> = s.attributes.clone().into_iter().collect();
+            let body = envelope(
+                &s.data,
+                &attrs,
+                id,
+                &s.publish_time,
+                s.ordering_key.as_deref(),
+            )
+            .to_string();
+            (id.clone(), body)
+        })
+        .collect();
+    let statuses: Vec<(String, u16, String)> = futures_util::stream::iter(bodies)
+        .map(|(id, body)| {
+            let (client, token, url) = (client.clone(), Arc::clone(&token), bridge.url());
+            async move {
+                let (status, text) = post(&client, &url, body, Some(&token)).await;
+                (id, status, text)
+            }
+        })
+        .buffer_unordered(50)
+        .collect()
+        .await;
+    for (id, status, text) in &statuses {
+        assert_eq!(*status, 204, "{id}: {text}");
+    }
+
+    let records = broker.read_all("pubsub-in").await;
+    assert_eq!(records.len(), 1000, "every delivery exactly once");
+    let mut seen = HashMap::new();
+    let mut unkeyed_partitions = std::collections::BTreeSet::new();
+    for consumed in &records {
+        let id = consumed
+            .header("pubsub.message_id")
+            .expect("message id header");
+        assert!(seen.insert(id.clone(), ()).is_none(), "{id} twice");
+        let s = &sent[&id];
+        let r = &consumed.record;
+        assert_eq!(
+            r.value.as_deref().unwrap_or_default(),
+            s.data.as_slice(),
+            "{id} value"
+        );
+        assert_eq!(
+            r.key.as_deref(),
+            s.ordering_key.as_deref().map(str::as_bytes),
+            "{id} key"
+        );
+        assert_eq!(
+            r.timestamp.timestamp_millis(),
+            s.publish_time_ms,
+            "{id} timestamp"
+        );
+        let mut expected: BTreeMap<String, Vec<u8>> = s
+            .attributes
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_bytes().to_vec()))
+            .collect();
+        expected.insert("pubsub.message_id".into(), id.as_bytes().to_vec());
+        expected.insert(
+            "pubsub.publish_time".into(),
+            s.publish_time.as_bytes().to_vec(),
+        );
+        expected.insert(
+            "pubsub.subscription".into(),
+            b"projects/test-project/subscriptions/bridge-sub".to_vec(),
+        );
+        if let Some(k) = &s.ordering_key {
+            expected.insert("pubsub.ordering_key".into(), k.as_bytes().to_vec());
+        }
+        assert_eq!(r.headers, expected, "{id} headers");
+        match &s.ordering_key {
+            Some(k) => assert_eq!(
+                consumed.partition as u32,
+                java_partition(k.as_bytes(), 3),
+                "{id} partition"
+            ),
+            None => {
+                unkeyed_partitions.insert(consumed.partition);
+            }
+        }
+    }
+    assert_eq!(
+        unkeyed_partitions.len(),
+        3,
+        "unkeyed records spread over every partition"
+    );
+    bridge.shutdown().await;
+}
+
+#[tokio::test]
+async fn key_choices_and_delivery_attempt_follow_the_settings() {
+    let broker = Broker::start().await;
+    let cases = [
+        ("message_id", Some("id-1")),
+        ("attribute:tenant", Some("acme")),
+        ("none", None),
+        ("ordering_key", Some("ok-1")),
+    ];
+    for (n, (setting, expected_key)) in cases.iter().enumerate() {
+        let topic = format!("keys-{n}");
+        broker.create_topic(&topic, 4).await;
+        let mut env = bridge_env(&broker, &topic, None);
+        env.insert("KAFKA_KEY".into(), setting.to_string());
+        let bridge = Bridge::start(&env).await;
+        let mut body = envelope(
+            b"x",
+            &[("tenant".into(), "acme".into())],
+            "id-1",
+            "2024-01-01T00:00:00Z",
+            Some("ok-1"),
+        );
+        body["deliveryAttempt"] = 5.into();
+        let (status, text) = post(&http_client(), &bridge.url(), body.to_string(), None).await;
+        assert_eq!(status, 204, "{text}");
+        let records = broker.read_all(&topic).await;
+        assert_eq!(records.len(), 1);
+        assert_eq!(
+            records[0].record.key.as_deref(),
+            expected_key.map(str::as_bytes),
+            "{setting}"
+        );
+        if let Some(k) = expected_key {
+            assert_eq!(
+                records[0].partition as u32,
+                java_partition(k.as_bytes(), 4),
+                "{setting}"
+            );
+        }
+        assert_eq!(
+            records[0].header("pubsub.delivery_attempt").as_deref(),
+            Some("5")
+        );
+        bridge.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let broker = Broker::start().await;
+    broker.create_topic("ready", 1).await;
+    let bridge = Bridge::start(&bridge_env(&broker, "ready", None)).await;
+    let client = http_client();
+    assert_eq!(
+        get(&client, &format!("http://{}/healthz", bridge.addr))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        get(&client, &format!("http://{}/readyz", bridge.addr))
+            .await
+            .0,
+        200
+    );
+    bridge.shutdown().await;
+}
