@@ -67,10 +67,10 @@ impl App {
 
     /// Fetches signing keys ahead of the first delivery; failures are logged and retried later.
     pub async fn warm_up(&self) {
-        if let Some(verifier) = &self.verifier {
-            if let Err(e) = verifier.warm_up().await {
-                tracing::warn!(error = %e, "JWKS not reachable at startup; will retry on first delivery");
-            }
+        if let Some(verifier) = &self.verifier
+            && let Err(e) = verifier.warm_up().await
+        {
+            tracing::warn!(error = %e, "JWKS not reachable at startup; will retry on first delivery");
         }
     }
 

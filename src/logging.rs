@@ -15,9 +15,14 @@ use crate::config::LogFormat;
 /// Field that, when a log call carries it, becomes Cloud Logging's trace correlation key.
 pub const TRACE_FIELD: &str = "trace";
 
-/// Installs the global subscriber; `RUST_LOG` filters (default `info`).
+/// Default filter: rskafka reports every connection at info and a harmless notice when a
+/// producer is dropped at shutdown; neither helps an operator.
+pub const DEFAULT_FILTER: &str = "info,rskafka=warn,rskafka::client::producer::broadcast=error";
+
+/// Installs the global subscriber; `RUST_LOG` filters (default [`DEFAULT_FILTER`]).
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stdout);

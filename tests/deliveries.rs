@@ -90,6 +90,7 @@ async fn thousand_concurrent_deliveries_land_exactly_once_as_the_contract_maps_t
             (id.clone(), body)
         })
         .collect();
+    let started = std::time::Instant::now();
     let statuses: Vec<(String, u16, String)> = futures_util::stream::iter(bodies)
         .map(|(id, body)| {
             let (client, token, url) = (client.clone(), Arc::clone(&token), bridge.url());
@@ -101,9 +102,21 @@ async fn thousand_concurrent_deliveries_land_exactly_once_as_the_contract_maps_t
         .buffer_unordered(50)
         .collect()
         .await;
+    let elapsed = started.elapsed();
     for (id, status, text) in &statuses {
         assert_eq!(*status, 204, "{id}: {text}");
     }
+    let (requests, produced) = bridge.app.kafka().stats().snapshot();
+    assert_eq!(produced, 1000);
+    assert!(
+        requests < produced,
+        "concurrent deliveries share produce requests ({requests} requests)"
+    );
+    eprintln!(
+        "1000 deliveries, 50 concurrent: {:.0} deliveries/s, {:.1} records per produce request (debug build)",
+        1000.0 / elapsed.as_secs_f64(),
+        produced as f64 / requests as f64
+    );
 
     let records = broker.read_all("pubsub-in").await;
     assert_eq!(records.len(), 1000, "every delivery exactly once");

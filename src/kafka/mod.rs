@@ -9,6 +9,8 @@ pub mod partition;
 pub mod security;
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -18,7 +20,9 @@ use rskafka::BackoffConfig;
 use rskafka::client::error::{Error as ClientError, ProtocolError};
 use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
 use rskafka::client::producer::aggregator::RecordAggregator;
-use rskafka::client::producer::{BatchProducer, BatchProducerBuilder, Error as ProducerError};
+use rskafka::client::producer::{
+    BatchProducer, BatchProducerBuilder, Error as ProducerError, ProducerClient,
+};
 use rskafka::client::{Client, ClientBuilder};
 use rskafka::record::Record;
 use tokio::sync::watch;
@@ -127,6 +131,44 @@ pub struct Ack {
     pub offset: i64,
 }
 
+/// Produce requests and records acknowledged, to show how well concurrent deliveries batch.
+#[derive(Debug, Default)]
+pub struct ProduceStats {
+    requests: AtomicU64,
+    records: AtomicU64,
+}
+
+impl ProduceStats {
+    /// `(produce requests, records)` acknowledged so far.
+    pub fn snapshot(&self) -> (u64, u64) {
+        (
+            self.requests.load(Ordering::Relaxed),
+            self.records.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// The partition client seen through the batch producer, counting what each request carries.
+#[derive(Debug)]
+struct CountingClient {
+    inner: Arc<PartitionClient>,
+    stats: Arc<ProduceStats>,
+}
+
+type ProduceFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<i64>, ClientError>> + Send + 'a>>;
+
+impl ProducerClient for CountingClient {
+    fn produce(&self, records: Vec<Record>, compression: Compression) -> ProduceFuture<'_> {
+        let count = records.len() as u64;
+        Box::pin(async move {
+            let offsets = self.inner.produce(records, compression).await?;
+            self.stats.requests.fetch_add(1, Ordering::Relaxed);
+            self.stats.records.fetch_add(count, Ordering::Relaxed);
+            Ok(offsets)
+        })
+    }
+}
+
 struct PartitionProducer {
     client: Arc<PartitionClient>,
     batch: BatchProducer<RecordAggregator>,
@@ -147,6 +189,7 @@ struct Inner {
     started: Instant,
     /// Milliseconds since `started` of the last successful metadata read or produce; 0 = never.
     last_contact_ms: AtomicU64,
+    stats: Arc<ProduceStats>,
 }
 
 /// The bridge's Kafka producer; cheap to clone.
@@ -177,6 +220,7 @@ impl KafkaProducer {
                 loading: tokio::sync::Mutex::new(()),
                 started: Instant::now(),
                 last_contact_ms: AtomicU64::new(0),
+                stats: Arc::default(),
             }),
         };
         tokio::spawn(producer.clone().maintain());
@@ -339,7 +383,11 @@ impl KafkaProducer {
                 .await
                 .map_err(|e| KafkaError::Unavailable(format!("{topic}/{partition}: {e}")))?;
             let partition_client = Arc::new(partition_client);
-            let batch = BatchProducerBuilder::new(Arc::clone(&partition_client))
+            let counting = CountingClient {
+                inner: Arc::clone(&partition_client),
+                stats: Arc::clone(&self.inner.stats),
+            };
+            let batch = BatchProducerBuilder::new_with_client(Arc::new(counting))
                 .with_linger(self.inner.config.linger)
                 .with_compression(self.inner.compression)
                 .build(RecordAggregator::new(self.inner.config.max_batch_bytes));
@@ -448,6 +496,11 @@ impl KafkaProducer {
             Some(client) => client,
             None => std::future::pending().await,
         }
+    }
+
+    /// Batching statistics of this producer.
+    pub fn stats(&self) -> &ProduceStats {
+        &self.inner.stats
     }
 
     /// The open partition count of `topic`, if loaded.

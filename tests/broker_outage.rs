@@ -1,0 +1,82 @@
+//! The broker goes away and comes back: 503 within the produce timeout, then 204 again without a restart.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_down_answers_503_within_the_timeout_and_recovers_by_itself() {
+    let mut broker = Broker::start_sqlite().await;
+    broker.create_topic("outage", 2).await;
+    let mut env = bridge_env(&broker, "outage", None);
+    env.insert("KAFKA_PRODUCE_TIMEOUT_MS".into(), "2000".into());
+    env.insert("KAFKA_METADATA_REFRESH_MS".into(), "500".into());
+    let bridge = Bridge::start(&env).await;
+    let client = http_client();
+    let body =
+        |id: &str| envelope(b"payload", &[], id, "2024-01-01T00:00:00Z", Some(id)).to_string();
+
+    assert_eq!(
+        post(&client, &bridge.url(), body("before"), None).await.0,
+        204
+    );
+
+    broker.kill();
+    for n in 0..3 {
+        let started = Instant::now();
+        let (status, text) = post(&client, &bridge.url(), body(&format!("during-{n}")), None).await;
+        let took = started.elapsed();
+        assert_eq!(status, 503, "{text}");
+        assert!(
+            took < Duration::from_millis(2_900),
+            "answered after {took:?}"
+        );
+    }
+    // Readiness follows: metadata cannot be read any more.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while get(&client, &format!("http://{}/readyz", bridge.addr))
+        .await
+        .0
+        != 503
+    {
+        assert!(
+            Instant::now() < deadline,
+            "readyz still 200 with the broker down"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    broker.restart().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut n = 0;
+    loop {
+        n += 1;
+        let (status, text) = post(&client, &bridge.url(), body(&format!("after-{n}")), None).await;
+        if status == 204 {
+            break;
+        }
+        assert_eq!(status, 503, "{text}");
+        assert!(
+            Instant::now() < deadline,
+            "no 204 within 30 s of the broker's return: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Every 204 is in Kafka; the 503s may or may not be (at-least-once, Pub/Sub redelivers them).
+    let ids: Vec<String> = broker
+        .read_all("outage")
+        .await
+        .iter()
+        .filter_map(|r| r.header("pubsub.message_id"))
+        .collect();
+    assert!(ids.contains(&"before".to_owned()));
+    assert!(ids.contains(&format!("after-{n}")));
+    assert_eq!(
+        get(&client, &format!("http://{}/readyz", bridge.addr))
+            .await
+            .0,
+        200
+    );
+}
