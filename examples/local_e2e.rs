@@ -48,7 +48,8 @@ async fn main() {
     println!("bridge ready on {base} after {:?}", started.elapsed());
 
     let token = mint(&key(1), &google_claims());
-    let samples: Vec<(&str, &[u8], Vec<(String, String)>, Option<&str>)> = vec![
+    type Sample<'a> = (&'a str, &'a [u8], Vec<(String, String)>, Option<&'a str>);
+    let samples: Vec<Sample> = vec![
         (
             "1001",
             b"hello from pub/sub",
