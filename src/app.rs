@@ -162,11 +162,20 @@ impl App {
                 limit: self.config.max_body_bytes,
             });
         }
-        let message: PubsubMessage = envelope::parse_wrapped(body)?;
-        context.message_id = Some(message.message_id.clone());
-        let record: KafkaRecord =
-            record::build_record(message, &self.config.key_source, |m| self.encoder.encode(m))?;
-        Ok(self.kafka.produce(&self.config.kafka.topic, record).await?)
+        let message: PubsubMessage = envelope::parse_push(
+            request.headers(),
+            body,
+            self.config.push_payload,
+            chrono::Utc::now(),
+        )?;
+        context.message_id = Some(message.message_id.clone()).filter(|id| !id.is_empty());
+        let topic = self.config.route.topic_for(&message.subscription)?;
+        let (record, fallback): (KafkaRecord, _) =
+            record::build_record(message, &self.config.record, |m| self.encoder.encode(m))?;
+        if let Some(fallback) = fallback {
+            tracing::warn!(message_id = context.message_id.as_deref(), reason = %fallback, "event time unusable; using publishTime");
+        }
+        Ok(self.kafka.produce(topic, record).await?)
     }
 
     /// Writes an undeliverable request to the dead-letter topic; 204 once Kafka has it.

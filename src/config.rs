@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::encode::ValueFormat;
-use crate::record::KeySource;
+use crate::envelope::PushPayload;
+use crate::record::{AttributeHeaders, KeySource, RecordOptions, TopicRoute};
 
 /// Default Google JWKS endpoint for push tokens.
 pub const DEFAULT_JWKS_URL: &str = "https://www.googleapis.com/oauth2/v3/certs";
@@ -136,8 +137,8 @@ pub struct KafkaSecurity {
 pub struct KafkaConfig {
     /// `KAFKA_BOOTSTRAP_SERVERS`, split on commas.
     pub bootstrap_servers: Vec<String>,
-    /// `KAFKA_TOPIC`.
-    pub topic: String,
+    /// Topics opened at startup (every routed topic and the DLQ topic).
+    pub preload_topics: Vec<String>,
     /// `KAFKA_DLQ_TOPIC`.
     pub dlq_topic: Option<String>,
     /// `KAFKA_COMPRESSION`.
@@ -202,9 +203,13 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Kafka side.
     pub kafka: KafkaConfig,
-    /// `KAFKA_KEY`.
-    pub key_source: KeySource,
-    /// `KAFKA_VALUE_FORMAT`.
+    /// `KAFKA_TOPIC` or `KAFKA_TOPIC_BY_SUBSCRIPTION`.
+    pub route: TopicRoute,
+    /// `PUSH_PAYLOAD`.
+    pub push_payload: PushPayload,
+    /// Key, headers and timestamp settings.
+    pub record: RecordOptions,
+    /// `KAFKA_VALUE_FORMAT` (with `KAFKA_JSON_EMBED_DATA`).
     pub value_format: ValueFormat,
     /// Token verification.
     pub auth: AuthConfig,
@@ -228,13 +233,17 @@ impl Config {
     /// Reads settings through `lookup`; empty values count as unset.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let env = Env(&lookup);
+        let route = parse_route(&env)?;
+        let dlq_topic = env.get("KAFKA_DLQ_TOPIC");
+        let mut preload_topics = route.topics();
+        preload_topics.extend(dlq_topic.clone());
         let kafka = KafkaConfig {
             bootstrap_servers: parse_bootstrap(&env.required(
                 "KAFKA_BOOTSTRAP_SERVERS",
                 "comma-separated host:port list of Kafka brokers",
             )?)?,
-            topic: env.required("KAFKA_TOPIC", "the Kafka topic records go to")?,
-            dlq_topic: env.get("KAFKA_DLQ_TOPIC"),
+            preload_topics,
+            dlq_topic,
             compression: parse_compression(env.get("KAFKA_COMPRESSION"))?,
             linger: Duration::from_millis(env.number("KAFKA_LINGER_MS", 2, 0, 10_000)?),
             produce_timeout: Duration::from_millis(env.number(
@@ -279,8 +288,35 @@ impl Config {
                 0,
                 3_600_000,
             )?),
-            key_source: parse_key_source(env.get("KAFKA_KEY"))?,
-            value_format: parse_value_format(env.get("KAFKA_VALUE_FORMAT"))?,
+            route,
+            push_payload: match env.get("PUSH_PAYLOAD").as_deref() {
+                None | Some("auto") => PushPayload::Auto,
+                Some("wrapped") => PushPayload::Wrapped,
+                Some("unwrapped") => PushPayload::Unwrapped,
+                Some(other) => {
+                    return Err(invalid(
+                        "PUSH_PAYLOAD",
+                        other,
+                        "expected auto, wrapped or unwrapped",
+                    ));
+                }
+            },
+            record: RecordOptions {
+                key_source: parse_key_source(env.get("KAFKA_KEY"))?,
+                attribute_headers: parse_attribute_headers(env.get("KAFKA_ATTRIBUTE_HEADERS"))?,
+                attribute_prefix: env.get("KAFKA_ATTRIBUTE_HEADER_PREFIX").unwrap_or_default(),
+                metadata_headers: !matches!(
+                    env.get("KAFKA_METADATA_HEADERS")
+                        .map(|v| v.to_ascii_lowercase())
+                        .as_deref(),
+                    Some("false" | "0" | "no")
+                ),
+                timestamp_attribute: env.get("KAFKA_TIMESTAMP_ATTRIBUTE"),
+            },
+            value_format: parse_value_format(
+                env.get("KAFKA_VALUE_FORMAT"),
+                env.bool("KAFKA_JSON_EMBED_DATA")?,
+            )?,
             kafka,
             auth,
             log_format,
@@ -407,10 +443,82 @@ fn parse_key_source(raw: Option<String>) -> Result<KeySource, ConfigError> {
     }
 }
 
-fn parse_value_format(raw: Option<String>) -> Result<ValueFormat, ConfigError> {
+fn parse_route(env: &Env<'_>) -> Result<TopicRoute, ConfigError> {
+    match (
+        env.get("KAFKA_TOPIC"),
+        env.get("KAFKA_TOPIC_BY_SUBSCRIPTION"),
+    ) {
+        (Some(topic), None) => Ok(TopicRoute::Single(topic)),
+        (None, None) => Err(ConfigError::Missing {
+            var: "KAFKA_TOPIC",
+            hint: "the Kafka topic records go to (or KAFKA_TOPIC_BY_SUBSCRIPTION)",
+        }),
+        (Some(_), Some(map)) => Err(invalid(
+            "KAFKA_TOPIC_BY_SUBSCRIPTION",
+            &map,
+            "set either KAFKA_TOPIC or KAFKA_TOPIC_BY_SUBSCRIPTION (use *=TOPIC for a default)",
+        )),
+        (None, Some(raw)) => {
+            let mut map = std::collections::BTreeMap::new();
+            for entry in split_list(&raw) {
+                match entry.split_once('=').map(|(s, t)| (s.trim(), t.trim())) {
+                    Some((subscription, topic))
+                        if !subscription.is_empty() && !topic.is_empty() =>
+                    {
+                        map.insert(subscription.to_owned(), topic.to_owned());
+                    }
+                    _ => {
+                        return Err(invalid(
+                            "KAFKA_TOPIC_BY_SUBSCRIPTION",
+                            &raw,
+                            &format!("{entry:?} is not SUBSCRIPTION=TOPIC"),
+                        ));
+                    }
+                }
+            }
+            if map.is_empty() {
+                return Err(invalid(
+                    "KAFKA_TOPIC_BY_SUBSCRIPTION",
+                    &raw,
+                    "no SUBSCRIPTION=TOPIC entry",
+                ));
+            }
+            Ok(TopicRoute::BySubscription(map))
+        }
+    }
+}
+
+fn parse_attribute_headers(raw: Option<String>) -> Result<AttributeHeaders, ConfigError> {
+    match raw.as_deref() {
+        None | Some("all") => Ok(AttributeHeaders::All),
+        Some("none") => Ok(AttributeHeaders::None),
+        Some(other) => match other.strip_prefix("only:") {
+            Some(list) if !split_list(list).is_empty() => {
+                Ok(AttributeHeaders::Only(split_list(list)))
+            }
+            _ => Err(invalid(
+                "KAFKA_ATTRIBUTE_HEADERS",
+                other,
+                "expected all, none or only:NAME,NAME",
+            )),
+        },
+    }
+}
+
+fn parse_value_format(
+    raw: Option<String>,
+    embed_json_data: bool,
+) -> Result<ValueFormat, ConfigError> {
+    if embed_json_data && raw.as_deref() != Some("json") {
+        return Err(invalid(
+            "KAFKA_JSON_EMBED_DATA",
+            "true",
+            "only applies with KAFKA_VALUE_FORMAT=json",
+        ));
+    }
     match raw.as_deref() {
         None | Some("raw") => Ok(ValueFormat::Raw),
-        Some("json") => Ok(ValueFormat::Json),
+        Some("json") => Ok(ValueFormat::Json { embed_json_data }),
         Some("avro") => Ok(ValueFormat::Avro),
         Some("protobuf") => Ok(ValueFormat::Protobuf),
         Some(other) => Err(invalid(
@@ -587,7 +695,9 @@ mod tests {
     fn defaults_follow_the_contract() {
         let c = config(&BASE).unwrap();
         assert_eq!(c.port, 8080);
-        assert_eq!(c.key_source, KeySource::OrderingKey);
+        assert_eq!(c.record, RecordOptions::default());
+        assert_eq!(c.route, TopicRoute::Single("t".into()));
+        assert_eq!(c.push_payload, PushPayload::Auto);
         assert_eq!(c.value_format, ValueFormat::Raw);
         assert_eq!(c.kafka.compression, CompressionCodec::None);
         assert_eq!(c.kafka.produce_timeout, Duration::from_secs(10));
@@ -657,15 +767,18 @@ mod tests {
         let mut vars = BASE.to_vec();
         vars.push(("KAFKA_KEY", "attribute:tenant"));
         assert_eq!(
-            config(&vars).unwrap().key_source,
+            config(&vars).unwrap().record.key_source,
             KeySource::Attribute("tenant".into())
         );
         vars.pop();
         vars.push(("KAFKA_KEY", "message_id"));
-        assert_eq!(config(&vars).unwrap().key_source, KeySource::MessageId);
+        assert_eq!(
+            config(&vars).unwrap().record.key_source,
+            KeySource::MessageId
+        );
         vars.pop();
         vars.push(("KAFKA_KEY", "none"));
-        assert_eq!(config(&vars).unwrap().key_source, KeySource::None);
+        assert_eq!(config(&vars).unwrap().record.key_source, KeySource::None);
     }
 
     #[test]
@@ -696,5 +809,52 @@ mod tests {
         let mut vars = BASE.to_vec();
         vars.push(("K_SERVICE", "bridge"));
         assert_eq!(config(&vars).unwrap().log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn routing_table_replaces_the_single_topic() {
+        let vars = [
+            ("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+            (
+                "KAFKA_TOPIC_BY_SUBSCRIPTION",
+                "projects/p/subscriptions/a=topic-a, b=topic-b",
+            ),
+            ("KAFKA_DLQ_TOPIC", "dlq"),
+            ("OIDC_DISABLED", "true"),
+        ];
+        let c = config(&vars).unwrap();
+        assert_eq!(
+            c.route.topic_for("projects/p/subscriptions/a"),
+            Ok("topic-a")
+        );
+        assert_eq!(c.kafka.preload_topics, vec!["topic-a", "topic-b", "dlq"]);
+        let broken = [vars[0], ("KAFKA_TOPIC_BY_SUBSCRIPTION", "a"), vars[3]];
+        assert!(
+            config(&broken)
+                .unwrap_err()
+                .to_string()
+                .starts_with("KAFKA_TOPIC_BY_SUBSCRIPTION")
+        );
+    }
+
+    #[test]
+    fn header_and_time_options() {
+        let mut vars = BASE.to_vec();
+        vars.extend([
+            ("KAFKA_ATTRIBUTE_HEADERS", "only:a, b"),
+            ("KAFKA_ATTRIBUTE_HEADER_PREFIX", "attr."),
+            ("KAFKA_METADATA_HEADERS", "false"),
+            ("KAFKA_TIMESTAMP_ATTRIBUTE", "event_time"),
+            ("PUSH_PAYLOAD", "unwrapped"),
+        ]);
+        let c = config(&vars).unwrap();
+        assert_eq!(
+            c.record.attribute_headers,
+            AttributeHeaders::Only(vec!["a".into(), "b".into()])
+        );
+        assert_eq!(c.record.attribute_prefix, "attr.");
+        assert!(!c.record.metadata_headers);
+        assert_eq!(c.record.timestamp_attribute.as_deref(), Some("event_time"));
+        assert_eq!(c.push_payload, PushPayload::Unwrapped);
     }
 }

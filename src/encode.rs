@@ -18,8 +18,12 @@ pub const AVRO_SCHEMA: &str = include_str!("../schemas/pubsub_message.avsc");
 pub enum ValueFormat {
     /// The decoded payload, untouched.
     Raw,
-    /// A JSON object with every field and `data` as base64.
-    Json,
+    /// A JSON object with every field and `data` as base64; with `embed_json_data`
+    /// (`KAFKA_JSON_EMBED_DATA=true`) a payload that is valid UTF-8 JSON is embedded as JSON.
+    Json {
+        /// Embed JSON payloads instead of base64 (adds `data_encoding`).
+        embed_json_data: bool,
+    },
     /// Avro single-object encoding of `schemas/pubsub_message.avsc`.
     Avro,
     /// Serialized `google.pubsub.v1.PubsubMessage`.
@@ -71,7 +75,7 @@ impl Encoder {
     pub fn encode(&self, message: PubsubMessage) -> Result<Vec<u8>, EncodeError> {
         match (self.format, &self.avro) {
             (ValueFormat::Raw, _) => Ok(message.data),
-            (ValueFormat::Json, _) => encode_json(&message),
+            (ValueFormat::Json { embed_json_data }, _) => encode_json(&message, embed_json_data),
             (ValueFormat::Avro, Some(avro)) => encode_avro(avro, message),
             (ValueFormat::Avro, None) => Err(EncodeError::Avro("writer not initialised".into())),
             (ValueFormat::Protobuf, _) => Ok(encode_protobuf(message)),
@@ -87,10 +91,32 @@ struct JsonValue<'a> {
     ordering_key: Option<&'a str>,
     attributes: &'a BTreeMap<String, String>,
     delivery_attempt: Option<u32>,
-    data: String,
+    data: JsonData<'a>,
+    /// Present only with `KAFKA_JSON_EMBED_DATA`: `"json"` or `"base64"`, so readers know
+    /// whether a string `data` is a JSON string payload or base64 bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_encoding: Option<&'static str>,
 }
 
-fn encode_json(message: &PubsubMessage) -> Result<Vec<u8>, EncodeError> {
+#[derive(Serialize)]
+#[serde(untagged)]
+enum JsonData<'a> {
+    Base64(String),
+    Embedded(&'a serde_json::value::RawValue),
+}
+
+fn encode_json(message: &PubsubMessage, embed_json_data: bool) -> Result<Vec<u8>, EncodeError> {
+    let embedded = embed_json_data
+        .then(|| std::str::from_utf8(&message.data).ok())
+        .flatten()
+        .and_then(|text| serde_json::from_str::<&serde_json::value::RawValue>(text).ok());
+    let (data, data_encoding) = match embedded {
+        Some(raw) => (JsonData::Embedded(raw), Some("json")),
+        None => (
+            JsonData::Base64(base64::engine::general_purpose::STANDARD.encode(&message.data)),
+            embed_json_data.then_some("base64"),
+        ),
+    };
     serde_json::to_vec(&JsonValue {
         message_id: &message.message_id,
         publish_time: &message.publish_time,
@@ -98,7 +124,8 @@ fn encode_json(message: &PubsubMessage) -> Result<Vec<u8>, EncodeError> {
         ordering_key: message.ordering_key.as_deref(),
         attributes: &message.attributes,
         delivery_attempt: message.delivery_attempt,
-        data: base64::engine::general_purpose::STANDARD.encode(&message.data),
+        data,
+        data_encoding,
     })
     .map_err(|e| EncodeError::Json(e.to_string()))
 }
@@ -223,7 +250,11 @@ mod tests {
 
     #[test]
     fn json_carries_every_field_and_base64_data() {
-        let value = Encoder::new(ValueFormat::Json).encode(message()).unwrap();
+        let value = Encoder::new(ValueFormat::Json {
+            embed_json_data: false,
+        })
+        .encode(message())
+        .unwrap();
         let v: serde_json::Value = serde_json::from_slice(&value).unwrap();
         assert_eq!(
             v,
@@ -242,8 +273,14 @@ mod tests {
             delivery_attempt: None,
             ..message()
         };
-        let v: serde_json::Value =
-            serde_json::from_slice(&Encoder::new(ValueFormat::Json).encode(bare).unwrap()).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(
+            &Encoder::new(ValueFormat::Json {
+                embed_json_data: false,
+            })
+            .encode(bare)
+            .unwrap(),
+        )
+        .unwrap();
         assert!(v["ordering_key"].is_null() && v["delivery_attempt"].is_null());
     }
 
@@ -287,5 +324,30 @@ mod tests {
                 nanos: 749_123_456
             })
         );
+    }
+
+    #[test]
+    fn json_embeds_json_payloads_when_asked() {
+        let encoder = Encoder::new(ValueFormat::Json {
+            embed_json_data: true,
+        });
+        let json_payload = PubsubMessage {
+            data: br#"{"order": 42, "items": ["a"]}"#.to_vec(),
+            ..message()
+        };
+        let v: serde_json::Value =
+            serde_json::from_slice(&encoder.encode(json_payload).unwrap()).unwrap();
+        assert_eq!(v["data"], serde_json::json!({"order": 42, "items": ["a"]}));
+        assert_eq!(v["data_encoding"], "json");
+        let v: serde_json::Value =
+            serde_json::from_slice(&encoder.encode(message()).unwrap()).unwrap();
+        assert_eq!(v["data"], "AJ+Slng=");
+        assert_eq!(v["data_encoding"], "base64");
+        let text = PubsubMessage {
+            data: b"not json".to_vec(),
+            ..message()
+        };
+        let v: serde_json::Value = serde_json::from_slice(&encoder.encode(text).unwrap()).unwrap();
+        assert_eq!(v["data_encoding"], "base64");
     }
 }

@@ -1,11 +1,72 @@
 //! The push request: Pub/Sub's JSON envelope (or an unwrapped body) turned into one [`PubsubMessage`].
+//!
+//! Wrapped pushes carry everything in the JSON body. Unwrapped pushes ("payload unwrapping")
+//! carry the raw data as the body and, with `write_metadata`, the metadata as
+//! `x-goog-pubsub-*` headers and every attribute as a header of its own name.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use http::HeaderMap;
 use serde::Deserialize;
+
+/// Unwrapped push: message id header.
+pub const HEADER_UNWRAPPED_MESSAGE_ID: &str = "x-goog-pubsub-message-id";
+/// Unwrapped push: publish time header (RFC 3339).
+pub const HEADER_UNWRAPPED_PUBLISH_TIME: &str = "x-goog-pubsub-publish-time";
+/// Unwrapped push: subscription name header.
+pub const HEADER_UNWRAPPED_SUBSCRIPTION: &str = "x-goog-pubsub-subscription-name";
+/// Unwrapped push: ordering key header.
+pub const HEADER_UNWRAPPED_ORDERING_KEY: &str = "x-goog-pubsub-ordering-key";
+
+/// Request headers that belong to HTTP, proxies or the push itself, never to the message:
+/// on an unwrapped push every other header is an attribute.
+const TRANSPORT_HEADERS: &[&str] = &[
+    "accept",
+    "accept-encoding",
+    "accept-language",
+    "authorization",
+    "connection",
+    "content-encoding",
+    "content-length",
+    "content-type",
+    "expect",
+    "forwarded",
+    "from",
+    "host",
+    "keep-alive",
+    "proxy-authorization",
+    "te",
+    "traceparent",
+    "tracestate",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "user-agent",
+    "via",
+];
+/// Header name prefixes added by Google's, AWS's and common proxies' front ends.
+const TRANSPORT_PREFIXES: &[&str] = &[
+    "x-goog-",
+    "x-cloud-",
+    "x-forwarded-",
+    "x-amzn-",
+    "x-envoy-",
+    "x-amz-",
+];
+
+/// How push bodies are read (`PUSH_PAYLOAD`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushPayload {
+    /// Unwrapped when the `x-goog-pubsub-message-id` header is present, else wrapped.
+    Auto,
+    /// Always the JSON envelope.
+    Wrapped,
+    /// Always the raw data (for unwrapped subscriptions without `write_metadata`).
+    Unwrapped,
+}
 
 /// One Pub/Sub message as it arrived, with everything the record needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,6 +155,68 @@ struct RawMessage<'a> {
     ordering_key_camel: Option<Cow<'a, str>>,
     #[serde(rename = "ordering_key", borrow)]
     ordering_key_snake: Option<Cow<'a, str>>,
+}
+
+/// Parses one push request per `payload`; `now` stands in for a publish time an unwrapped
+/// push without metadata does not carry.
+pub fn parse_push(
+    headers: &HeaderMap,
+    body: &[u8],
+    payload: PushPayload,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<PubsubMessage, EnvelopeError> {
+    let unwrapped = match payload {
+        PushPayload::Auto => headers.contains_key(HEADER_UNWRAPPED_MESSAGE_ID),
+        PushPayload::Wrapped => false,
+        PushPayload::Unwrapped => true,
+    };
+    if unwrapped {
+        parse_unwrapped(headers, body, now)
+    } else {
+        parse_wrapped(body)
+    }
+}
+
+/// Parses an unwrapped push: the body is the data, metadata and attributes are headers.
+///
+/// Header names are case-insensitive, so attribute names arrive lower-cased.
+pub fn parse_unwrapped(
+    headers: &HeaderMap,
+    body: &[u8],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<PubsubMessage, EnvelopeError> {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .filter(|v| !v.is_empty())
+    };
+    let publish_time = header(HEADER_UNWRAPPED_PUBLISH_TIME)
+        .unwrap_or_else(|| now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    let attributes = headers
+        .iter()
+        .filter(|(name, _)| {
+            let name = name.as_str();
+            !TRANSPORT_HEADERS.contains(&name)
+                && !TRANSPORT_PREFIXES.iter().any(|p| name.starts_with(p))
+        })
+        .map(|(name, value)| {
+            (
+                name.as_str().to_owned(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    Ok(PubsubMessage {
+        data: body.to_vec(),
+        attributes,
+        message_id: header(HEADER_UNWRAPPED_MESSAGE_ID).unwrap_or_default(),
+        publish_time_ms: parse_publish_time(&publish_time)?,
+        publish_time,
+        ordering_key: header(HEADER_UNWRAPPED_ORDERING_KEY),
+        subscription: header(HEADER_UNWRAPPED_SUBSCRIPTION).unwrap_or_default(),
+        delivery_attempt: None,
+    })
 }
 
 /// Parses a wrapped push body (`{"message": {...}, "subscription": ...}`).
@@ -239,5 +362,69 @@ mod tests {
             let err = parse_wrapped(body.as_bytes()).unwrap_err();
             assert_eq!(err.code(), *code, "{body}: {err}");
         }
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.parse().unwrap(), v.parse().unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn unwrapped_push_reads_metadata_and_attribute_headers() {
+        let h = headers(&[
+            ("x-goog-pubsub-message-id", "2070443601311540"),
+            ("x-goog-pubsub-publish-time", "2021-02-26T19:13:55.749Z"),
+            (
+                "x-goog-pubsub-subscription-name",
+                "projects/p/subscriptions/s",
+            ),
+            ("x-goog-pubsub-ordering-key", "k1"),
+            ("Tenant", "acme"),
+            ("content-type", "application/octet-stream"),
+            ("authorization", "Bearer x"),
+            ("user-agent", "APIs-Google"),
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-cloud-trace-context", "abc/1;o=1"),
+        ]);
+        let now = chrono::Utc::now();
+        let m = parse_push(&h, b"raw bytes", PushPayload::Auto, now).unwrap();
+        assert_eq!(m.data, b"raw bytes");
+        assert_eq!(m.message_id, "2070443601311540");
+        assert_eq!(m.publish_time_ms, 1_614_366_835_749);
+        assert_eq!(m.subscription, "projects/p/subscriptions/s");
+        assert_eq!(m.ordering_key.as_deref(), Some("k1"));
+        assert_eq!(m.attributes.len(), 1, "{:?}", m.attributes);
+        assert_eq!(m.attributes.get("tenant").map(String::as_str), Some("acme"));
+    }
+
+    #[test]
+    fn payload_mode_decides_how_the_body_is_read() {
+        let now = chrono::DateTime::parse_from_rfc3339("2024-05-01T00:00:00Z")
+            .unwrap()
+            .to_utc();
+        // Auto without metadata headers: the body must be an envelope.
+        assert!(parse_push(&HeaderMap::new(), b"raw", PushPayload::Auto, now).is_err());
+        // Forced unwrapped without write_metadata: the receive time stands in for publishTime.
+        let m = parse_push(&HeaderMap::new(), b"raw", PushPayload::Unwrapped, now).unwrap();
+        assert_eq!(
+            (m.data.as_slice(), m.message_id.as_str()),
+            (&b"raw"[..], "")
+        );
+        assert_eq!(m.publish_time_ms, 1_714_521_600_000);
+        // Forced wrapped ignores metadata headers.
+        let h = headers(&[("x-goog-pubsub-message-id", "1")]);
+        assert!(parse_push(&h, b"raw", PushPayload::Wrapped, now).is_err());
+        let bad_time = headers(&[
+            ("x-goog-pubsub-message-id", "1"),
+            ("x-goog-pubsub-publish-time", "soon"),
+        ]);
+        assert_eq!(
+            parse_push(&bad_time, b"", PushPayload::Auto, now)
+                .unwrap_err()
+                .code(),
+            "invalid_publish_time"
+        );
     }
 }

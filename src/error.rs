@@ -7,6 +7,7 @@ use crate::auth::AuthError;
 use crate::encode::EncodeError;
 use crate::envelope::EnvelopeError;
 use crate::kafka::KafkaError;
+use crate::record::UnknownSubscription;
 
 /// Everything that can stop a delivery from being acknowledged.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +27,10 @@ pub enum DeliveryError {
     /// The body could not be read off the connection.
     #[error("request body could not be read: {0}")]
     BodyUnreadable(String),
+    /// The routing table has no topic for the delivery's subscription (a configuration gap,
+    /// not a bad message: never dead-lettered, redelivered until the table names it).
+    #[error(transparent)]
+    UnknownSubscription(#[from] UnknownSubscription),
     /// The message cannot be written in the configured value format.
     #[error(transparent)]
     Encode(#[from] EncodeError),
@@ -52,6 +57,7 @@ impl DeliveryError {
             Self::Auth(AuthError::KeysUnavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Auth(_) => StatusCode::UNAUTHORIZED,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnknownSubscription(_) => StatusCode::NOT_FOUND,
             Self::Encode(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Kafka(e) if e.is_retriable() => StatusCode::SERVICE_UNAVAILABLE,
             Self::Kafka(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -68,6 +74,7 @@ impl DeliveryError {
             Self::Auth(e) => e.code(),
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::BodyUnreadable(_) => "body_unreadable",
+            Self::UnknownSubscription(_) => "unknown_subscription",
             Self::Encode(_) => "encoding_failed",
             Self::Kafka(e) => e.code(),
             Self::MethodNotAllowed(_) => "method_not_allowed",

@@ -32,7 +32,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    tracing::info!(addr = ?listener.local_addr().ok(), topic = %app.config().kafka.topic, "listening");
+    tracing::info!(addr = ?listener.local_addr().ok(), topics = ?app.config().route.topics(), "listening");
     let warm = Arc::clone(&app);
     tokio::spawn(async move { warm.warm_up().await });
     server::run(listener, app, server::shutdown_signal()).await;

@@ -28,6 +28,45 @@ pub enum KeySource {
     None,
 }
 
+/// Which attributes become headers (`KAFKA_ATTRIBUTE_HEADERS`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttributeHeaders {
+    /// Every attribute.
+    All,
+    /// No attribute.
+    None,
+    /// Only the listed attribute names.
+    Only(Vec<String>),
+}
+
+/// How a message becomes a record, beyond its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordOptions {
+    /// `KAFKA_KEY`.
+    pub key_source: KeySource,
+    /// `KAFKA_ATTRIBUTE_HEADERS`.
+    pub attribute_headers: AttributeHeaders,
+    /// `KAFKA_ATTRIBUTE_HEADER_PREFIX`: put before every attribute header name.
+    pub attribute_prefix: String,
+    /// `KAFKA_METADATA_HEADERS`: whether the `pubsub.*` headers are written.
+    pub metadata_headers: bool,
+    /// `KAFKA_TIMESTAMP_ATTRIBUTE`: take the timestamp from this attribute instead of publishTime.
+    pub timestamp_attribute: Option<String>,
+}
+
+impl Default for RecordOptions {
+    /// The contract's mapping: ordering key, every attribute, metadata headers, publishTime.
+    fn default() -> Self {
+        RecordOptions {
+            key_source: KeySource::OrderingKey,
+            attribute_headers: AttributeHeaders::All,
+            attribute_prefix: String::new(),
+            metadata_headers: true,
+            timestamp_attribute: None,
+        }
+    }
+}
+
 /// One record, ready for a partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KafkaRecord {
@@ -41,11 +80,42 @@ pub struct KafkaRecord {
     pub timestamp_ms: i64,
 }
 
+/// Why the event-time attribute could not be used (the record falls back to publishTime).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TimestampFallback {
+    /// The message has no such attribute.
+    Missing {
+        /// The attribute name.
+        attribute: String,
+    },
+    /// The attribute is neither epoch milliseconds nor RFC 3339.
+    Unparsable {
+        /// The attribute name.
+        attribute: String,
+        /// Its value.
+        value: String,
+    },
+}
+
+impl std::fmt::Display for TimestampFallback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Missing { attribute } => write!(f, "attribute {attribute:?} missing"),
+            Self::Unparsable { attribute, value } => {
+                write!(
+                    f,
+                    "attribute {attribute:?}={value:?} is neither epoch ms nor RFC 3339"
+                )
+            }
+        }
+    }
+}
+
 /// The key bytes `source` selects from `message`.
 pub fn record_key(message: &PubsubMessage, source: &KeySource) -> Option<Vec<u8>> {
     let key = match source {
         KeySource::OrderingKey => message.ordering_key.as_deref(),
-        KeySource::MessageId => Some(message.message_id.as_str()),
+        KeySource::MessageId => Some(message.message_id.as_str()).filter(|id| !id.is_empty()),
         KeySource::Attribute(name) => message.attributes.get(name).map(String::as_str),
         KeySource::None => None,
     };
@@ -56,54 +126,151 @@ pub fn record_key(message: &PubsubMessage, source: &KeySource) -> Option<Vec<u8>
 ///
 /// Metadata is written last, so an attribute that happens to be named `pubsub.message_id`
 /// cannot forge the id consumers deduplicate by.
-pub fn record_headers(message: &PubsubMessage) -> BTreeMap<String, Vec<u8>> {
-    let mut headers: BTreeMap<String, Vec<u8>> = message
+pub fn record_headers(
+    message: &PubsubMessage,
+    options: &RecordOptions,
+) -> BTreeMap<String, Vec<u8>> {
+    let selected = message
         .attributes
         .iter()
-        .map(|(k, v)| (k.clone(), v.as_bytes().to_vec()))
+        .filter(|(name, _)| match &options.attribute_headers {
+            AttributeHeaders::All => true,
+            AttributeHeaders::None => false,
+            AttributeHeaders::Only(names) => names.iter().any(|n| n == *name),
+        });
+    let mut headers: BTreeMap<String, Vec<u8>> = selected
+        .map(|(k, v)| {
+            (
+                format!("{}{k}", options.attribute_prefix),
+                v.as_bytes().to_vec(),
+            )
+        })
         .collect();
-    headers.insert(
-        HEADER_MESSAGE_ID.into(),
-        message.message_id.as_bytes().to_vec(),
-    );
-    headers.insert(
-        HEADER_PUBLISH_TIME.into(),
-        message.publish_time.as_bytes().to_vec(),
-    );
-    headers.insert(
-        HEADER_SUBSCRIPTION.into(),
-        message.subscription.as_bytes().to_vec(),
-    );
+    if !options.metadata_headers {
+        return headers;
+    }
+    // Empty metadata only happens on unwrapped pushes without write_metadata: omitted, not faked.
+    let mut put = |name: &str, value: &str| {
+        if !value.is_empty() {
+            headers.insert(name.to_owned(), value.as_bytes().to_vec());
+        }
+    };
+    put(HEADER_MESSAGE_ID, &message.message_id);
+    put(HEADER_PUBLISH_TIME, &message.publish_time);
+    put(HEADER_SUBSCRIPTION, &message.subscription);
     if let Some(key) = &message.ordering_key {
-        headers.insert(HEADER_ORDERING_KEY.into(), key.as_bytes().to_vec());
+        put(HEADER_ORDERING_KEY, key);
     }
     if let Some(attempt) = message.delivery_attempt {
-        headers.insert(
-            HEADER_DELIVERY_ATTEMPT.into(),
-            attempt.to_string().into_bytes(),
-        );
+        put(HEADER_DELIVERY_ATTEMPT, &attempt.to_string());
     }
     headers
+}
+
+/// The record timestamp: the event-time attribute when configured and usable, else publishTime.
+pub fn record_timestamp(
+    message: &PubsubMessage,
+    attribute: Option<&str>,
+) -> (i64, Option<TimestampFallback>) {
+    let Some(attribute) = attribute else {
+        return (message.publish_time_ms, None);
+    };
+    let Some(value) = message.attributes.get(attribute) else {
+        let fallback = TimestampFallback::Missing {
+            attribute: attribute.to_owned(),
+        };
+        return (message.publish_time_ms, Some(fallback));
+    };
+    let parsed = value
+        .trim()
+        .parse::<i64>()
+        .ok()
+        .filter(|ms| *ms >= 0)
+        .or_else(|| {
+            chrono::DateTime::parse_from_rfc3339(value.trim())
+                .ok()
+                .map(|t| t.timestamp_millis())
+        });
+    match parsed {
+        Some(ms) => (ms, None),
+        None => (
+            message.publish_time_ms,
+            Some(TimestampFallback::Unparsable {
+                attribute: attribute.to_owned(),
+                value: value.clone(),
+            }),
+        ),
+    }
 }
 
 /// The full record for `message`; `encode` turns the message into the value.
 ///
 /// The message is handed to `encode` by value so a raw payload moves into the record
-/// without a copy.
+/// without a copy. A timestamp fallback is returned for the caller to log.
 pub fn build_record<E>(
     message: PubsubMessage,
-    key_source: &KeySource,
+    options: &RecordOptions,
     encode: impl FnOnce(PubsubMessage) -> Result<Vec<u8>, E>,
-) -> Result<KafkaRecord, E> {
-    let key = record_key(&message, key_source);
-    let headers = record_headers(&message);
-    let timestamp_ms = message.publish_time_ms;
-    Ok(KafkaRecord {
+) -> Result<(KafkaRecord, Option<TimestampFallback>), E> {
+    let key = record_key(&message, &options.key_source);
+    let headers = record_headers(&message, options);
+    let (timestamp_ms, fallback) =
+        record_timestamp(&message, options.timestamp_attribute.as_deref());
+    let record = KafkaRecord {
         key,
         value: encode(message)?,
         headers,
         timestamp_ms,
-    })
+    };
+    Ok((record, fallback))
+}
+
+/// Where records go (`KAFKA_TOPIC`, or `KAFKA_TOPIC_BY_SUBSCRIPTION`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TopicRoute {
+    /// Every delivery to one topic.
+    Single(String),
+    /// By subscription: full name (`projects/P/subscriptions/S`) or its short id `S` → topic;
+    /// `*` is an explicit default. Anything else is refused, never guessed.
+    BySubscription(BTreeMap<String, String>),
+}
+
+/// A subscription the routing table does not name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("subscription {subscription:?} has no topic in KAFKA_TOPIC_BY_SUBSCRIPTION")]
+pub struct UnknownSubscription {
+    /// The subscription of the delivery.
+    pub subscription: String,
+}
+
+impl TopicRoute {
+    /// The topic for a delivery from `subscription`.
+    pub fn topic_for<'a>(&'a self, subscription: &str) -> Result<&'a str, UnknownSubscription> {
+        match self {
+            Self::Single(topic) => Ok(topic),
+            Self::BySubscription(map) => {
+                let short = subscription.rsplit('/').next().unwrap_or(subscription);
+                map.get(subscription)
+                    .or_else(|| map.get(short))
+                    .or_else(|| map.get("*"))
+                    .map(String::as_str)
+                    .ok_or_else(|| UnknownSubscription {
+                        subscription: subscription.to_owned(),
+                    })
+            }
+        }
+    }
+
+    /// Every topic the route can produce to (opened at startup).
+    pub fn topics(&self) -> Vec<String> {
+        let mut topics: Vec<String> = match self {
+            Self::Single(topic) => vec![topic.clone()],
+            Self::BySubscription(map) => map.values().cloned().collect(),
+        };
+        topics.sort();
+        topics.dedup();
+        topics
+    }
 }
 
 #[cfg(test)]
@@ -149,10 +316,11 @@ mod tests {
 
     #[test]
     fn headers_carry_attributes_and_metadata_and_metadata_wins() {
-        let record = build_record(message(), &KeySource::OrderingKey, |_| {
+        let (record, fallback) = build_record(message(), &RecordOptions::default(), |_| {
             Ok::<_, ()>(b"v".to_vec())
         })
         .unwrap();
+        assert_eq!(fallback, None);
         let header = |name: &str| {
             record
                 .headers
@@ -183,8 +351,88 @@ mod tests {
             delivery_attempt: None,
             ..message()
         };
-        let headers = record_headers(&m);
+        let headers = record_headers(&m, &RecordOptions::default());
         assert!(!headers.contains_key(HEADER_ORDERING_KEY));
         assert!(!headers.contains_key(HEADER_DELIVERY_ATTEMPT));
+    }
+
+    #[test]
+    fn header_options_drop_prefix_or_select_attributes_and_metadata() {
+        let m = message();
+        let names =
+            |options: RecordOptions| record_headers(&m, &options).into_keys().collect::<Vec<_>>();
+        let none = RecordOptions {
+            attribute_headers: AttributeHeaders::None,
+            ..RecordOptions::default()
+        };
+        assert!(!names(none).contains(&"tenant".to_owned()));
+        let prefixed = RecordOptions {
+            attribute_prefix: "attr.".into(),
+            ..RecordOptions::default()
+        };
+        let prefixed = names(prefixed);
+        assert!(
+            prefixed.contains(&"attr.tenant".to_owned())
+                && !prefixed.contains(&"tenant".to_owned())
+        );
+        assert!(prefixed.contains(&HEADER_MESSAGE_ID.to_owned()));
+        let only = RecordOptions {
+            attribute_headers: AttributeHeaders::Only(vec!["tenant".into()]),
+            metadata_headers: false,
+            ..RecordOptions::default()
+        };
+        assert_eq!(names(only), vec!["tenant".to_owned()]);
+    }
+
+    #[test]
+    fn event_time_from_an_attribute_or_back_to_publish_time() {
+        let mut m = message();
+        m.attributes.insert("ms".into(), "1700000000123".into());
+        m.attributes
+            .insert("iso".into(), "2023-11-14T22:13:20.5+01:00".into());
+        m.attributes.insert("junk".into(), "yesterday".into());
+        assert_eq!(record_timestamp(&m, Some("ms")), (1_700_000_000_123, None));
+        assert_eq!(record_timestamp(&m, Some("iso")), (1_699_996_400_500, None));
+        let (ts, fallback) = record_timestamp(&m, Some("junk"));
+        assert_eq!(ts, m.publish_time_ms);
+        assert!(matches!(
+            fallback,
+            Some(TimestampFallback::Unparsable { .. })
+        ));
+        let (ts, fallback) = record_timestamp(&m, Some("absent"));
+        assert_eq!(ts, m.publish_time_ms);
+        assert!(matches!(fallback, Some(TimestampFallback::Missing { .. })));
+        assert_eq!(record_timestamp(&m, None), (m.publish_time_ms, None));
+    }
+
+    #[test]
+    fn routing_by_subscription_never_guesses() {
+        let route = TopicRoute::BySubscription(
+            [
+                ("projects/p/subscriptions/orders", "orders-topic"),
+                ("clicks", "clicks-topic"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+        );
+        assert_eq!(
+            route.topic_for("projects/p/subscriptions/orders"),
+            Ok("orders-topic")
+        );
+        assert_eq!(
+            route.topic_for("projects/other/subscriptions/clicks"),
+            Ok("clicks-topic")
+        );
+        assert!(route.topic_for("projects/p/subscriptions/unknown").is_err());
+        assert!(route.topic_for("projects/p/subscriptions/ORDERS").is_err());
+        assert_eq!(
+            TopicRoute::Single("t".into()).topic_for("anything"),
+            Ok("t")
+        );
+        assert_eq!(
+            route.topics(),
+            vec!["clicks-topic".to_owned(), "orders-topic".to_owned()]
+        );
     }
 }

@@ -243,11 +243,7 @@ impl KafkaProducer {
         tracing::info!(brokers = ?self.inner.config.bootstrap_servers, "connected to Kafka");
         self.touch();
         self.inner.client.send_replace(Some(Arc::clone(&client)));
-        let configured = [
-            Some(self.inner.config.topic.clone()),
-            self.inner.config.dlq_topic.clone(),
-        ];
-        for topic in configured.into_iter().flatten() {
+        for topic in self.inner.config.preload_topics.clone() {
             if let Err(e) = self.topic(&client, &topic).await {
                 tracing::warn!(topic, error = %e, "topic not ready yet");
             }
