@@ -5,4 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 infra/install-tansu.sh
+# Independent decoders for the value-format tests (fastavro, google-cloud-pubsub).
+if [ ! -x target/pyenv/bin/python ] || ! cmp -s tests/requirements.txt target/pyenv/requirements.txt; then
+  python3 -m venv target/pyenv
+  target/pyenv/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+  cp tests/requirements.txt target/pyenv/requirements.txt
+fi
 cargo test --all-targets "$@"

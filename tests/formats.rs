@@ -1,0 +1,170 @@
+//! Every value format, read back from tansu and decoded by independent decoders (Python's
+//! fastavro, google-cloud-pubsub's PubsubMessage, json) field by field.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use base64::Engine as _;
+use common::*;
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+
+/// The Python with the decoders: `PKB_PYTHON`, else the venv `infra/test.sh` makes.
+fn python() -> String {
+    std::env::var("PKB_PYTHON").unwrap_or_else(|_| {
+        let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/target/pyenv/bin/python");
+        assert!(
+            std::path::Path::new(venv).exists(),
+            "no Python decoders: run infra/test.sh (it creates target/pyenv from tests/requirements.txt)"
+        );
+        venv.to_owned()
+    })
+}
+
+struct Message {
+    id: String,
+    data: Vec<u8>,
+    attributes: BTreeMap<String, String>,
+    ordering_key: Option<String>,
+    publish_time: String,
+    delivery_attempt: Option<u32>,
+}
+
+fn messages(n: usize) -> Vec<Message> {
+    let mut seed: u64 = 42;
+    let mut next = move || {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        (seed >> 33) as usize
+    };
+    (0..n)
+        .map(|i| {
+            let data: Vec<u8> = match i % 5 {
+                0 => Vec::new(),
+                1 => format!("{{\"n\":{i},\"text\":\"ünïcödé\"}}").into_bytes(),
+                _ => (0..next() % 2000).map(|_| next() as u8).collect(),
+            };
+            Message {
+                id: format!("fmt-{i:04}"),
+                data,
+                attributes: (0..next() % 8).map(|a| (format!("k{a}"), format!("v{i}-{a} ✓"))).collect(),
+                ordering_key: (i % 3 == 0).then(|| format!("key-{}", i % 7)),
+                publish_time: format!(
+                    "2025-06-{:02}T{:02}:{:02}:{:02}{}Z",
+                    1 + i % 28,
+                    i % 24,
+                    i % 60,
+                    (i * 7) % 60,
+                    ["", ".1", ".123", ".123456", ".123456789"][i % 5]
+                ),
+                delivery_attempt: (i % 4 == 0).then_some(1 + (i % 9) as u32),
+            }
+        })
+        .collect()
+}
+
+async fn round_trip(format: &str) {
+    let broker = Broker::start().await;
+    let topic = format!("values-{format}");
+    broker.create_topic(&topic, 3).await;
+    let mut env = bridge_env(&broker, &topic, None);
+    env.insert("KAFKA_VALUE_FORMAT".into(), format.into());
+    let bridge = Bridge::start(&env).await;
+    let client = http_client();
+    let sent = messages(220);
+    let statuses: Vec<u16> = futures_util::stream::iter(&sent)
+        .map(|m| {
+            let (client, url) = (client.clone(), bridge.url());
+            let attrs: Vec<(String, String)> = m.attributes.clone().into_iter().collect();
+            let mut body = envelope(&m.data, &attrs, &m.id, &m.publish_time, m.ordering_key.as_deref());
+            if let Some(a) = m.delivery_attempt {
+                body["deliveryAttempt"] = a.into();
+            }
+            async move { post(&client, &url, body.to_string(), None).await.0 }
+        })
+        .buffer_unordered(20)
+        .collect()
+        .await;
+    assert!(statuses.iter().all(|s| *s == 204), "{statuses:?}");
+
+    let by_id: BTreeMap<&str, &Message> = sent.iter().map(|m| (m.id.as_str(), m)).collect();
+    let records = broker.read_all(&topic).await;
+    assert_eq!(records.len(), sent.len());
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut lines = String::new();
+    for r in &records {
+        let id = r.header("pubsub.message_id").unwrap();
+        let m = by_id[id.as_str()];
+        let line = json!({
+            "format": format,
+            "value": b64.encode(r.record.value.as_deref().unwrap_or_default()),
+            "expected": {
+                "message_id": m.id,
+                "publish_time": m.publish_time,
+                "subscription": "projects/test-project/subscriptions/bridge-sub",
+                "ordering_key": m.ordering_key,
+                "attributes": m.attributes,
+                "delivery_attempt": m.delivery_attempt,
+                "data": b64.encode(&m.data),
+            }
+        });
+        lines.push_str(&line.to_string());
+        lines.push('\n');
+    }
+    let schema = concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/pubsub_message.avsc");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/decode_values.py");
+    let mut child = Command::new(python())
+        .args(["-W", "ignore", script, schema])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(lines.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{format}: {}{}", stdout, String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stdout.trim(), format!("checked {} records", sent.len()));
+}
+
+#[tokio::test]
+async fn avro_values_decode_with_fastavro() {
+    round_trip("avro").await;
+}
+
+#[tokio::test]
+async fn protobuf_values_decode_as_google_pubsub_v1_pubsub_message() {
+    round_trip("protobuf").await;
+}
+
+#[tokio::test]
+async fn json_values_decode_field_by_field() {
+    round_trip("json").await;
+}
+
+#[tokio::test]
+async fn json_embedding_keeps_json_payloads_readable() {
+    let broker = Broker::start().await;
+    broker.create_topic("embed", 1).await;
+    let mut env = bridge_env(&broker, "embed", None);
+    env.insert("KAFKA_VALUE_FORMAT".into(), "json".into());
+    env.insert("KAFKA_JSON_EMBED_DATA".into(), "true".into());
+    let bridge = Bridge::start(&env).await;
+    let client = http_client();
+    let json_body = envelope(br#"{"order":7}"#, &[], "j1", "2024-01-01T00:00:00Z", None).to_string();
+    let binary_body = envelope(&[0xff, 0x00], &[], "j2", "2024-01-01T00:00:00Z", None).to_string();
+    assert_eq!(post(&client, &bridge.url(), json_body, None).await.0, 204);
+    assert_eq!(post(&client, &bridge.url(), binary_body, None).await.0, 204);
+    let values: Vec<Value> = broker
+        .read_all("embed")
+        .await
+        .iter()
+        .map(|r| serde_json::from_slice(r.record.value.as_deref().unwrap()).unwrap())
+        .collect();
+    assert_eq!(values[0]["data"], json!({"order": 7}));
+    assert_eq!(values[0]["data_encoding"], "json");
+    assert_eq!(values[1]["data"], "/wA=");
+    assert_eq!(values[1]["data_encoding"], "base64");
+}
