@@ -220,6 +220,12 @@ impl App {
                     .body(Bytes::new())
                     .unwrap_or_default()
             }
+            // A dead letter Kafka refuses for good: answer the original failure, so Pub/Sub keeps
+            // the message (and its own dead-letter policy takes it) instead of losing it.
+            Err(dlq_error) if !dlq_error.is_retriable() => {
+                tracing::warn!(dlq_error = %dlq_error, "dead letter refused by Kafka");
+                self.fail(error, context, request.headers())
+            }
             Err(dlq_error) => {
                 tracing::warn!(original = %error, "dead-letter produce failed");
                 self.fail(DeliveryError::Kafka(dlq_error), context, request.headers())

@@ -149,6 +149,9 @@ pub struct KafkaConfig {
     pub produce_timeout: Duration,
     /// `KAFKA_MAX_BATCH_BYTES`: cap of one produce request's records per partition.
     pub max_batch_bytes: usize,
+    /// `KAFKA_MAX_RECORD_BYTES`: records larger than this are refused before sending, like the
+    /// Java producer's `max.request.size`; `None` leaves the decision to the broker.
+    pub max_record_bytes: Option<usize>,
     /// `KAFKA_METADATA_REFRESH_MS`: how often partition counts are re-read.
     pub metadata_refresh: Duration,
     /// `KAFKA_CLIENT_ID`.
@@ -253,6 +256,10 @@ impl Config {
                 600_000,
             )?),
             max_batch_bytes: env.number("KAFKA_MAX_BATCH_BYTES", 1 << 20, 1024, 1 << 30)? as usize,
+            max_record_bytes: match env.number("KAFKA_MAX_RECORD_BYTES", 0, 0, 1 << 31)? {
+                0 => None,
+                n => Some(n as usize),
+            },
             metadata_refresh: Duration::from_millis(env.number(
                 "KAFKA_METADATA_REFRESH_MS",
                 30_000,

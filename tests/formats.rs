@@ -49,7 +49,9 @@ fn messages(n: usize) -> Vec<Message> {
             Message {
                 id: format!("fmt-{i:04}"),
                 data,
-                attributes: (0..next() % 8).map(|a| (format!("k{a}"), format!("v{i}-{a} ✓"))).collect(),
+                attributes: (0..next() % 8)
+                    .map(|a| (format!("k{a}"), format!("v{i}-{a} ✓")))
+                    .collect(),
                 ordering_key: (i % 3 == 0).then(|| format!("key-{}", i % 7)),
                 publish_time: format!(
                     "2025-06-{:02}T{:02}:{:02}:{:02}{}Z",
@@ -78,7 +80,13 @@ async fn round_trip(format: &str) {
         .map(|m| {
             let (client, url) = (client.clone(), bridge.url());
             let attrs: Vec<(String, String)> = m.attributes.clone().into_iter().collect();
-            let mut body = envelope(&m.data, &attrs, &m.id, &m.publish_time, m.ordering_key.as_deref());
+            let mut body = envelope(
+                &m.data,
+                &attrs,
+                &m.id,
+                &m.publish_time,
+                m.ordering_key.as_deref(),
+            );
             if let Some(a) = m.delivery_attempt {
                 body["deliveryAttempt"] = a.into();
             }
@@ -122,10 +130,20 @@ async fn round_trip(format: &str) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(lines.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(lines.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{format}: {}{}", stdout, String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{format}: {}{}",
+        stdout,
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(stdout.trim(), format!("checked {} records", sent.len()));
 }
 
@@ -153,7 +171,8 @@ async fn json_embedding_keeps_json_payloads_readable() {
     env.insert("KAFKA_JSON_EMBED_DATA".into(), "true".into());
     let bridge = Bridge::start(&env).await;
     let client = http_client();
-    let json_body = envelope(br#"{"order":7}"#, &[], "j1", "2024-01-01T00:00:00Z", None).to_string();
+    let json_body =
+        envelope(br#"{"order":7}"#, &[], "j1", "2024-01-01T00:00:00Z", None).to_string();
     let binary_body = envelope(&[0xff, 0x00], &[], "j2", "2024-01-01T00:00:00Z", None).to_string();
     assert_eq!(post(&client, &bridge.url(), json_body, None).await.0, 204);
     assert_eq!(post(&client, &bridge.url(), binary_body, None).await.0, 204);

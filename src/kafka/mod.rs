@@ -445,7 +445,21 @@ impl KafkaProducer {
                 .single()
                 .unwrap_or_else(chrono::Utc::now),
         };
-        let offset = if record.approximate_size() > self.inner.config.max_batch_bytes {
+        let size = record.approximate_size();
+        // The dead-letter topic is exempt: it holds the original request, which is larger than
+        // the record that was refused (give that topic a larger max.message.bytes).
+        let dead_letter = self.inner.config.dlq_topic.as_deref() == Some(topic);
+        let limit = self.inner.config.max_record_bytes.filter(|_| !dead_letter);
+        if let Some(limit) = limit.filter(|limit| size > *limit) {
+            return Err(KafkaError::Rejected {
+                topic: topic.to_owned(),
+                partition: partition as i32,
+                retriable: false,
+                code: "record_too_large",
+                reason: format!("record of {size} bytes exceeds KAFKA_MAX_RECORD_BYTES={limit}"),
+            });
+        }
+        let offset = if size > self.inner.config.max_batch_bytes {
             // Larger than a batch may be: sent on its own so the broker, not the
             // aggregator, decides whether it is too large.
             producer
