@@ -24,6 +24,8 @@ pub mod encode;
 pub mod envelope;
 pub mod error;
 pub mod kafka;
+#[cfg(feature = "lambda")]
+pub mod lambda;
 pub mod logging;
 pub mod record;
 pub mod server;

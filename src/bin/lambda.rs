@@ -1,0 +1,40 @@
+//! `pubsub-kafka-bridge-lambda`: the same handler on AWS Lambda (Function URLs, API Gateway, ALB).
+
+use std::convert::Infallible;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use lambda_http::service_fn;
+use pubsub_kafka_bridge::{App, Config, lambda, logging};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("pubsub-kafka-bridge-lambda: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    logging::init(config.log_format);
+    let app = match App::new(config) {
+        Ok(app) => Arc::new(app),
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    // Keys and the Kafka connection are made during the init phase, before the first event.
+    app.warm_up().await;
+    let handler = service_fn(move |request| {
+        let app = Arc::clone(&app);
+        async move { Ok::<_, Infallible>(lambda::handle(&app, request).await) }
+    });
+    match lambda_http::run(handler).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "Lambda runtime stopped");
+            ExitCode::FAILURE
+        }
+    }
+}
