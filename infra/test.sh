@@ -1,14 +1,24 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need, then runs every test tier
-# (unit, handler, end-to-end against a real tansu broker started by the tests themselves).
+# (unit, handler, end-to-end against a real tansu broker started by the tests themselves),
+# the Terraform wiring tests and checkov on the deployment files.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 infra/install-tansu.sh
-# Independent decoders for the value-format tests (fastavro, google-cloud-pubsub).
+# Independent decoders and infrastructure checkers (fastavro, google-cloud-pubsub, python-hcl2, checkov).
 if [ ! -x target/pyenv/bin/python ] || ! cmp -s tests/requirements.txt target/pyenv/requirements.txt; then
   python3 -m venv target/pyenv
   target/pyenv/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
   cp tests/requirements.txt target/pyenv/requirements.txt
 fi
+export PYTHONWARNINGS=ignore
+
+echo "== terraform: HCL wiring"
+target/pyenv/bin/python -m pytest -q tests/terraform
+echo "== checkov: terraform and Dockerfile (every skip carries its reason in the file)"
+target/pyenv/bin/checkov --skip-download --quiet --compact --framework terraform -d terraform
+target/pyenv/bin/checkov --skip-download --quiet --compact --framework dockerfile -f infra/Dockerfile
+
+echo "== cargo test"
 cargo test --all-targets "$@"

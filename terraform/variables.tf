@@ -1,0 +1,219 @@
+variable "project_id" {
+  description = "Project of the Cloud Run service and the push subscription."
+  type        = string
+}
+
+variable "region" {
+  description = "Cloud Run region."
+  type        = string
+}
+
+variable "name" {
+  description = "Name of the service; also prefixes the service accounts, subscription and dead-letter topic."
+  type        = string
+  default     = "pubsub-kafka-bridge"
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{0,48}[a-z0-9]$", var.name))
+    error_message = "name: lower-case letters, digits and hyphens, at most 50 characters."
+  }
+}
+
+variable "image" {
+  description = "Container image of the bridge (built from infra/Dockerfile), e.g. REGION-docker.pkg.dev/PROJECT/REPO/pubsub-kafka-bridge:TAG."
+  type        = string
+}
+
+variable "pubsub_topic" {
+  description = "Full id of the Pub/Sub topic to subscribe to (projects/P/topics/T)."
+  type        = string
+}
+
+variable "audience" {
+  description = "Audience of the push OIDC token; the same value is given to the service as OIDC_AUDIENCE and to Cloud Run as a custom audience. Defaults to https://NAME.pubsub-kafka-bridge.invalid."
+  type        = string
+  default     = ""
+}
+
+# --- scaling and runtime ---
+
+variable "min_instances" {
+  description = "Minimum instances; 0 scales to zero when no messages arrive."
+  type        = number
+  default     = 0
+}
+
+variable "max_instances" {
+  description = "Maximum instances."
+  type        = number
+  default     = 10
+}
+
+variable "concurrency" {
+  description = "Concurrent requests per instance (deliveries batched into one produce request per partition)."
+  type        = number
+  default     = 250
+}
+
+variable "cpu" {
+  description = "CPU limit per instance."
+  type        = string
+  default     = "1"
+}
+
+variable "memory" {
+  description = "Memory limit per instance."
+  type        = string
+  default     = "256Mi"
+}
+
+variable "request_timeout_seconds" {
+  description = "Cloud Run request timeout; above the produce timeout."
+  type        = number
+  default     = 30
+}
+
+# --- Kafka ---
+
+variable "kafka_bootstrap_servers" {
+  description = "KAFKA_BOOTSTRAP_SERVERS, e.g. bootstrap.CLUSTER.REGION.managedkafka.PROJECT.cloud.goog:9092."
+  type        = string
+}
+
+variable "kafka_topic" {
+  description = "KAFKA_TOPIC."
+  type        = string
+}
+
+variable "kafka_key" {
+  description = "KAFKA_KEY: ordering_key, message_id, attribute:NAME or none."
+  type        = string
+  default     = "ordering_key"
+}
+
+variable "kafka_value_format" {
+  description = "KAFKA_VALUE_FORMAT: raw, json, avro or protobuf."
+  type        = string
+  default     = "raw"
+  validation {
+    condition     = contains(["raw", "json", "avro", "protobuf"], var.kafka_value_format)
+    error_message = "kafka_value_format: raw, json, avro or protobuf."
+  }
+}
+
+variable "kafka_compression" {
+  description = "KAFKA_COMPRESSION: none, gzip, snappy, lz4 or zstd."
+  type        = string
+  default     = "none"
+}
+
+variable "kafka_produce_timeout_ms" {
+  description = "KAFKA_PRODUCE_TIMEOUT_MS; must stay below the subscription's ack deadline."
+  type        = number
+  default     = 10000
+}
+
+variable "kafka_dlq_topic" {
+  description = "KAFKA_DLQ_TOPIC; empty for none."
+  type        = string
+  default     = ""
+}
+
+variable "kafka_security_protocol" {
+  description = "KAFKA_SECURITY_PROTOCOL: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."
+  type        = string
+  default     = "SASL_SSL"
+}
+
+variable "kafka_sasl_mechanism" {
+  description = "KAFKA_SASL_MECHANISM: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER; empty for none."
+  type        = string
+  default     = "PLAIN"
+}
+
+variable "kafka_sasl_username" {
+  description = "KAFKA_SASL_USERNAME (not a secret: an API key id or user name)."
+  type        = string
+  default     = ""
+}
+
+variable "kafka_sasl_password_secret" {
+  description = "Secret Manager secret id (name or projects/P/secrets/S) holding KAFKA_SASL_PASSWORD; empty for none. Secrets are never plain variables."
+  type        = string
+  default     = ""
+}
+
+variable "kafka_sasl_password_secret_version" {
+  description = "Version of the password secret."
+  type        = string
+  default     = "latest"
+}
+
+variable "extra_env" {
+  description = "More environment variables of the bridge (see README.md), e.g. { KAFKA_LINGER_MS = \"5\" }."
+  type        = map(string)
+  default     = {}
+}
+
+# --- network ---
+
+variable "vpc_network" {
+  description = "VPC network for Direct VPC egress (private brokers such as Google Managed Kafka); empty for none."
+  type        = string
+  default     = ""
+}
+
+variable "vpc_subnetwork" {
+  description = "Subnetwork for Direct VPC egress."
+  type        = string
+  default     = ""
+}
+
+variable "ingress" {
+  description = "Cloud Run ingress. INGRESS_TRAFFIC_ALL lets Pub/Sub reach the service from any project (IAM still requires run.invoker); INGRESS_TRAFFIC_INTERNAL_ONLY works when the subscription is in the same project or VPC-SC perimeter."
+  type        = string
+  default     = "INGRESS_TRAFFIC_ALL"
+}
+
+# --- subscription ---
+
+variable "ack_deadline_seconds" {
+  description = "Push ack deadline; must exceed kafka_produce_timeout_ms."
+  type        = number
+  default     = 30
+}
+
+variable "retry_minimum_backoff" {
+  description = "Minimum redelivery backoff."
+  type        = string
+  default     = "10s"
+}
+
+variable "retry_maximum_backoff" {
+  description = "Maximum redelivery backoff."
+  type        = string
+  default     = "600s"
+}
+
+variable "max_delivery_attempts" {
+  description = "Delivery attempts before Pub/Sub moves a message to its dead-letter topic (5-100)."
+  type        = number
+  default     = 10
+}
+
+variable "message_ordering" {
+  description = "Enable Pub/Sub message ordering (one delivery in flight per ordering key)."
+  type        = bool
+  default     = false
+}
+
+variable "no_wrapper" {
+  description = "Use payload unwrapping (raw body, metadata as headers)."
+  type        = bool
+  default     = false
+}
+
+variable "kms_key_name" {
+  description = "Cloud KMS key for the dead-letter topic (CMEK); empty for Google-managed encryption."
+  type        = string
+  default     = ""
+}
