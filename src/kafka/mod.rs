@@ -5,6 +5,7 @@
 //! record's offset. rskafka always sends `acks=-1` (all in-sync replicas). Partition counts
 //! come from metadata, re-read every `KAFKA_METADATA_REFRESH_MS`.
 
+pub mod oauth;
 pub mod partition;
 pub mod security;
 

@@ -7,6 +7,7 @@ use rskafka::client::{ClientBuilder, Credentials, SaslConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+use super::oauth::GoogleTokenProvider;
 use crate::config::{KafkaSecurity, SaslMechanism};
 
 /// A TLS or SASL setting that cannot be put to use.
@@ -25,9 +26,6 @@ pub enum SecurityError {
     /// rustls refused the configuration.
     #[error("TLS configuration: {0}")]
     Tls(String),
-    /// The mechanism has no implementation in this build.
-    #[error("KAFKA_SASL_MECHANISM={0} is not supported")]
-    Unsupported(&'static str),
 }
 
 /// Adds TLS and SASL to `builder` as `security` asks.
@@ -50,7 +48,9 @@ pub fn apply(
             SaslMechanism::ScramSha512 { username, password } => {
                 SaslConfig::ScramSha512(credentials(username, password))
             }
-            SaslMechanism::OauthBearer => return Err(SecurityError::Unsupported("OAUTHBEARER")),
+            SaslMechanism::OauthBearer => SaslConfig::Oauthbearer(
+                Arc::new(GoogleTokenProvider::new(&security.metadata_host)).credentials(),
+            ),
         });
     }
     Ok(builder)

@@ -55,6 +55,14 @@ pub struct Broker {
     child: Option<Child>,
     workdir: PathBuf,
     storage: String,
+    /// Where clients are told to connect (a TLS proxy's port), when not `port`.
+    pub advertised_port: Option<u16>,
+    /// Extra broker arguments (`--authentication`).
+    pub args: Vec<String>,
+    /// TLS for the tests' own client (when the advertised address is a TLS proxy).
+    pub client_tls: Option<Arc<rustls::ClientConfig>>,
+    /// SASL for the tests' own client.
+    pub client_sasl: Option<rskafka::client::SaslConfig>,
 }
 
 impl Broker {
@@ -81,13 +89,65 @@ impl Broker {
             child: None,
             workdir,
             storage,
+            advertised_port: None,
+            args: Vec::new(),
+            client_tls: None,
+            client_sasl: None,
         };
         broker.spawn().await;
         broker
     }
 
+    /// A sqlite broker that is not started yet (set `args`/`advertised_port`, then `start_now`).
+    pub fn sqlite_unstarted() -> Broker {
+        let workdir = std::env::temp_dir().join(format!(
+            "pkb-tansu-sqlite-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&workdir).unwrap();
+        Broker {
+            port: free_port(),
+            child: None,
+            workdir,
+            storage: "sqlite://tansu.db".into(),
+            advertised_port: None,
+            args: Vec::new(),
+            client_tls: None,
+            client_sasl: None,
+        }
+    }
+
+    /// Starts (or restarts) the broker with the current settings.
+    pub async fn start_now(&mut self) {
+        self.kill();
+        self.spawn().await;
+    }
+
+    /// Creates a SCRAM user through the broker's own CLI.
+    pub fn create_user(&self, name: &str, password: &str) {
+        let status = Command::new(tansu_bin())
+            .args([
+                "user",
+                "create",
+                name,
+                password,
+                "--broker",
+                &format!("tcp://127.0.0.1:{}", self.port),
+            ])
+            .current_dir(&self.workdir)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "tansu user create failed");
+    }
+
     async fn spawn(&mut self) {
         let url = format!("tcp://127.0.0.1:{}", self.port);
+        let advertised = match self.advertised_port {
+            Some(port) => format!("tcp://localhost:{port}"),
+            None => url.clone(),
+        };
         let log = std::fs::File::create(self.workdir.join("tansu.log")).unwrap();
         let child = Command::new(tansu_bin())
             .args([
@@ -95,8 +155,9 @@ impl Broker {
                 "--listener-url",
                 &url,
                 "--advertised-listener-url",
-                &url,
+                &advertised,
             ])
+            .args(&self.args)
             .args(["--storage-engine", &self.storage])
             .current_dir(&self.workdir)
             .stdout(Stdio::null())
@@ -120,20 +181,28 @@ impl Broker {
 
     /// `host:port` for KAFKA_BOOTSTRAP_SERVERS.
     pub fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        match self.advertised_port {
+            Some(port) => format!("localhost:{port}"),
+            None => format!("127.0.0.1:{}", self.port),
+        }
     }
 
     /// A fresh rskafka client (bounded retries so tests never hang).
     pub async fn client(&self) -> Result<KafkaClient, rskafka::client::error::Error> {
-        ClientBuilder::new(vec![self.bootstrap()])
-            .backoff_config(rskafka::BackoffConfig {
+        let mut builder =
+            ClientBuilder::new(vec![self.bootstrap()]).backoff_config(rskafka::BackoffConfig {
                 init_backoff: Duration::from_millis(20),
                 max_backoff: Duration::from_millis(200),
                 base: 2.,
                 deadline: Some(Duration::from_secs(5)),
-            })
-            .build()
-            .await
+            });
+        if let Some(tls) = &self.client_tls {
+            builder = builder.tls_config(Arc::clone(tls));
+        }
+        if let Some(sasl) = &self.client_sasl {
+            builder = builder.sasl_config(sasl.clone());
+        }
+        builder.build().await
     }
 
     /// Creates `topic` with `partitions` partitions.

@@ -1,0 +1,567 @@
+//! TLS, mTLS and SASL against a real tansu broker; OAUTHBEARER against a local metadata server.
+//!
+//! tansu 0.6.0 cannot serve TLS from its command line (`--cert` and `--key` are declared as
+//! mutually exclusive), so TLS is terminated by a rustls proxy in front of the real broker, with
+//! certificates from a CA each test creates; the broker advertises the proxy's address.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::*;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use pubsub_kafka_bridge::kafka::oauth::GoogleTokenProvider;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+use rskafka::client::{Credentials, SaslConfig};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+/// A certificate authority made for one test, writing PEM files into `dir`.
+struct TestCa {
+    dir: PathBuf,
+    params: CertificateParams,
+    key: KeyPair,
+    pem: String,
+}
+
+impl TestCa {
+    fn new(dir: &Path, name: &str) -> TestCa {
+        std::fs::create_dir_all(dir).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let pem = params.self_signed(&key).unwrap().pem();
+        std::fs::write(dir.join(format!("{name}.pem")), &pem).unwrap();
+        TestCa {
+            dir: dir.to_owned(),
+            params,
+            key,
+            pem,
+        }
+    }
+
+    fn path(&self, file: &str) -> String {
+        self.dir.join(file).display().to_string()
+    }
+
+    /// Issues a leaf certificate; returns (cert path, key path).
+    fn issue(&self, name: &str, sans: &[&str]) -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let mut params =
+            CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        params
+            .subject_alt_names
+            .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+        params.distinguished_name.push(DnType::CommonName, name);
+        let issuer = Issuer::from_params(&self.params, &self.key);
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        let (cert_path, key_path) = (
+            self.path(&format!("{name}.crt")),
+            self.path(&format!("{name}.key")),
+        );
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        (cert_path, key_path)
+    }
+
+    fn roots(&self) -> rustls::RootCertStore {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(self.pem.as_bytes()).unwrap())
+            .unwrap();
+        roots
+    }
+
+    fn client_config(&self) -> Arc<rustls::ClientConfig> {
+        Arc::new(
+            rustls::ClientConfig::builder()
+                .with_root_certificates(self.roots())
+                .with_no_client_auth(),
+        )
+    }
+}
+
+/// A TLS-terminating proxy on loopback forwarding to `upstream`; optionally requires client certs.
+async fn tls_proxy(
+    port: u16,
+    upstream: u16,
+    server_cert: (String, String),
+    client_ca: Option<&TestCa>,
+) {
+    let chain = vec![CertificateDer::from_pem_file(&server_cert.0).unwrap()];
+    let key = PrivateKeyDer::from_pem_file(&server_cert.1).unwrap();
+    let builder = rustls::ServerConfig::builder();
+    let config = match client_ca {
+        Some(ca) => {
+            let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(ca.roots()))
+                .build()
+                .unwrap();
+            builder
+                .with_client_cert_verifier(verifier)
+                .with_single_cert(chain, key)
+                .unwrap()
+        }
+        None => builder
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap(),
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let Ok(mut broker) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut broker).await;
+            });
+        }
+    });
+}
+
+fn tmp(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("pkb-{name}-{}-{}", std::process::id(), free_port()))
+}
+
+fn body(id: &str) -> String {
+    envelope(b"secured", &[], id, "2024-01-01T00:00:00Z", None).to_string()
+}
+
+/// A broker behind a TLS proxy: the broker advertises the proxy, the test client trusts `ca`.
+async fn tls_broker(ca: &TestCa, client_ca: Option<&TestCa>) -> Broker {
+    let mut broker = Broker::sqlite_unstarted();
+    let proxy_port = free_port();
+    broker.advertised_port = Some(proxy_port);
+    tls_proxy(
+        proxy_port,
+        broker.port,
+        ca.issue("broker", &["localhost"]),
+        client_ca,
+    )
+    .await;
+    broker.client_tls = Some(match client_ca {
+        Some(ca) => {
+            let (cert, key) = ca.issue("reader", &["reader"]);
+            Arc::new(
+                rustls::ClientConfig::builder()
+                    .with_root_certificates(ca.roots())
+                    .with_client_auth_cert(
+                        vec![CertificateDer::from_pem_file(cert).unwrap()],
+                        PrivateKeyDer::from_pem_file(key).unwrap(),
+                    )
+                    .unwrap(),
+            )
+        }
+        None => ca.client_config(),
+    });
+    broker.start_now().await;
+    broker
+}
+
+#[tokio::test]
+async fn produces_over_tls_to_a_broker_signed_by_a_test_ca() {
+    let ca = TestCa::new(&tmp("tls"), "ca");
+    let broker = tls_broker(&ca, None).await;
+    broker.create_topic("tls", 2).await;
+    let mut env = bridge_env(&broker, "tls", None);
+    env.insert("KAFKA_SECURITY_PROTOCOL".into(), "SSL".into());
+    env.insert("KAFKA_SSL_CA_LOCATION".into(), ca.path("ca.pem"));
+    let bridge = Bridge::start(&env).await;
+    assert_eq!(
+        post(&http_client(), &bridge.url(), body("over-tls"), None)
+            .await
+            .0,
+        204
+    );
+    let records = broker.read_all("tls").await;
+    assert_eq!(records.len(), 1);
+    assert_eq!(
+        records[0].header("pubsub.message_id").as_deref(),
+        Some("over-tls")
+    );
+}
+
+#[tokio::test]
+async fn untrusted_broker_certificate_fails_cleanly_with_503() {
+    let ca = TestCa::new(&tmp("tls-bad"), "ca");
+    let other = TestCa::new(&tmp("tls-other"), "other-ca");
+    let broker = tls_broker(&ca, None).await;
+    broker.create_topic("untrusted", 1).await;
+    let mut env = bridge_env(&broker, "untrusted", None);
+    env.insert("KAFKA_SECURITY_PROTOCOL".into(), "SSL".into());
+    env.insert("KAFKA_SSL_CA_LOCATION".into(), other.path("other-ca.pem"));
+    env.insert("KAFKA_PRODUCE_TIMEOUT_MS".into(), "1500".into());
+    let config = pubsub_kafka_bridge::Config::from_map(&env).unwrap();
+    let app = Arc::new(pubsub_kafka_bridge::App::new(config).unwrap());
+    let started = Instant::now();
+    let response = app
+        .handle(
+            http::Request::post("/")
+                .body(Bytes::from(body("untrusted")))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(response.status(), 503);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "answered after {:?}",
+        started.elapsed()
+    );
+    let readiness = app
+        .handle(http::Request::get("/readyz").body(Bytes::new()).unwrap())
+        .await;
+    assert_eq!(readiness.status(), 503);
+    assert!(broker.read_all("untrusted").await.is_empty());
+}
+
+#[tokio::test]
+async fn mutual_tls_presents_the_configured_client_certificate() {
+    let ca = TestCa::new(&tmp("mtls"), "ca");
+    let broker = tls_broker(&ca, Some(&ca)).await;
+    broker.create_topic("mtls", 1).await;
+    let (cert, key) = ca.issue("bridge-client", &["bridge"]);
+    let mut env = bridge_env(&broker, "mtls", None);
+    env.insert("KAFKA_SECURITY_PROTOCOL".into(), "SSL".into());
+    env.insert("KAFKA_SSL_CA_LOCATION".into(), ca.path("ca.pem"));
+    env.insert("KAFKA_SSL_CERTIFICATE_LOCATION".into(), cert);
+    env.insert("KAFKA_SSL_KEY_LOCATION".into(), key);
+    let bridge = Bridge::start(&env).await;
+    assert_eq!(
+        post(&http_client(), &bridge.url(), body("mtls"), None)
+            .await
+            .0,
+        204
+    );
+    assert_eq!(broker.read_all("mtls").await.len(), 1);
+
+    // Without the client certificate the proxy refuses the handshake.
+    let mut no_cert = bridge_env(&broker, "mtls", None);
+    no_cert.insert("KAFKA_SECURITY_PROTOCOL".into(), "SSL".into());
+    no_cert.insert("KAFKA_SSL_CA_LOCATION".into(), ca.path("ca.pem"));
+    no_cert.insert("KAFKA_PRODUCE_TIMEOUT_MS".into(), "1500".into());
+    let app =
+        pubsub_kafka_bridge::App::new(pubsub_kafka_bridge::Config::from_map(&no_cert).unwrap())
+            .unwrap();
+    let response = app
+        .handle(
+            http::Request::post("/")
+                .body(Bytes::from(body("no-cert")))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(response.status(), 503);
+}
+
+const USER: &str = "bridge";
+const PASSWORD: &str = "Corr3ct-Horse-Battery";
+
+/// A broker requiring SASL (SCRAM users created before authentication is switched on).
+async fn scram_broker(tls: Option<&TestCa>) -> Broker {
+    let mut broker = Broker::sqlite_unstarted();
+    broker.start_now().await;
+    broker.create_user(USER, PASSWORD);
+    broker.kill();
+    if let Some(ca) = tls {
+        let proxy_port = free_port();
+        broker.advertised_port = Some(proxy_port);
+        tls_proxy(
+            proxy_port,
+            broker.port,
+            ca.issue("broker", &["localhost"]),
+            None,
+        )
+        .await;
+        broker.client_tls = Some(ca.client_config());
+    }
+    broker.args = vec!["--authentication".into()];
+    broker.client_sasl = Some(SaslConfig::ScramSha512(Credentials::new(
+        USER.into(),
+        PASSWORD.into(),
+    )));
+    broker.start_now().await;
+    broker
+}
+
+fn sasl_env(
+    broker: &Broker,
+    topic: &str,
+    protocol: &str,
+    mechanism: &str,
+    password: &str,
+) -> std::collections::HashMap<String, String> {
+    let mut env = bridge_env(broker, topic, None);
+    env.insert("KAFKA_SECURITY_PROTOCOL".into(), protocol.into());
+    env.insert("KAFKA_SASL_MECHANISM".into(), mechanism.into());
+    env.insert("KAFKA_SASL_USERNAME".into(), USER.into());
+    env.insert("KAFKA_SASL_PASSWORD".into(), password.into());
+    env.insert("KAFKA_PRODUCE_TIMEOUT_MS".into(), "2000".into());
+    env
+}
+
+#[tokio::test]
+async fn scram_sha_512_authenticates() {
+    let broker = scram_broker(None).await;
+    broker.create_topic("scram", 1).await;
+    let bridge = Bridge::start(&sasl_env(
+        &broker,
+        "scram",
+        "SASL_PLAINTEXT",
+        "SCRAM-SHA-512",
+        PASSWORD,
+    ))
+    .await;
+    assert_eq!(
+        post(&http_client(), &bridge.url(), body("scram"), None)
+            .await
+            .0,
+        204
+    );
+    assert_eq!(broker.read_all("scram").await.len(), 1);
+}
+
+#[tokio::test]
+async fn sasl_ssl_with_scram_sha_512() {
+    let ca = TestCa::new(&tmp("sasl-ssl"), "ca");
+    let broker = scram_broker(Some(&ca)).await;
+    broker.create_topic("sasl-ssl", 1).await;
+    let mut env = sasl_env(&broker, "sasl-ssl", "SASL_SSL", "SCRAM-SHA-512", PASSWORD);
+    env.insert("KAFKA_SSL_CA_LOCATION".into(), ca.path("ca.pem"));
+    let bridge = Bridge::start(&env).await;
+    assert_eq!(
+        post(&http_client(), &bridge.url(), body("sasl-ssl"), None)
+            .await
+            .0,
+        204
+    );
+    assert_eq!(broker.read_all("sasl-ssl").await.len(), 1);
+}
+
+/// The real binary with a wrong password: no crash loop, 503s, not ready, and the password
+/// appears in no log line even at debug level.
+#[tokio::test]
+async fn wrong_password_is_a_clean_503_and_never_logged() {
+    let broker = scram_broker(None).await;
+    broker.create_topic("wrong-password", 1).await;
+    let wrong = "Wr0ng-Pa55word-Value";
+    let port = free_port();
+    let log_path = tmp("wrong-password-log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pubsub-kafka-bridge"))
+        .env_clear()
+        .envs(sasl_env(
+            &broker,
+            "wrong-password",
+            "SASL_PLAINTEXT",
+            "SCRAM-SHA-512",
+            wrong,
+        ))
+        .env("PORT", port.to_string())
+        .env("RUST_LOG", "debug")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let client = http_client();
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get(&client, &format!("{base}/healthz")).await.0 != 200 {
+        assert!(Instant::now() < deadline, "server never listened");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, text) = post(&client, &format!("{base}/"), body("wrong"), None).await;
+    assert_eq!(status, 503, "{text}");
+    assert_eq!(get(&client, &format!("{base}/readyz")).await.0, 503);
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the process must keep running (no crash loop)"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    let logs = std::fs::read_to_string(&log_path).unwrap();
+    assert!(!logs.contains(wrong), "password leaked into logs");
+    assert!(!text.contains(wrong));
+    assert!(
+        logs.to_lowercase().contains("sasl"),
+        "the log names the SASL failure:\n{logs}"
+    );
+    assert!(broker.read_all("wrong-password").await.is_empty());
+}
+
+/// tansu 0.6.0 authenticates SCRAM-SHA-512 only; PLAIN and SCRAM-SHA-256 are refused by the
+/// broker. The bridge speaks both (rskafka's SASL), and must fail cleanly against this broker.
+#[tokio::test]
+async fn plain_and_scram_sha_256_fail_cleanly_where_the_broker_refuses_them() {
+    let broker = scram_broker(None).await;
+    broker.create_topic("mechanisms", 1).await;
+    for mechanism in ["PLAIN", "SCRAM-SHA-256"] {
+        let env = sasl_env(&broker, "mechanisms", "SASL_PLAINTEXT", mechanism, PASSWORD);
+        let app =
+            pubsub_kafka_bridge::App::new(pubsub_kafka_bridge::Config::from_map(&env).unwrap())
+                .unwrap();
+        let response = app
+            .handle(
+                http::Request::post("/")
+                    .body(Bytes::from(body(mechanism)))
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(response.status(), 503, "{mechanism}");
+    }
+    assert!(broker.read_all("mechanisms").await.is_empty());
+}
+
+/// A local stand-in for the GCE metadata server's token endpoint.
+struct MetadataServer {
+    addr: SocketAddr,
+    requests: Arc<AtomicUsize>,
+    refused: Arc<AtomicUsize>,
+    expires_in: Arc<Mutex<u64>>,
+}
+
+impl MetadataServer {
+    async fn start(expires_in: u64) -> MetadataServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(AtomicUsize::new(0));
+        let refused = Arc::new(AtomicUsize::new(0));
+        let expires = Arc::new(Mutex::new(expires_in));
+        let (r, f, e) = (
+            Arc::clone(&requests),
+            Arc::clone(&refused),
+            Arc::clone(&expires),
+        );
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let (r, f, e) = (Arc::clone(&r), Arc::clone(&f), Arc::clone(&e));
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let (r, f, e) = (Arc::clone(&r), Arc::clone(&f), Arc::clone(&e));
+                        async move {
+                            let flavored = req
+                                .headers()
+                                .get("metadata-flavor")
+                                .map(|v| v == "Google")
+                                .unwrap_or(false);
+                            let path_ok = req.uri().path()
+                                == "/computeMetadata/v1/instance/service-accounts/default/token";
+                            if !flavored || !path_ok {
+                                f.fetch_add(1, Ordering::SeqCst);
+                                return Ok::<_, std::convert::Infallible>(
+                                    http::Response::builder()
+                                        .status(403)
+                                        .body(Full::new(Bytes::new()))
+                                        .unwrap(),
+                                );
+                            }
+                            let n = r.fetch_add(1, Ordering::SeqCst) + 1;
+                            let body = serde_json::json!({
+                                "access_token": format!("ya29.test-token-{n}"),
+                                "expires_in": *e.lock().unwrap(),
+                                "token_type": "Bearer",
+                            });
+                            Ok(http::Response::new(Full::new(Bytes::from(
+                                body.to_string(),
+                            ))))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        MetadataServer {
+            addr,
+            requests,
+            refused,
+            expires_in: expires,
+        }
+    }
+}
+
+#[tokio::test]
+async fn oauthbearer_token_is_fetched_from_the_metadata_server_and_cached_until_near_expiry() {
+    let metadata = MetadataServer::start(3600).await;
+    let provider = GoogleTokenProvider::new(&metadata.addr.to_string());
+    assert_eq!(provider.token().await.unwrap(), "ya29.test-token-1");
+    assert_eq!(
+        provider.token().await.unwrap(),
+        "ya29.test-token-1",
+        "cached"
+    );
+    assert_eq!(metadata.requests.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        metadata.refused.load(Ordering::SeqCst),
+        0,
+        "Metadata-Flavor: Google was sent"
+    );
+
+    // A token living 2 s is refreshed after half its life.
+    *metadata.expires_in.lock().unwrap() = 2;
+    let short = GoogleTokenProvider::new(&metadata.addr.to_string());
+    let first = short.token().await.unwrap();
+    assert_eq!(short.token().await.unwrap(), first);
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let second = short.token().await.unwrap();
+    assert_ne!(first, second, "refreshed before expiry");
+
+    // An unreachable metadata server is a clean error.
+    let dead = GoogleTokenProvider::new(&format!("127.0.0.1:{}", free_port()));
+    let error = dead.token().await.unwrap_err().to_string();
+    assert!(error.contains("metadata server"), "{error}");
+}
+
+/// tansu 0.6.0 has no OAUTHBEARER: the bridge fetches the token for its connection (the
+/// metadata server is asked) and, refused by the broker, answers 503 without crashing.
+#[tokio::test]
+async fn oauthbearer_connection_asks_the_metadata_server_and_fails_cleanly_on_tansu() {
+    let metadata = MetadataServer::start(3600).await;
+    let broker = scram_broker(None).await;
+    broker.create_topic("oauth", 1).await;
+    let mut env = bridge_env(&broker, "oauth", None);
+    env.insert("KAFKA_SECURITY_PROTOCOL".into(), "SASL_PLAINTEXT".into());
+    env.insert("KAFKA_SASL_MECHANISM".into(), "OAUTHBEARER".into());
+    env.insert("GCE_METADATA_HOST".into(), metadata.addr.to_string());
+    env.insert("KAFKA_PRODUCE_TIMEOUT_MS".into(), "2000".into());
+    let app = pubsub_kafka_bridge::App::new(pubsub_kafka_bridge::Config::from_map(&env).unwrap())
+        .unwrap();
+    let response = app
+        .handle(
+            http::Request::post("/")
+                .body(Bytes::from(body("oauth")))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(response.status(), 503);
+    assert!(
+        metadata.requests.load(Ordering::SeqCst) >= 1,
+        "token fetched for the SASL handshake"
+    );
+    assert_eq!(metadata.refused.load(Ordering::SeqCst), 0);
+}
