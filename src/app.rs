@@ -13,6 +13,7 @@ use crate::encode::Encoder;
 use crate::envelope::{self, PubsubMessage};
 use crate::error::DeliveryError;
 use crate::kafka::{Ack, KafkaProducer};
+use crate::metrics::Metrics;
 use crate::record::{self, KafkaRecord};
 
 /// Header naming the failure of a dead-lettered delivery (stable code).
@@ -42,6 +43,7 @@ pub struct App {
     kafka: KafkaProducer,
     /// Flips to `true` when the shutdown grace period is over: waiting deliveries answer 503.
     abandon: watch::Sender<bool>,
+    metrics: Metrics,
 }
 
 impl App {
@@ -62,6 +64,7 @@ impl App {
             verifier,
             config,
             abandon: watch::Sender::new(false),
+            metrics: Metrics::default(),
         })
     }
 
@@ -94,13 +97,32 @@ impl App {
         match (request.method(), request.uri().path()) {
             (&Method::GET | &Method::HEAD, "/healthz") => plain(StatusCode::OK, "ok"),
             (&Method::GET | &Method::HEAD, "/readyz") => self.readiness(),
-            (&Method::POST, _) => self.deliver(request).await,
+            (&Method::GET, "/metrics") => self.metrics_text(),
+            (&Method::POST, _) => {
+                let response = self.deliver(request).await;
+                self.metrics.record(response.status().as_u16());
+                response
+            }
             (method, _) => self.fail(
                 DeliveryError::MethodNotAllowed(method.clone()),
                 &DeliveryContext::default(),
                 request.headers(),
             ),
         }
+    }
+
+    fn metrics_text(&self) -> Response<Bytes> {
+        let (requests, records) = self.kafka.stats().snapshot();
+        let tokens = self.verifier.as_ref().map_or(0, Verifier::cached_tokens);
+        Response::builder()
+            .header(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")
+            .body(Bytes::from(self.metrics.render(requests, records, tokens)))
+            .unwrap_or_default()
+    }
+
+    /// Delivery counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     fn readiness(&self) -> Response<Bytes> {

@@ -27,6 +27,7 @@ pub mod kafka;
 #[cfg(feature = "lambda")]
 pub mod lambda;
 pub mod logging;
+pub mod metrics;
 pub mod record;
 pub mod server;
 

@@ -102,7 +102,7 @@ proptest! {
         let _ = jsonwebtoken::decode_header(&value);
         let _ = jsonwebtoken::decode_header(&raw);
         let claims = Claims { exp: 0, email: Some(value.clone()), email_verified: Some(true), sub: None };
-        let _ = check_email(&claims, Some(&[value.clone()]));
+        let _ = check_email(&claims, Some(std::slice::from_ref(&value)));
     }
 
     #[test]
