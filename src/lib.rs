@@ -23,6 +23,7 @@ pub mod config;
 pub mod encode;
 pub mod envelope;
 pub mod error;
+pub mod fetch;
 pub mod kafka;
 #[cfg(feature = "lambda")]
 pub mod lambda;
@@ -32,5 +33,21 @@ pub mod record;
 pub mod server;
 
 pub use app::App;
+
+/// Reads the configuration, installs logging and builds the [`App`]: what both binaries do first.
+///
+/// On failure the reason has been printed (a configuration error names its variable) and the
+/// exit code is returned.
+pub fn start_from_env(program: &str) -> Result<std::sync::Arc<App>, std::process::ExitCode> {
+    let config = Config::from_env().map_err(|e| {
+        eprintln!("{program}: configuration error: {e}");
+        std::process::ExitCode::from(2)
+    })?;
+    logging::init(config.log_format);
+    App::new(config).map(std::sync::Arc::new).map_err(|e| {
+        tracing::error!("{e}");
+        std::process::ExitCode::from(2)
+    })
+}
 pub use config::Config;
 pub use error::DeliveryError;

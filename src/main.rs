@@ -4,24 +4,13 @@ use std::net::{Ipv6Addr, SocketAddr};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use pubsub_kafka_bridge::{App, Config, logging, server};
+use pubsub_kafka_bridge::server;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let config = match Config::from_env() {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("pubsub-kafka-bridge: configuration error: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    logging::init(config.log_format);
-    let app = match App::new(config) {
-        Ok(app) => Arc::new(app),
-        Err(e) => {
-            tracing::error!("{e}");
-            return ExitCode::from(2);
-        }
+    let app = match pubsub_kafka_bridge::start_from_env("pubsub-kafka-bridge") {
+        Ok(app) => app,
+        Err(code) => return code,
     };
     // Listen on both stacks: Cloud Run and most container hosts route over IPv4, some over IPv6.
     let port = app.config().port;

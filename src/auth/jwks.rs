@@ -5,7 +5,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::Empty;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -177,28 +177,10 @@ impl JwksCache {
             .header(http::header::ACCEPT, "application/json")
             .body(Empty::<Bytes>::new())
             .map_err(|e| fetch_error(e.to_string()))?;
-        let response = tokio::time::timeout(FETCH_TIMEOUT, async {
-            let response = self
-                .inner
-                .client
-                .request(request)
+        let (parts, body) =
+            crate::fetch::get(&self.inner.client, request, MAX_JWKS_BYTES, FETCH_TIMEOUT)
                 .await
-                .map_err(|e| e.to_string())?;
-            let (parts, body) = response.into_parts();
-            let body = Limited::new(body, MAX_JWKS_BYTES)
-                .collect()
-                .await
-                .map_err(|e| e.to_string())?
-                .to_bytes();
-            Ok::<_, String>((parts, body))
-        })
-        .await
-        .map_err(|_| fetch_error(format!("no answer within {FETCH_TIMEOUT:?}")))?
-        .map_err(fetch_error)?;
-        let (parts, body) = response;
-        if !parts.status.is_success() {
-            return Err(fetch_error(format!("HTTP {}", parts.status)));
-        }
+                .map_err(fetch_error)?;
         let keys = parse_key_set(&body).map_err(|reason| JwksError::Invalid {
             url: url.clone(),
             reason,

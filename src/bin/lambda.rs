@@ -5,24 +5,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use lambda_http::service_fn;
-use pubsub_kafka_bridge::{App, Config, lambda, logging};
+use pubsub_kafka_bridge::lambda;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let config = match Config::from_env() {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("pubsub-kafka-bridge-lambda: configuration error: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    logging::init(config.log_format);
-    let app = match App::new(config) {
-        Ok(app) => Arc::new(app),
-        Err(e) => {
-            tracing::error!("{e}");
-            return ExitCode::from(2);
-        }
+    let app = match pubsub_kafka_bridge::start_from_env("pubsub-kafka-bridge-lambda") {
+        Ok(app) => app,
+        Err(code) => return code,
     };
     // Keys and the Kafka connection are made during the init phase, before the first event.
     app.warm_up().await;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::Empty;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -81,27 +81,9 @@ impl GoogleTokenProvider {
             .header("metadata-flavor", "Google")
             .body(Empty::<Bytes>::new())
             .map_err(|e| error(e.to_string()))?;
-        let response = tokio::time::timeout(FETCH_TIMEOUT, async {
-            let response = self
-                .client
-                .request(request)
-                .await
-                .map_err(|e| e.to_string())?;
-            let status = response.status();
-            let body = Limited::new(response.into_body(), 64 * 1024)
-                .collect()
-                .await
-                .map_err(|e| e.to_string())?
-                .to_bytes();
-            Ok::<_, String>((status, body))
-        })
-        .await
-        .map_err(|_| error(format!("no answer within {FETCH_TIMEOUT:?}")))?
-        .map_err(error)?;
-        let (status, body) = response;
-        if !status.is_success() {
-            return Err(error(format!("HTTP {status}")));
-        }
+        let (_, body) = crate::fetch::get(&self.client, request, 64 * 1024, FETCH_TIMEOUT)
+            .await
+            .map_err(error)?;
         let parsed: TokenResponse = serde_json::from_slice(&body)
             .map_err(|e| error(format!("unexpected token response: {e}")))?;
         Ok((

@@ -1,0 +1,40 @@
+//! One bounded HTTP GET for the bridge's own outbound calls (JWKS keys, metadata-server tokens).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::Connect;
+
+/// GETs `request` with a deadline and a body cap; a non-2xx status is an error.
+///
+/// Returns the response head and body; the error is a short reason for the caller's own
+/// typed error (these calls only ever fail one way for their callers: "not available now").
+pub async fn get<C>(
+    client: &Client<C, Empty<Bytes>>,
+    request: http::Request<Empty<Bytes>>,
+    max_body_bytes: usize,
+    timeout: Duration,
+) -> Result<(http::response::Parts, Bytes), String>
+where
+    C: Connect + Clone + Send + Sync + 'static,
+{
+    let exchange = async {
+        let response = client.request(request).await.map_err(|e| e.to_string())?;
+        let (parts, body) = response.into_parts();
+        let body = Limited::new(body, max_body_bytes)
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok::<_, String>((parts, body))
+    };
+    let (parts, body) = tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| format!("no answer within {timeout:?}"))??;
+    if !parts.status.is_success() {
+        return Err(format!("HTTP {}", parts.status));
+    }
+    Ok((parts, body))
+}
