@@ -15,6 +15,7 @@ use crate::error::DeliveryError;
 use crate::kafka::{Ack, KafkaProducer};
 use crate::metrics::Metrics;
 use crate::record::{self, KafkaRecord};
+use crate::registry::SchemaRegistry;
 
 /// Header naming the failure of a dead-lettered delivery (stable code).
 pub const HEADER_ERROR: &str = "pubsub.error";
@@ -44,6 +45,7 @@ pub struct App {
     /// Flips to `true` when the shutdown grace period is over: waiting deliveries answer 503.
     abandon: watch::Sender<bool>,
     metrics: Metrics,
+    registry: Option<SchemaRegistry>,
 }
 
 impl App {
@@ -62,9 +64,16 @@ impl App {
             encoder: Encoder::new(config.value_format),
             kafka: KafkaProducer::start(config.kafka.clone()),
             verifier,
-            config,
             abandon: watch::Sender::new(false),
             metrics: Metrics::default(),
+            registry: config.schema_registry.as_ref().map(|r| {
+                let credentials = r
+                    .credentials
+                    .as_ref()
+                    .map(|(u, p)| (u.as_str(), p.as_str()));
+                SchemaRegistry::new(&r.url, credentials)
+            }),
+            config,
         })
     }
 
@@ -192,8 +201,14 @@ impl App {
         )?;
         context.message_id = Some(message.message_id.clone()).filter(|id| !id.is_empty());
         let topic = self.config.route.topic_for(&message.subscription)?;
+        let schema_id = match &self.registry {
+            Some(registry) => Some(registry.schema_id(topic).await?),
+            None => None,
+        };
         let (record, fallback): (KafkaRecord, _) =
-            record::build_record(message, &self.config.record, |m| self.encoder.encode(m))?;
+            record::build_record(message, &self.config.record, |m| {
+                self.encoder.encode_framed(m, schema_id)
+            })?;
         if let Some(fallback) = fallback {
             tracing::warn!(message_id = context.message_id.as_deref(), reason = %fallback, "event time unusable; using publishTime");
         }

@@ -175,6 +175,25 @@ pub struct OidcConfig {
     pub leeway_seconds: u64,
 }
 
+/// Confluent Schema Registry settings (Avro values only).
+#[derive(Clone, PartialEq, Eq)]
+pub struct SchemaRegistryConfig {
+    /// Base URL.
+    pub url: String,
+    /// Basic-auth user and password (Confluent Cloud: API key and secret).
+    pub credentials: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for SchemaRegistryConfig {
+    /// Never prints the password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SchemaRegistryConfig")
+            .field("url", &self.url)
+            .field("user", &self.credentials.as_ref().map(|(user, _)| user))
+            .finish()
+    }
+}
+
 /// Whether push tokens are verified.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthConfig {
@@ -218,6 +237,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// `LOG_FORMAT`.
     pub log_format: LogFormat,
+    /// `SCHEMA_REGISTRY_URL` with optional `SCHEMA_REGISTRY_USERNAME`/`SCHEMA_REGISTRY_PASSWORD`.
+    pub schema_registry: Option<SchemaRegistryConfig>,
     /// `GOOGLE_CLOUD_PROJECT`: used to build Cloud Logging trace names.
     pub gcp_project: Option<String>,
 }
@@ -327,6 +348,7 @@ impl Config {
             kafka,
             auth,
             log_format,
+            schema_registry: parse_schema_registry(&env, value_format_is_avro(&env))?,
             gcp_project: env
                 .get("GOOGLE_CLOUD_PROJECT")
                 .or_else(|| env.get("GCP_PROJECT")),
@@ -448,6 +470,53 @@ fn parse_key_source(raw: Option<String>) -> Result<KeySource, ConfigError> {
             )),
         },
     }
+}
+
+fn value_format_is_avro(env: &Env<'_>) -> bool {
+    env.get("KAFKA_VALUE_FORMAT").as_deref() == Some("avro")
+}
+
+fn parse_schema_registry(
+    env: &Env<'_>,
+    avro: bool,
+) -> Result<Option<SchemaRegistryConfig>, ConfigError> {
+    let Some(url) = env.get("SCHEMA_REGISTRY_URL") else {
+        return Ok(None);
+    };
+    if !avro {
+        return Err(invalid(
+            "SCHEMA_REGISTRY_URL",
+            &url,
+            "applies only with KAFKA_VALUE_FORMAT=avro",
+        ));
+    }
+    if !(url.starts_with("https://") || url.starts_with("http://")) {
+        return Err(invalid(
+            "SCHEMA_REGISTRY_URL",
+            &url,
+            "expected an http(s) URL",
+        ));
+    }
+    let credentials = match (
+        env.get("SCHEMA_REGISTRY_USERNAME"),
+        env.get("SCHEMA_REGISTRY_PASSWORD"),
+    ) {
+        (Some(user), Some(password)) => Some((user, password)),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(ConfigError::Missing {
+                var: "SCHEMA_REGISTRY_PASSWORD",
+                hint: "given together with SCHEMA_REGISTRY_USERNAME",
+            });
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::Missing {
+                var: "SCHEMA_REGISTRY_USERNAME",
+                hint: "given together with SCHEMA_REGISTRY_PASSWORD",
+            });
+        }
+    };
+    Ok(Some(SchemaRegistryConfig { url, credentials }))
 }
 
 fn parse_route(env: &Env<'_>) -> Result<TopicRoute, ConfigError> {

@@ -73,14 +73,40 @@ impl Encoder {
 
     /// The record value for `message`; the raw format moves the payload without copying it.
     pub fn encode(&self, message: PubsubMessage) -> Result<Vec<u8>, EncodeError> {
+        self.encode_framed(message, None)
+    }
+
+    /// Like [`Encoder::encode`]; with a registry schema id, Avro values use the Confluent wire
+    /// format (`0x00`, the id big-endian, the datum) instead of single-object encoding.
+    pub fn encode_framed(
+        &self,
+        message: PubsubMessage,
+        schema_id: Option<u32>,
+    ) -> Result<Vec<u8>, EncodeError> {
         match (self.format, &self.avro) {
             (ValueFormat::Raw, _) => Ok(message.data),
             (ValueFormat::Json { embed_json_data }, _) => encode_json(&message, embed_json_data),
-            (ValueFormat::Avro, Some(avro)) => encode_avro(avro, message),
+            (ValueFormat::Avro, Some(avro)) => {
+                let confluent;
+                let header: &[u8] = match schema_id {
+                    Some(id) => {
+                        confluent = confluent_header(id);
+                        &confluent
+                    }
+                    None => &avro.header,
+                };
+                encode_avro(&avro.schema, header, message)
+            }
             (ValueFormat::Avro, None) => Err(EncodeError::Avro("writer not initialised".into())),
             (ValueFormat::Protobuf, _) => Ok(encode_protobuf(message)),
         }
     }
+}
+
+/// Confluent wire format header: magic byte 0 and the schema id, big-endian.
+fn confluent_header(schema_id: u32) -> [u8; 5] {
+    let id = schema_id.to_be_bytes();
+    [0, id[0], id[1], id[2], id[3]]
 }
 
 #[derive(Serialize)]
@@ -130,7 +156,11 @@ fn encode_json(message: &PubsubMessage, embed_json_data: bool) -> Result<Vec<u8>
     .map_err(|e| EncodeError::Json(e.to_string()))
 }
 
-fn encode_avro(avro: &AvroWriter, message: PubsubMessage) -> Result<Vec<u8>, EncodeError> {
+fn encode_avro(
+    schema: &Schema,
+    header: &[u8],
+    message: PubsubMessage,
+) -> Result<Vec<u8>, EncodeError> {
     let nullable = |value: Option<AvroValue>| match value {
         None => AvroValue::Union(0, Box::new(AvroValue::Null)),
         Some(v) => AvroValue::Union(1, Box::new(v)),
@@ -161,10 +191,10 @@ fn encode_avro(avro: &AvroWriter, message: PubsubMessage) -> Result<Vec<u8>, Enc
         ),
         ("data".into(), AvroValue::Bytes(message.data)),
     ]);
-    let datum = apache_avro::to_avro_datum(&avro.schema, record)
-        .map_err(|e| EncodeError::Avro(e.to_string()))?;
-    let mut value = Vec::with_capacity(avro.header.len() + datum.len());
-    value.extend_from_slice(&avro.header);
+    let datum =
+        apache_avro::to_avro_datum(schema, record).map_err(|e| EncodeError::Avro(e.to_string()))?;
+    let mut value = Vec::with_capacity(header.len() + datum.len());
+    value.extend_from_slice(header);
     value.extend_from_slice(&datum);
     Ok(value)
 }
@@ -349,5 +379,15 @@ mod tests {
         };
         let v: serde_json::Value = serde_json::from_slice(&encoder.encode(text).unwrap()).unwrap();
         assert_eq!(v["data_encoding"], "base64");
+    }
+
+    #[test]
+    fn avro_with_a_registry_id_uses_the_confluent_wire_format() {
+        let value = Encoder::new(ValueFormat::Avro)
+            .encode_framed(message(), Some(258))
+            .unwrap();
+        assert_eq!(&value[..5], &[0, 0, 0, 1, 2]);
+        let schema = Schema::parse_str(AVRO_SCHEMA).unwrap();
+        assert!(apache_avro::from_avro_datum(&schema, &mut &value[5..], None).is_ok());
     }
 }

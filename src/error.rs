@@ -8,6 +8,7 @@ use crate::encode::EncodeError;
 use crate::envelope::EnvelopeError;
 use crate::kafka::KafkaError;
 use crate::record::UnknownSubscription;
+use crate::registry::RegistryError;
 
 /// Everything that can stop a delivery from being acknowledged.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +32,9 @@ pub enum DeliveryError {
     /// not a bad message: never dead-lettered, redelivered until the table names it).
     #[error(transparent)]
     UnknownSubscription(#[from] UnknownSubscription),
+    /// The schema registry gave no schema id (retriable).
+    #[error(transparent)]
+    SchemaRegistry(#[from] RegistryError),
     /// The message cannot be written in the configured value format.
     #[error(transparent)]
     Encode(#[from] EncodeError),
@@ -58,6 +62,7 @@ impl DeliveryError {
             Self::Auth(_) => StatusCode::UNAUTHORIZED,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnknownSubscription(_) => StatusCode::NOT_FOUND,
+            Self::SchemaRegistry(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Encode(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Kafka(e) if e.is_retriable() => StatusCode::SERVICE_UNAVAILABLE,
             Self::Kafka(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -75,6 +80,7 @@ impl DeliveryError {
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::BodyUnreadable(_) => "body_unreadable",
             Self::UnknownSubscription(_) => "unknown_subscription",
+            Self::SchemaRegistry(_) => "schema_registry_unavailable",
             Self::Encode(_) => "encoding_failed",
             Self::Kafka(e) => e.code(),
             Self::MethodNotAllowed(_) => "method_not_allowed",

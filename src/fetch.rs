@@ -1,24 +1,28 @@
-//! One bounded HTTP GET for the bridge's own outbound calls (JWKS keys, metadata-server tokens).
+//! One bounded HTTP exchange for the bridge's own outbound calls (JWKS keys, metadata-server
+//! tokens, schema registration).
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::Connect;
 
-/// GETs `request` with a deadline and a body cap; a non-2xx status is an error.
+/// Sends `request` with a deadline and a cap on the answer's body; a non-2xx status is an error.
 ///
 /// Returns the response head and body; the error is a short reason for the caller's own
 /// typed error (these calls only ever fail one way for their callers: "not available now").
-pub async fn get<C>(
-    client: &Client<C, Empty<Bytes>>,
-    request: http::Request<Empty<Bytes>>,
+pub async fn send<C, B>(
+    client: &Client<C, B>,
+    request: http::Request<B>,
     max_body_bytes: usize,
     timeout: Duration,
 ) -> Result<(http::response::Parts, Bytes), String>
 where
     C: Connect + Clone + Send + Sync + 'static,
+    B: hyper::body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let exchange = async {
         let response = client.request(request).await.map_err(|e| e.to_string())?;

@@ -30,6 +30,7 @@ pub mod lambda;
 pub mod logging;
 pub mod metrics;
 pub mod record;
+pub mod registry;
 pub mod server;
 
 pub use app::App;

@@ -67,10 +67,16 @@ def main() -> None:
         want_data = base64.b64decode(want["data"])
         mid = want["message_id"]
         fmt = item["format"]
-        if fmt == "avro":
-            check(f"{mid} avro marker", value[:2], b"\xc3\x01")
-            check(f"{mid} avro fingerprint", value[2:10], fingerprint)
-            rec = fastavro.schemaless_reader(io.BytesIO(value[10:]), schema)
+        if fmt in ("avro", "avro-confluent"):
+            if fmt == "avro":
+                check(f"{mid} avro marker", value[:2], b"\xc3\x01")
+                check(f"{mid} avro fingerprint", value[2:10], fingerprint)
+                datum = value[10:]
+            else:
+                check(f"{mid} confluent magic byte", value[0], 0)
+                check(f"{mid} confluent schema id", int.from_bytes(value[1:5], "big"), 7)
+                datum = value[5:]
+            rec = fastavro.schemaless_reader(io.BytesIO(datum), schema)
             check(f"{mid} message_id", rec["message_id"], mid)
             check(f"{mid} publish_time", rec["publish_time"], want["publish_time"])
             check(f"{mid} subscription", rec["subscription"], want["subscription"])

@@ -7,8 +7,15 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use base64::Engine as _;
+use bytes::Bytes;
 use common::*;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
@@ -68,11 +75,20 @@ fn messages(n: usize) -> Vec<Message> {
 }
 
 async fn round_trip(format: &str) {
+    round_trip_with(format, format, &[]).await;
+}
+
+/// Sends 220 varied messages with `KAFKA_VALUE_FORMAT=format` (plus `extra` settings) and has
+/// the Python decoder check every record as `decoder`.
+async fn round_trip_with(format: &str, decoder: &str, extra: &[(&str, String)]) {
     let broker = Broker::start().await;
-    let topic = format!("values-{format}");
+    let topic = format!("values-{decoder}");
     broker.create_topic(&topic, 3).await;
     let mut env = bridge_env(&broker, &topic, None);
     env.insert("KAFKA_VALUE_FORMAT".into(), format.into());
+    for (k, v) in extra {
+        env.insert(k.to_string(), v.clone());
+    }
     let bridge = Bridge::start(&env).await;
     let client = http_client();
     let sent = messages(220);
@@ -106,7 +122,7 @@ async fn round_trip(format: &str) {
         let id = r.header("pubsub.message_id").unwrap();
         let m = by_id[id.as_str()];
         let line = json!({
-            "format": format,
+            "format": decoder,
             "value": b64.encode(r.record.value.as_deref().unwrap_or_default()),
             "expected": {
                 "message_id": m.id,
@@ -150,6 +166,50 @@ async fn round_trip(format: &str) {
 #[tokio::test]
 async fn avro_values_decode_with_fastavro() {
     round_trip("avro").await;
+}
+
+/// A local Confluent-compatible registry endpoint: checks the registered schema, answers id 7.
+async fn schema_registry(registrations: Arc<AtomicUsize>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            let registrations = Arc::clone(&registrations);
+            tokio::spawn(async move {
+                let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let registrations = Arc::clone(&registrations);
+                    async move {
+                        let path_ok = req.method() == http::Method::POST
+                            && req.uri().path() == "/subjects/values-avro-confluent-value/versions";
+                        let body = req.into_body().collect().await.unwrap().to_bytes();
+                        let request: Value = serde_json::from_slice(&body).unwrap_or_default();
+                        let bundled: Value = serde_json::from_str(include_str!("../schemas/pubsub_message.avsc")).unwrap();
+                        let schema_ok = request["schema"].as_str().and_then(|s| serde_json::from_str::<Value>(s).ok()) == Some(bundled);
+                        let (status, answer) = if path_ok && schema_ok {
+                            registrations.fetch_add(1, Ordering::SeqCst);
+                            (200, r#"{"id":7}"#)
+                        } else {
+                            (422, r#"{"error_code":42201,"message":"Invalid schema"}"#)
+                        };
+                        Ok::<_, std::convert::Infallible>(
+                            http::Response::builder().status(status).body(Full::new(Bytes::from(answer))).unwrap(),
+                        )
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn avro_with_a_schema_registry_uses_the_confluent_wire_format() {
+    let registrations = Arc::new(AtomicUsize::new(0));
+    let url = schema_registry(Arc::clone(&registrations)).await;
+    round_trip_with("avro", "avro-confluent", &[("SCHEMA_REGISTRY_URL", url)]).await;
+    assert_eq!(registrations.load(Ordering::SeqCst), 1, "registered once under <topic>-value");
 }
 
 #[tokio::test]

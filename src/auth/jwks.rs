@@ -178,7 +178,7 @@ impl JwksCache {
             .body(Empty::<Bytes>::new())
             .map_err(|e| fetch_error(e.to_string()))?;
         let (parts, body) =
-            crate::fetch::get(&self.inner.client, request, MAX_JWKS_BYTES, FETCH_TIMEOUT)
+            crate::fetch::send(&self.inner.client, request, MAX_JWKS_BYTES, FETCH_TIMEOUT)
                 .await
                 .map_err(fetch_error)?;
         let keys = parse_key_set(&body).map_err(|reason| JwksError::Invalid {

@@ -81,7 +81,7 @@ impl GoogleTokenProvider {
             .header("metadata-flavor", "Google")
             .body(Empty::<Bytes>::new())
             .map_err(|e| error(e.to_string()))?;
-        let (_, body) = crate::fetch::get(&self.client, request, 64 * 1024, FETCH_TIMEOUT)
+        let (_, body) = crate::fetch::send(&self.client, request, 64 * 1024, FETCH_TIMEOUT)
             .await
             .map_err(error)?;
         let parsed: TokenResponse = serde_json::from_slice(&body)
