@@ -80,3 +80,55 @@ async fn broker_down_answers_503_within_the_timeout_and_recovers_by_itself() {
         200
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partition_count_changes_are_picked_up_without_a_restart() {
+    let broker = Broker::start().await;
+    broker.create_topic("grow", 2).await;
+    let mut env = bridge_env(&broker, "grow", None);
+    env.insert("KAFKA_METADATA_REFRESH_MS".into(), "200".into());
+    let bridge = Bridge::start(&env).await;
+    let client = http_client();
+    let keyed = |id: &str, key: &str| {
+        envelope(b"v", &[], id, "2024-01-01T00:00:00Z", Some(key)).to_string()
+    };
+    assert_eq!(
+        post(&client, &bridge.url(), keyed("before", "k-before"), None)
+            .await
+            .0,
+        204
+    );
+    assert_eq!(bridge.app.kafka().partition_count("grow"), Some(2));
+
+    // The topic grows to 6 partitions (tansu has no CreatePartitions: recreate it).
+    let controller = broker.client().await.unwrap().controller_client().unwrap();
+    controller.delete_topic("grow", 5_000).await.unwrap();
+    broker.create_topic("grow", 6).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while bridge.app.kafka().partition_count("grow") != Some(6) {
+        assert!(Instant::now() < deadline, "partition count not refreshed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Keys whose Java partition is one of the new ones land there.
+    let keys: Vec<String> = (0..200)
+        .map(|i| format!("key-{i}"))
+        .filter(|k| java_partition(k.as_bytes(), 6) >= 2)
+        .take(20)
+        .collect();
+    for key in &keys {
+        let (status, text) = post(&client, &bridge.url(), keyed(key, key), None).await;
+        assert_eq!(status, 204, "{text}");
+    }
+    let records = broker.read_all("grow").await;
+    for key in &keys {
+        let r = records
+            .iter()
+            .find(|r| r.header("pubsub.message_id").as_deref() == Some(key))
+            .expect("record");
+        assert_eq!(
+            r.partition as u32,
+            java_partition(key.as_bytes(), 6),
+            "{key}"
+        );
+    }
+}

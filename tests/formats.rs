@@ -13,10 +13,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use base64::Engine as _;
 use bytes::Bytes;
 use common::*;
+use futures_util::StreamExt;
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 /// The Python with the decoders: `PKB_PYTHON`, else the venv `infra/test.sh` makes.
@@ -174,7 +174,9 @@ async fn schema_registry(registrations: Arc<AtomicUsize>) -> String {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { return };
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
             let registrations = Arc::clone(&registrations);
             tokio::spawn(async move {
                 let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
@@ -184,8 +186,13 @@ async fn schema_registry(registrations: Arc<AtomicUsize>) -> String {
                             && req.uri().path() == "/subjects/values-avro-confluent-value/versions";
                         let body = req.into_body().collect().await.unwrap().to_bytes();
                         let request: Value = serde_json::from_slice(&body).unwrap_or_default();
-                        let bundled: Value = serde_json::from_str(include_str!("../schemas/pubsub_message.avsc")).unwrap();
-                        let schema_ok = request["schema"].as_str().and_then(|s| serde_json::from_str::<Value>(s).ok()) == Some(bundled);
+                        let bundled: Value =
+                            serde_json::from_str(include_str!("../schemas/pubsub_message.avsc"))
+                                .unwrap();
+                        let schema_ok = request["schema"]
+                            .as_str()
+                            .and_then(|s| serde_json::from_str::<Value>(s).ok())
+                            == Some(bundled);
                         let (status, answer) = if path_ok && schema_ok {
                             registrations.fetch_add(1, Ordering::SeqCst);
                             (200, r#"{"id":7}"#)
@@ -193,11 +200,16 @@ async fn schema_registry(registrations: Arc<AtomicUsize>) -> String {
                             (422, r#"{"error_code":42201,"message":"Invalid schema"}"#)
                         };
                         Ok::<_, std::convert::Infallible>(
-                            http::Response::builder().status(status).body(Full::new(Bytes::from(answer))).unwrap(),
+                            http::Response::builder()
+                                .status(status)
+                                .body(Full::new(Bytes::from(answer)))
+                                .unwrap(),
                         )
                     }
                 });
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
             });
         }
     });
@@ -209,7 +221,11 @@ async fn avro_with_a_schema_registry_uses_the_confluent_wire_format() {
     let registrations = Arc::new(AtomicUsize::new(0));
     let url = schema_registry(Arc::clone(&registrations)).await;
     round_trip_with("avro", "avro-confluent", &[("SCHEMA_REGISTRY_URL", url)]).await;
-    assert_eq!(registrations.load(Ordering::SeqCst), 1, "registered once under <topic>-value");
+    assert_eq!(
+        registrations.load(Ordering::SeqCst),
+        1,
+        "registered once under <topic>-value"
+    );
 }
 
 #[tokio::test]
