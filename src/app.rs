@@ -198,7 +198,8 @@ impl App {
             body,
             self.config.push_payload,
             chrono::Utc::now(),
-        )?;
+        )
+        .inspect_err(|_| context.message_id = envelope::message_id_hint(body))?;
         context.message_id = Some(message.message_id.clone()).filter(|id| !id.is_empty());
         let topic = self.config.route.topic_for(&message.subscription)?;
         let schema_id = match &self.registry {

@@ -250,6 +250,17 @@ pub fn parse_wrapped(body: &[u8]) -> Result<PubsubMessage, EnvelopeError> {
     })
 }
 
+/// The message id of a body that failed to parse, if it can still be read: so the failure's
+/// log line names the message. Only runs on the error path.
+pub fn message_id_hint(body: &[u8]) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let message = value.get("message")?;
+    let id = message
+        .get("messageId")
+        .or_else(|| message.get("message_id"))?;
+    id.as_str().filter(|id| !id.is_empty()).map(str::to_owned)
+}
+
 fn non_empty(value: Option<Cow<'_, str>>) -> Option<String> {
     value.filter(|v| !v.is_empty()).map(Cow::into_owned)
 }
@@ -362,6 +373,14 @@ mod tests {
             let err = parse_wrapped(body.as_bytes()).unwrap_err();
             assert_eq!(err.code(), *code, "{body}: {err}");
         }
+    }
+
+    #[test]
+    fn message_id_hint_names_a_message_that_failed_later_checks() {
+        let body = br#"{"message":{"data":"@@","messageId":"42","publishTime":"2024-01-01T00:00:00Z"},"subscription":"s"}"#;
+        assert!(parse_wrapped(body).is_err());
+        assert_eq!(message_id_hint(body).as_deref(), Some("42"));
+        assert_eq!(message_id_hint(b"garbage"), None);
     }
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {

@@ -259,12 +259,22 @@ async fn every_compression_codec_produces_readable_records() {
         env.insert("KAFKA_COMPRESSION".into(), codec.into());
         let bridge = Bridge::start(&env).await;
         let payload = format!("{codec} ").repeat(200);
-        let body = envelope(payload.as_bytes(), &[("codec".into(), codec.into())], codec, "2024-01-01T00:00:00Z", None);
+        let body = envelope(
+            payload.as_bytes(),
+            &[("codec".into(), codec.into())],
+            codec,
+            "2024-01-01T00:00:00Z",
+            None,
+        );
         let (status, text) = post(&http_client(), &bridge.url(), body.to_string(), None).await;
         assert_eq!(status, 204, "{codec}: {text}");
         let records = broker.read_all(&topic).await;
         assert_eq!(records.len(), 1, "{codec}");
-        assert_eq!(records[0].record.value.as_deref(), Some(payload.as_bytes()), "{codec}");
+        assert_eq!(
+            records[0].record.value.as_deref(),
+            Some(payload.as_bytes()),
+            "{codec}"
+        );
         assert_eq!(records[0].header("codec").as_deref(), Some(codec));
         bridge.shutdown().await;
     }

@@ -92,3 +92,65 @@ async fn oversized_request_heads_are_refused() {
         200
     );
 }
+
+#[tokio::test]
+async fn json_logs_name_the_failed_delivery_for_cloud_logging() {
+    let broker = Broker::start().await;
+    broker.create_topic("logs", 1).await;
+    let port = free_port();
+    let log_path = std::env::temp_dir().join(format!("pkb-json-log-{}-{port}", std::process::id()));
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pubsub-kafka-bridge"))
+        .env_clear()
+        .env("PORT", port.to_string())
+        .env("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap())
+        .env("KAFKA_TOPIC", "logs")
+        .env("OIDC_DISABLED", "true")
+        .env("LOG_FORMAT", "json")
+        .env("GOOGLE_CLOUD_PROJECT", "test-project")
+        .stdout(std::fs::File::create(&log_path).unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = http_client();
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while get(&client, &format!("{base}/readyz")).await.0 != 200 {
+        assert!(Instant::now() < deadline, "not ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let bad = r#"{"message":{"data":"@@@","messageId":"42","publishTime":"2024-01-01T00:00:00Z"},"subscription":"s"}"#;
+    let request = http::Request::post(format!("{base}/"))
+        .header(
+            "x-cloud-trace-context",
+            "105445aa7843bc8bf206b12000100000/1;o=1",
+        )
+        .body(Full::new(Bytes::from_static(bad.as_bytes())))
+        .unwrap();
+    assert_eq!(send(&client, request).await.0, 400);
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let logs = std::fs::read_to_string(&log_path).unwrap();
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let failed = lines
+        .iter()
+        .find(|l| l["message"] == "delivery failed")
+        .expect("a failed-delivery line");
+    assert_eq!(failed["severity"], "WARNING");
+    assert_eq!(failed["message_id"], "42");
+    assert_eq!(failed["status"], 400);
+    assert_eq!(failed["code"], "invalid_base64");
+    assert_eq!(
+        failed["logging.googleapis.com/trace"],
+        "projects/test-project/traces/105445aa7843bc8bf206b12000100000"
+    );
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["severity"].is_string() && l["message"].is_string())
+    );
+}
