@@ -5,5 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
+source "$(dirname "${BASH_SOURCE[0]}")/toolchain.sh"
 infra/install-tansu.sh
 cargo bench --bench bridge -- "$@"

@@ -4,6 +4,7 @@
 set -euo pipefail
 TANSU_VERSION=0.6.0
 export PATH="$HOME/.cargo/bin:$PATH"
+source "$(dirname "${BASH_SOURCE[0]}")/toolchain.sh"
 if command -v tansu >/dev/null 2>&1 && tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
   exit 0
 fi

@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
+source "$(dirname "${BASH_SOURCE[0]}")/toolchain.sh"
 infra/install-tansu.sh
 cargo build --release --bin pubsub-kafka-bridge
 BRIDGE_BIN="$PWD/target/release/pubsub-kafka-bridge" cargo run --quiet --example local_e2e

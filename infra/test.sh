@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
+source "$(dirname "${BASH_SOURCE[0]}")/toolchain.sh"
 infra/install-tansu.sh
 # Independent decoders and infrastructure checkers (fastavro, google-cloud-pubsub, python-hcl2, checkov).
 if [ ! -x target/pyenv/bin/python ] || ! cmp -s tests/requirements.txt target/pyenv/requirements.txt; then
