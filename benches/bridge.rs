@@ -261,6 +261,11 @@ fn spawn_bridge(broker: &Broker, jwks: &JwksServer, port: u16) -> Child {
         .env("OIDC_JWKS_URL", &jwks.url)
         .env("OIDC_ALLOWED_EMAILS", PUSH_EMAIL)
         .env("RUST_LOG", "warn")
+        // Lets the linger be compared: KAFKA_LINGER_MS=0 infra/bench.sh --quick
+        .env(
+            "KAFKA_LINGER_MS",
+            std::env::var("KAFKA_LINGER_MS").unwrap_or_else(|_| "2".into()),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
