@@ -73,6 +73,15 @@ impl Bodies {
     }
 }
 
+/// The linger of both the bridge and the direct-to-Kafka producers (`KAFKA_LINGER_MS`, default 0
+/// as in the bridge), so the two see the same batching.
+fn linger_ms() -> u64 {
+    std::env::var("KAFKA_LINGER_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 /// `count` POSTs over `CONCURRENCY` keep-alive connections; every answer must be `expect`.
 async fn http_load(url: &str, token: &str, bodies: &Bodies, count: usize, expect: u16) -> Run {
     let client = http_client();
@@ -127,7 +136,7 @@ async fn kafka_load(broker: &Broker, size: usize, count: usize) -> Run {
         );
         producers.push(Arc::new(
             BatchProducerBuilder::new(pc)
-                .with_linger(Duration::from_millis(2))
+                .with_linger(Duration::from_millis(linger_ms()))
                 .with_compression(Compression::NoCompression)
                 .build(RecordAggregator::new(1 << 20)),
         ));
@@ -261,11 +270,8 @@ fn spawn_bridge(broker: &Broker, jwks: &JwksServer, port: u16) -> Child {
         .env("OIDC_JWKS_URL", &jwks.url)
         .env("OIDC_ALLOWED_EMAILS", PUSH_EMAIL)
         .env("RUST_LOG", "warn")
-        // Lets the linger be compared: KAFKA_LINGER_MS=0 infra/bench.sh --quick
-        .env(
-            "KAFKA_LINGER_MS",
-            std::env::var("KAFKA_LINGER_MS").unwrap_or_else(|_| "2".into()),
-        )
+        // Lingers can be compared: KAFKA_LINGER_MS=5 infra/bench.sh --quick
+        .env("KAFKA_LINGER_MS", linger_ms().to_string())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -387,8 +393,9 @@ async fn main() {
     .await;
 
     println!(
-        "pubsub-kafka-bridge benchmark: {} cores, {CONCURRENCY} concurrent connections, tansu (memory storage) on loopback, topic with {PARTITIONS} partitions",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+        "pubsub-kafka-bridge benchmark: {} cores, {CONCURRENCY} concurrent connections, KAFKA_LINGER_MS={}, tansu (memory storage) on loopback, topic with {PARTITIONS} partitions",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        linger_ms()
     );
     println!();
     println!(

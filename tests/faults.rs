@@ -195,15 +195,7 @@ async fn slow_or_unreachable_broker_answers_503_within_the_timeout_with_bounded_
         .unwrap();
     let client = http_client();
     let url = format!("http://127.0.0.1:{port}/");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while get(&client, &format!("http://127.0.0.1:{port}/readyz"))
-        .await
-        .0
-        != 200
-    {
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_status(&client, &format!("http://127.0.0.1:{port}/readyz"), 200).await;
     let body =
         |id: String| envelope(&[7u8; 2048], &[], &id, "2024-01-01T00:00:00Z", None).to_string();
     assert_eq!(post(&client, &url, body("warm".into()), None).await.0, 204);

@@ -386,11 +386,7 @@ async fn wrong_password_is_a_clean_503_and_never_logged() {
         .unwrap();
     let client = http_client();
     let base = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while get(&client, &format!("{base}/healthz")).await.0 != 200 {
-        assert!(Instant::now() < deadline, "server never listened");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_status(&client, &format!("{base}/healthz"), 200).await;
     let (status, text) = post(&client, &format!("{base}/"), body("wrong"), None).await;
     assert_eq!(status, 503, "{text}");
     assert_eq!(get(&client, &format!("{base}/readyz")).await.0, 503);

@@ -28,11 +28,7 @@ async fn sigterm_with_200_in_flight_loses_nothing_and_exits_within_10s() {
         .unwrap();
     let client = http_client();
     let base = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while get(&client, &format!("{base}/readyz")).await.0 != 200 {
-        assert!(Instant::now() < deadline, "bridge never became ready");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    wait_for_status(&client, &format!("{base}/readyz"), 200).await;
 
     let sends = tokio::spawn({
         let (client, url) = (client.clone(), format!("{base}/"));

@@ -113,11 +113,7 @@ async fn json_logs_name_the_failed_delivery_for_cloud_logging() {
         .unwrap();
     let client = http_client();
     let base = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while get(&client, &format!("{base}/readyz")).await.0 != 200 {
-        assert!(Instant::now() < deadline, "not ready");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_status(&client, &format!("{base}/readyz"), 200).await;
     let bad = r#"{"message":{"data":"@@@","messageId":"42","publishTime":"2024-01-01T00:00:00Z"},"subscription":"s"}"#;
     let request = http::Request::post(format!("{base}/"))
         .header(

@@ -540,19 +540,7 @@ impl Bridge {
 
     /// Waits until /readyz answers 200 (Kafka reached).
     pub async fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let client = http_client();
-        loop {
-            if get(&client, &format!("http://{}/readyz", self.addr))
-                .await
-                .0
-                == 200
-            {
-                return;
-            }
-            assert!(Instant::now() < deadline, "bridge never became ready");
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        wait_for_status(&http_client(), &format!("http://{}/readyz", self.addr), 200).await;
     }
 
     pub fn url(&self) -> String {
@@ -600,6 +588,15 @@ pub async fn post(
         request = request.header("authorization", format!("Bearer {token}"));
     }
     send(client, request.body(Full::new(body.into())).unwrap()).await
+}
+
+/// Polls `url` until it answers `status`, for at most 20 s.
+pub async fn wait_for_status(client: &HttpClient, url: &str, status: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while get(client, url).await.0 != status {
+        assert!(Instant::now() < deadline, "{url} never answered {status}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 pub async fn get(client: &HttpClient, url: &str) -> (u16, String) {
