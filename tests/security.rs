@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -150,6 +151,21 @@ fn body(id: &str) -> String {
     envelope(b"secured", &[], id, "2024-01-01T00:00:00Z", None).to_string()
 }
 
+/// A bridge configured by `env` delivers one push, and `topic` then holds exactly that record.
+async fn delivers_one_record(
+    broker: &Broker,
+    env: &HashMap<String, String>,
+    topic: &str,
+    id: &str,
+) {
+    let bridge = Bridge::start(env).await;
+    let (status, text) = post(&http_client(), &bridge.url(), body(id), None).await;
+    assert_eq!(status, 204, "{text}");
+    let records = broker.read_all(topic).await;
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].header("pubsub.message_id").as_deref(), Some(id));
+}
+
 /// A broker behind a TLS proxy: the broker advertises the proxy, the test client trusts `ca`.
 async fn tls_broker(ca: &TestCa, client_ca: Option<&TestCa>) -> Broker {
     let mut broker = Broker::sqlite_unstarted();
@@ -189,19 +205,7 @@ async fn produces_over_tls_to_a_broker_signed_by_a_test_ca() {
     let mut env = bridge_env(&broker, "tls", None);
     env.insert("KAFKA_SECURITY_PROTOCOL".into(), "SSL".into());
     env.insert("KAFKA_SSL_CA_LOCATION".into(), ca.path("ca.pem"));
-    let bridge = Bridge::start(&env).await;
-    assert_eq!(
-        post(&http_client(), &bridge.url(), body("over-tls"), None)
-            .await
-            .0,
-        204
-    );
-    let records = broker.read_all("tls").await;
-    assert_eq!(records.len(), 1);
-    assert_eq!(
-        records[0].header("pubsub.message_id").as_deref(),
-        Some("over-tls")
-    );
+    delivers_one_record(&broker, &env, "tls", "over-tls").await;
 }
 
 #[tokio::test]
@@ -248,14 +252,7 @@ async fn mutual_tls_presents_the_configured_client_certificate() {
     env.insert("KAFKA_SSL_CA_LOCATION".into(), ca.path("ca.pem"));
     env.insert("KAFKA_SSL_CERTIFICATE_LOCATION".into(), cert);
     env.insert("KAFKA_SSL_KEY_LOCATION".into(), key);
-    let bridge = Bridge::start(&env).await;
-    assert_eq!(
-        post(&http_client(), &bridge.url(), body("mtls"), None)
-            .await
-            .0,
-        204
-    );
-    assert_eq!(broker.read_all("mtls").await.len(), 1);
+    delivers_one_record(&broker, &env, "mtls", "mtls").await;
 
     // Without the client certificate the proxy refuses the handshake.
     let mut no_cert = bridge_env(&broker, "mtls", None);
@@ -311,7 +308,7 @@ fn sasl_env(
     protocol: &str,
     mechanism: &str,
     password: &str,
-) -> std::collections::HashMap<String, String> {
+) -> HashMap<String, String> {
     let mut env = bridge_env(broker, topic, None);
     env.insert("KAFKA_SECURITY_PROTOCOL".into(), protocol.into());
     env.insert("KAFKA_SASL_MECHANISM".into(), mechanism.into());
@@ -325,21 +322,14 @@ fn sasl_env(
 async fn scram_sha_512_authenticates() {
     let broker = scram_broker(None).await;
     broker.create_topic("scram", 1).await;
-    let bridge = Bridge::start(&sasl_env(
+    let env = sasl_env(
         &broker,
         "scram",
         "SASL_PLAINTEXT",
         "SCRAM-SHA-512",
         PASSWORD,
-    ))
-    .await;
-    assert_eq!(
-        post(&http_client(), &bridge.url(), body("scram"), None)
-            .await
-            .0,
-        204
     );
-    assert_eq!(broker.read_all("scram").await.len(), 1);
+    delivers_one_record(&broker, &env, "scram", "scram").await;
 }
 
 #[tokio::test]
@@ -349,14 +339,7 @@ async fn sasl_ssl_with_scram_sha_512() {
     broker.create_topic("sasl-ssl", 1).await;
     let mut env = sasl_env(&broker, "sasl-ssl", "SASL_SSL", "SCRAM-SHA-512", PASSWORD);
     env.insert("KAFKA_SSL_CA_LOCATION".into(), ca.path("ca.pem"));
-    let bridge = Bridge::start(&env).await;
-    assert_eq!(
-        post(&http_client(), &bridge.url(), body("sasl-ssl"), None)
-            .await
-            .0,
-        204
-    );
-    assert_eq!(broker.read_all("sasl-ssl").await.len(), 1);
+    delivers_one_record(&broker, &env, "sasl-ssl", "sasl-ssl").await;
 }
 
 /// The real binary with a wrong password: no crash loop, 503s, not ready, and the password
