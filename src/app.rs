@@ -1,6 +1,5 @@
 //! The transport-agnostic core: `App::handle(Request<Bytes>) -> Response<Bytes>`, shared by hyper and Lambda.
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -337,9 +336,6 @@ fn unix_now_ms() -> i64 {
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
-
-/// Lets a handler be shared by adapters that need `'static` futures.
-pub type SharedApp = Arc<App>;
 
 #[cfg(test)]
 mod tests {

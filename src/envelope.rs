@@ -266,10 +266,14 @@ fn non_empty(value: Option<Cow<'_, str>>) -> Option<String> {
 }
 
 /// RFC 3339 with any number of fractional digits → epoch milliseconds (truncated, like Java).
+///
+/// Times before 1970 are refused: Kafka has no negative CreateTime, and Pub/Sub never sends one.
 pub fn parse_publish_time(value: &str) -> Result<i64, EnvelopeError> {
     chrono::DateTime::parse_from_rfc3339(value)
+        .ok()
         .map(|t| t.timestamp_millis())
-        .map_err(|_| EnvelopeError::InvalidPublishTime(value.to_owned()))
+        .filter(|ms| *ms >= 0)
+        .ok_or_else(|| EnvelopeError::InvalidPublishTime(value.to_owned()))
 }
 
 #[cfg(test)]
@@ -346,6 +350,10 @@ mod tests {
             ),
             (
                 r#"{"message":{"messageId":"1","publishTime":"yesterday"},"subscription":"s"}"#,
+                "invalid_publish_time",
+            ),
+            (
+                r#"{"message":{"messageId":"1","publishTime":"1969-12-31T23:59:59Z"},"subscription":"s"}"#,
                 "invalid_publish_time",
             ),
             (
