@@ -320,6 +320,7 @@ async fn token_cache(jwks: &JwksServer) -> (f64, f64) {
             jwks_url: jwks.url.clone(),
             issuers: vec!["https://accounts.google.com".into()],
             leeway_seconds: 30,
+            jwks_ca_location: None,
         })
         .unwrap();
     verifier.warm_up().await.unwrap();

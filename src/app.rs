@@ -24,9 +24,9 @@ pub const HEADER_ERROR_MESSAGE: &str = "pubsub.error_message";
 /// A configuration that cannot run.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
-    /// `OIDC_JWKS_URL` does not parse as a URI.
-    #[error("OIDC_JWKS_URL is not a valid URL: {0}")]
-    JwksUrl(#[from] http::uri::InvalidUri),
+    /// The token verifier's settings cannot be used.
+    #[error(transparent)]
+    Verifier(#[from] crate::auth::VerifierSetupError),
 }
 
 /// What one delivery learned, for its log line.

@@ -173,6 +173,8 @@ pub struct OidcConfig {
     pub issuers: Vec<String>,
     /// `OIDC_LEEWAY_SECONDS`: clock skew tolerated on `exp`/`nbf`/`iat`.
     pub leeway_seconds: u64,
+    /// `OIDC_JWKS_CA_LOCATION`: PEM CA bundle for a private JWKS endpoint (bundled roots otherwise).
+    pub jwks_ca_location: Option<PathBuf>,
 }
 
 /// Confluent Schema Registry settings (Avro values only).
@@ -748,6 +750,11 @@ fn parse_auth(env: &Env<'_>) -> Result<AuthConfig, ConfigError> {
         jwks_url,
         issuers,
         leeway_seconds: env.number("OIDC_LEEWAY_SECONDS", 30, 0, 600)?,
+        jwks_ca_location: match env.get("OIDC_JWKS_CA_LOCATION") {
+            None => None,
+            Some(p) if std::path::Path::new(&p).is_file() => Some(PathBuf::from(p)),
+            Some(p) => return Err(invalid("OIDC_JWKS_CA_LOCATION", &p, "no such file")),
+        },
     }))
 }
 

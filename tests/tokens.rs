@@ -287,3 +287,61 @@ async fn a_verified_token_is_checked_once_and_then_served_from_cache() {
     assert!(hits <= 2, "JWKS fetched {hits} times");
     assert_eq!(s.broker.read_all("token-cache").await.len(), 20);
 }
+
+#[tokio::test]
+async fn keys_come_over_https_from_an_endpoint_signed_by_a_private_ca() {
+    let dir = std::env::temp_dir().join(format!(
+        "pkb-jwks-tls-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    let ca = common::tls::TestCa::new(&dir, "jwks-ca");
+    let jwks = JwksServer::start(&[key(1)]).await;
+    let jwks_port: u16 = jwks
+        .url
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let tls_port = free_port();
+    common::tls::tls_proxy(tls_port, jwks_port, ca.issue("jwks", &["localhost"]), None).await;
+    let broker = Broker::start().await;
+    broker.create_topic("jwks-https", 1).await;
+    let mut env = bridge_env(&broker, "jwks-https", Some(&jwks));
+    env.insert(
+        "OIDC_JWKS_URL".into(),
+        format!("https://localhost:{tls_port}/oauth2/v3/certs"),
+    );
+    env.insert("OIDC_JWKS_CA_LOCATION".into(), ca.path("jwks-ca.pem"));
+    let bridge = Bridge::start(&env).await;
+    let token = mint(&key(1), &google_claims());
+    let (status, text) = post(
+        &http_client(),
+        &bridge.url(),
+        body("https-keys"),
+        Some(&token),
+    )
+    .await;
+    assert_eq!(status, 204, "{text}");
+    assert!(
+        jwks.hits.load(Ordering::SeqCst) >= 1,
+        "keys fetched through TLS"
+    );
+
+    // The bundled public roots do not trust the private CA: no keys, so no delivery.
+    env.remove("OIDC_JWKS_CA_LOCATION");
+    let untrusting = Bridge::start(&env).await;
+    let (status, _) = post(
+        &http_client(),
+        &untrusting.url(),
+        body("untrusted-keys"),
+        Some(&token),
+    )
+    .await;
+    assert_eq!(status, 503, "keys unavailable");
+    assert_eq!(broker.read_all("jwks-https").await.len(), 1);
+}

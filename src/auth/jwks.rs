@@ -77,12 +77,21 @@ pub struct JwksCache {
 
 impl JwksCache {
     /// A cache for `url`; nothing is fetched until [`JwksCache::refresh`] or the first lookup.
-    pub fn new(url: http::Uri) -> Self {
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
-            .https_or_http()
-            .enable_http1()
-            .build();
+    ///
+    /// The endpoint's certificate is checked against the Mozilla roots bundled in the binary
+    /// (no CA files needed in a distroless image), or against `roots` when given
+    /// (`OIDC_JWKS_CA_LOCATION`, for a private JWKS endpoint).
+    pub fn new(url: http::Uri, roots: Option<rustls::RootCertStore>) -> Self {
+        let builder = hyper_rustls::HttpsConnectorBuilder::new();
+        let builder = match roots {
+            Some(roots) => builder.with_tls_config(
+                rustls::ClientConfig::builder()
+                    .with_root_certificates(roots)
+                    .with_no_client_auth(),
+            ),
+            None => builder.with_webpki_roots(),
+        };
+        let https = builder.https_or_http().enable_http1().build();
         let client = Client::builder(TokioExecutor::new()).build(https);
         JwksCache {
             inner: Arc::new(Inner {

@@ -102,6 +102,35 @@ pub fn check_email(claims: &Claims, allowed: Option<&[String]>) -> Result<(), Au
     }
 }
 
+/// A verifier that cannot be built from its settings.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifierSetupError {
+    /// `OIDC_JWKS_URL` does not parse.
+    #[error("OIDC_JWKS_URL is not a valid URL: {0}")]
+    JwksUrl(String),
+    /// `OIDC_JWKS_CA_LOCATION` holds no usable certificate.
+    #[error("OIDC_JWKS_CA_LOCATION: {0}")]
+    JwksCa(String),
+}
+
+fn read_roots(path: &std::path::Path) -> Result<rustls::RootCertStore, String> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in
+        CertificateDer::pem_file_iter(path).map_err(|e| format!("{}: {e}", path.display()))?
+    {
+        let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("{}: no PEM certificate", path.display()));
+    }
+    Ok(roots)
+}
+
 /// Verifies push tokens against the configured audience, issuers and JWKS.
 pub struct Verifier {
     config: OidcConfig,
@@ -112,8 +141,15 @@ pub struct Verifier {
 
 impl Verifier {
     /// A verifier for `config`; keys are fetched on first use or by [`Verifier::warm_up`].
-    pub fn new(config: OidcConfig) -> Result<Self, http::uri::InvalidUri> {
-        let url: http::Uri = config.jwks_url.parse()?;
+    pub fn new(config: OidcConfig) -> Result<Self, VerifierSetupError> {
+        let url: http::Uri = config
+            .jwks_url
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| VerifierSetupError::JwksUrl(e.to_string()))?;
+        let roots = match &config.jwks_ca_location {
+            Some(path) => Some(read_roots(path).map_err(VerifierSetupError::JwksCa)?),
+            None => None,
+        };
         let mut validation = Validation::new(Algorithm::RS256);
         validation.set_audience(&[&config.audience]);
         validation.set_issuer(&config.issuers);
@@ -124,7 +160,7 @@ impl Verifier {
         Ok(Verifier {
             config,
             validation,
-            keys: JwksCache::new(url),
+            keys: JwksCache::new(url, roots),
             verified: Mutex::new(HashMap::new()),
         })
     }

@@ -2,6 +2,8 @@
 //! server with real RSA keys, token minting, the bridge in-process, and an HTTP client.
 #![allow(dead_code)]
 
+pub mod tls;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{SocketAddr, TcpListener as StdListener};
