@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -21,6 +21,10 @@ use crate::error::DeliveryError;
 /// Largest request head (request line plus headers) accepted over HTTP/1.1; oversized heads
 /// are answered 431 by hyper instead of filling memory.
 const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// An oversized body is read and discarded up to this many bytes so the 413 reaches the client.
+const DRAIN_MAX_BYTES: u64 = 64 << 20;
+/// ... and for at most this long.
+const DRAIN_TIME: Duration = Duration::from_secs(5);
 /// After the grace period, how long 503 answers get to reach their clients before exit.
 const ABANDON_FLUSH: Duration = Duration::from_secs(1);
 
@@ -100,14 +104,11 @@ async fn serve(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     let body = match declared {
-        Some(length) if length > limit as u64 => Err(DeliveryError::BodyTooLarge { limit }),
-        _ => match Limited::new(body, limit).collect().await {
-            Ok(collected) => Ok(collected.to_bytes()),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                Err(DeliveryError::BodyTooLarge { limit })
-            }
-            Err(e) => Err(DeliveryError::BodyUnreadable(e.to_string())),
-        },
+        // Far too large to be worth reading: refuse at once (the client may see the close).
+        Some(length) if length > DRAIN_MAX_BYTES.max(limit as u64) => {
+            Err(DeliveryError::BodyTooLarge { limit })
+        }
+        _ => read_body(body, limit).await,
     };
     let response = match body {
         Ok(body) => {
@@ -127,6 +128,52 @@ async fn serve(
         }
     };
     Ok(response.map(Full::new))
+}
+
+/// Reads a request body of at most `limit` bytes.
+///
+/// An oversized body is still read to its end (and thrown away), up to [`DRAIN_MAX_BYTES`] and
+/// [`DRAIN_TIME`]: closing a connection with unread data makes the kernel reset it, and the
+/// client would lose the 413 that tells it why.
+async fn read_body(mut body: Incoming, limit: usize) -> Result<Bytes, DeliveryError> {
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut kept = 0usize;
+    let mut seen = 0u64;
+    let mut drain_deadline = None;
+    loop {
+        let frame = match drain_deadline {
+            None => body.frame().await,
+            Some(deadline) => match tokio::time::timeout_at(deadline, body.frame()).await {
+                Ok(frame) => frame,
+                Err(_) => break,
+            },
+        };
+        let Some(frame) = frame else { break };
+        let frame = frame.map_err(|e| DeliveryError::BodyUnreadable(e.to_string()))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        seen += data.len() as u64;
+        if drain_deadline.is_none() && kept + data.len() <= limit {
+            kept += data.len();
+            chunks.push(data);
+        } else {
+            chunks.clear();
+            drain_deadline.get_or_insert_with(|| tokio::time::Instant::now() + DRAIN_TIME);
+            if seen > DRAIN_MAX_BYTES {
+                break;
+            }
+        }
+    }
+    if drain_deadline.is_some() {
+        return Err(DeliveryError::BodyTooLarge { limit });
+    }
+    // One chunk (the common case) is handed on as is; several are joined once.
+    Ok(match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.swap_remove(0),
+        _ => Bytes::from(chunks.concat()),
+    })
 }
 
 /// Resolves on SIGTERM (Cloud Run's stop signal) or SIGINT (Ctrl-C).
