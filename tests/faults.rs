@@ -4,7 +4,6 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -180,22 +179,13 @@ async fn slow_or_unreachable_broker_answers_503_within_the_timeout_with_bounded_
     broker.start_now().await;
     broker.create_topic("slow", 2).await;
 
-    let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pubsub-kafka-bridge"))
-        .env_clear()
-        .env("PORT", port.to_string())
-        .env("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap())
-        .env("KAFKA_TOPIC", "slow")
-        .env("OIDC_DISABLED", "true")
-        .env("KAFKA_PRODUCE_TIMEOUT_MS", "800")
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut env = bridge_env(&broker, "slow", None);
+    env.insert("KAFKA_PRODUCE_TIMEOUT_MS".into(), "800".into());
+    env.insert("RUST_LOG".into(), "error".into());
+    let (mut child, base) = spawn_bridge_process(&env, None).await;
     let client = http_client();
-    let url = format!("http://127.0.0.1:{port}/");
-    wait_for_status(&client, &format!("http://127.0.0.1:{port}/readyz"), 200).await;
+    let url = format!("{base}/");
+    wait_for_status(&client, &format!("{base}/readyz"), 200).await;
     let body =
         |id: String| envelope(&[7u8; 2048], &[], &id, "2024-01-01T00:00:00Z", None).to_string();
     assert_eq!(post(&client, &url, body("warm".into()), None).await.0, 204);

@@ -9,7 +9,6 @@ mod common;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -48,9 +47,10 @@ async fn delivers_one_record(
     assert_eq!(records[0].header("pubsub.message_id").as_deref(), Some(id));
 }
 
-/// A broker behind a TLS proxy: the broker advertises the proxy, the test client trusts `ca`.
-async fn tls_broker(ca: &TestCa, client_ca: Option<&TestCa>) -> Broker {
-    let mut broker = Broker::sqlite_unstarted();
+/// Puts `broker` (not started yet) behind a TLS proxy with a certificate from `ca`: the broker
+/// advertises the proxy, and the tests' own client trusts `ca` (and presents a certificate from
+/// `client_ca` when the proxy requires one).
+async fn behind_tls_proxy(broker: &mut Broker, ca: &TestCa, client_ca: Option<&TestCa>) {
     let proxy_port = free_port();
     broker.advertised_port = Some(proxy_port);
     tls_proxy(
@@ -75,6 +75,12 @@ async fn tls_broker(ca: &TestCa, client_ca: Option<&TestCa>) -> Broker {
         }
         None => ca.client_config(),
     });
+}
+
+/// A started broker behind a TLS proxy (see [`behind_tls_proxy`]).
+async fn tls_broker(ca: &TestCa, client_ca: Option<&TestCa>) -> Broker {
+    let mut broker = Broker::sqlite_unstarted();
+    behind_tls_proxy(&mut broker, ca, client_ca).await;
     broker.start_now().await;
     broker
 }
@@ -164,16 +170,7 @@ async fn scram_broker(tls: Option<&TestCa>) -> Broker {
     broker.create_user(USER, PASSWORD);
     broker.kill();
     if let Some(ca) = tls {
-        let proxy_port = free_port();
-        broker.advertised_port = Some(proxy_port);
-        tls_proxy(
-            proxy_port,
-            broker.port,
-            ca.issue("broker", &["localhost"]),
-            None,
-        )
-        .await;
-        broker.client_tls = Some(ca.client_config());
+        behind_tls_proxy(&mut broker, ca, None).await;
     }
     broker.args = vec!["--authentication".into()];
     broker.client_sasl = Some(SaslConfig::ScramSha512(Credentials::new(
@@ -231,27 +228,17 @@ async fn wrong_password_is_a_clean_503_and_never_logged() {
     let broker = scram_broker(None).await;
     broker.create_topic("wrong-password", 1).await;
     let wrong = "Wr0ng-Pa55word-Value";
-    let port = free_port();
     let log_path = tmp("wrong-password-log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pubsub-kafka-bridge"))
-        .env_clear()
-        .envs(sasl_env(
-            &broker,
-            "wrong-password",
-            "SASL_PLAINTEXT",
-            "SCRAM-SHA-512",
-            wrong,
-        ))
-        .env("PORT", port.to_string())
-        .env("RUST_LOG", "debug")
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let mut env = sasl_env(
+        &broker,
+        "wrong-password",
+        "SASL_PLAINTEXT",
+        "SCRAM-SHA-512",
+        wrong,
+    );
+    env.insert("RUST_LOG".into(), "debug".into());
+    let (mut child, base) = spawn_bridge_process(&env, Some(&log_path)).await;
     let client = http_client();
-    let base = format!("http://127.0.0.1:{port}");
-    wait_for_status(&client, &format!("{base}/healthz"), 200).await;
     let (status, text) = post(&client, &format!("{base}/"), body("wrong"), None).await;
     assert_eq!(status, 503, "{text}");
     assert_eq!(get(&client, &format!("{base}/readyz")).await.0, 503);

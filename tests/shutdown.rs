@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -12,22 +12,11 @@ use futures_util::StreamExt;
 async fn sigterm_with_200_in_flight_loses_nothing_and_exits_within_10s() {
     let broker = Broker::start().await;
     broker.create_topic("shutdown", 3).await;
-    let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pubsub-kafka-bridge"))
-        .env_clear()
-        .env("PORT", port.to_string())
-        .env("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap())
-        .env("KAFKA_TOPIC", "shutdown")
-        .env("OIDC_DISABLED", "true")
-        // Long linger: deliveries are certainly waiting for their batch when SIGTERM lands.
-        .env("KAFKA_LINGER_MS", "300")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut env = bridge_env(&broker, "shutdown", None);
+    // Long linger: deliveries are certainly waiting for their batch when SIGTERM lands.
+    env.insert("KAFKA_LINGER_MS".into(), "300".into());
+    let (mut child, base) = spawn_bridge_process(&env, None).await;
     let client = http_client();
-    let base = format!("http://127.0.0.1:{port}");
     wait_for_status(&client, &format!("{base}/readyz"), 200).await;
 
     let sends = tokio::spawn({

@@ -97,22 +97,16 @@ async fn oversized_request_heads_are_refused() {
 async fn json_logs_name_the_failed_delivery_for_cloud_logging() {
     let broker = Broker::start().await;
     broker.create_topic("logs", 1).await;
-    let port = free_port();
-    let log_path = std::env::temp_dir().join(format!("pkb-json-log-{}-{port}", std::process::id()));
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pubsub-kafka-bridge"))
-        .env_clear()
-        .env("PORT", port.to_string())
-        .env("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap())
-        .env("KAFKA_TOPIC", "logs")
-        .env("OIDC_DISABLED", "true")
-        .env("LOG_FORMAT", "json")
-        .env("GOOGLE_CLOUD_PROJECT", "test-project")
-        .stdout(std::fs::File::create(&log_path).unwrap())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let log_path = std::env::temp_dir().join(format!(
+        "pkb-json-log-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    let mut env = bridge_env(&broker, "logs", None);
+    env.insert("LOG_FORMAT".into(), "json".into());
+    env.insert("GOOGLE_CLOUD_PROJECT".into(), "test-project".into());
+    let (mut child, base) = spawn_bridge_process(&env, Some(&log_path)).await;
     let client = http_client();
-    let base = format!("http://127.0.0.1:{port}");
     wait_for_status(&client, &format!("{base}/readyz"), 200).await;
     let bad = r#"{"message":{"data":"@@@","messageId":"42","publishTime":"2024-01-01T00:00:00Z"},"subscription":"s"}"#;
     let request = http::Request::post(format!("{base}/"))

@@ -592,6 +592,41 @@ pub async fn post(
     send(client, request.body(Full::new(body.into())).unwrap()).await
 }
 
+/// Starts the bridge binary as its own process, with exactly `env` plus `PORT` (a free port),
+/// its output going to `log` or nowhere, and waits until it listens (`/healthz` 200).
+/// Returns the process and its base URL (`http://127.0.0.1:PORT`).
+pub async fn spawn_bridge_process(
+    env: &HashMap<String, String>,
+    log: Option<&Path>,
+) -> (Child, String) {
+    // Set for integration tests and benches only; examples that include this module never call it.
+    let Some(binary) = option_env!("CARGO_BIN_EXE_pubsub-kafka-bridge") else {
+        panic!("the bridge binary is only built for integration tests and benches");
+    };
+    let port = free_port();
+    let output = || match log {
+        Some(path) => Stdio::from(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .unwrap(),
+        ),
+        None => Stdio::null(),
+    };
+    let child = Command::new(binary)
+        .env_clear()
+        .envs(env)
+        .env("PORT", port.to_string())
+        .stdout(output())
+        .stderr(output())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    wait_for_status(&http_client(), &format!("{base}/healthz"), 200).await;
+    (child, base)
+}
+
 /// Polls `url` until it answers `status`, for at most 20 s.
 pub async fn wait_for_status(client: &HttpClient, url: &str, status: u16) {
     let deadline = Instant::now() + Duration::from_secs(20);
