@@ -85,41 +85,25 @@ fn linger_ms() -> u64 {
 /// `count` POSTs over `CONCURRENCY` keep-alive connections; every answer must be `expect`.
 async fn http_load(url: &str, token: &str, bodies: &Bodies, count: usize, expect: u16) -> Run {
     let client = http_client();
-    let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let workers: Vec<_> = (0..CONCURRENCY)
-        .map(|_| {
-            let (client, next, url) = (client.clone(), Arc::clone(&next), url.to_owned());
-            let auth = format!("Bearer {token}");
-            let bodies = Bodies {
-                encoded: bodies.encoded.clone(),
-                run: bodies.run.clone(),
-            };
-            tokio::spawn(async move {
-                let mut latencies = Vec::new();
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= count {
-                        return latencies;
-                    }
-                    let request = http::Request::post(&url)
-                        .header("content-type", "application/json")
-                        .header("authorization", &auth)
-                        .body(Full::new(bodies.body(i)))
-                        .unwrap();
-                    let sent = Instant::now();
-                    let (status, text) = send(&client, request).await;
-                    latencies.push(sent.elapsed());
-                    assert_eq!(status, expect, "{text}");
-                }
-            })
-        })
-        .collect();
-    let mut latencies = Vec::with_capacity(count);
-    for w in workers {
-        latencies.extend(w.await.unwrap());
-    }
-    summarize(count, started.elapsed(), latencies)
+    let (url, auth) = (url.to_owned(), format!("Bearer {token}"));
+    let bodies = Arc::new(Bodies {
+        encoded: bodies.encoded.clone(),
+        run: bodies.run.clone(),
+    });
+    closed_loop(count, move |i| {
+        // The request is built before the clock starts; only the exchange is timed.
+        let request = http::Request::post(&url)
+            .header("content-type", "application/json")
+            .header("authorization", &auth)
+            .body(Full::new(bodies.body(i)))
+            .unwrap();
+        let client = client.clone();
+        async move {
+            let (status, text) = send(&client, request).await;
+            assert_eq!(status, expect, "{text}");
+        }
+    })
+    .await
 }
 
 /// The same records produced straight to the broker: one batching producer per partition,
@@ -142,12 +126,50 @@ async fn kafka_load(broker: &Broker, size: usize, count: usize) -> Run {
         ));
     }
     let payload: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
+    closed_loop(count, move |i| {
+        let headers = [
+            ("source", "bench".to_owned()),
+            ("seq", i.to_string()),
+            ("pubsub.message_id", format!("direct-{i}")),
+            (
+                "pubsub.publish_time",
+                "2026-11-24T10:00:00.123456Z".to_owned(),
+            ),
+            (
+                "pubsub.subscription",
+                "projects/bench/subscriptions/push".to_owned(),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.into_bytes()))
+        .collect();
+        let record = Record {
+            key: None,
+            value: Some(payload.clone()),
+            headers,
+            timestamp: chrono::Utc::now(),
+        };
+        let producer = Arc::clone(&producers[i % producers.len()]);
+        async move {
+            producer.produce(record).await.unwrap();
+        }
+    })
+    .await
+}
+
+/// `count` operations from `CONCURRENCY` callers, each starting its next one when the last
+/// finished (the load shape of Pub/Sub's push window). `op(i)` prepares operation `i` before
+/// the clock starts; the future it returns is what is timed.
+async fn closed_loop<F, Fut>(count: usize, op: F) -> Run
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let workers: Vec<_> = (0..CONCURRENCY)
         .map(|_| {
-            let (producers, next, payload) =
-                (producers.clone(), Arc::clone(&next), payload.clone());
+            let (op, next) = (op.clone(), Arc::clone(&next));
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
                 loop {
@@ -155,33 +177,9 @@ async fn kafka_load(broker: &Broker, size: usize, count: usize) -> Run {
                     if i >= count {
                         return latencies;
                     }
-                    let headers = [
-                        ("source", "bench".to_owned()),
-                        ("seq", i.to_string()),
-                        ("pubsub.message_id", format!("direct-{i}")),
-                        (
-                            "pubsub.publish_time",
-                            "2026-11-24T10:00:00.123456Z".to_owned(),
-                        ),
-                        (
-                            "pubsub.subscription",
-                            "projects/bench/subscriptions/push".to_owned(),
-                        ),
-                    ]
-                    .into_iter()
-                    .map(|(k, v)| (k.to_owned(), v.into_bytes()))
-                    .collect();
-                    let record = Record {
-                        key: None,
-                        value: Some(payload.clone()),
-                        headers,
-                        timestamp: chrono::Utc::now(),
-                    };
+                    let operation = op(i);
                     let sent = Instant::now();
-                    producers[i % producers.len()]
-                        .produce(record)
-                        .await
-                        .unwrap();
+                    operation.await;
                     latencies.push(sent.elapsed());
                 }
             })
