@@ -315,6 +315,7 @@ async fn token_cache(jwks: &JwksServer) -> (f64, f64) {
         pubsub_kafka_bridge::auth::Verifier::new(pubsub_kafka_bridge::config::OidcConfig {
             audience: AUDIENCE.into(),
             allowed_emails: Some(vec![PUSH_EMAIL.into()]),
+            trust_cloud_run_iam: false,
             jwks_url: jwks.url.clone(),
             issuers: vec!["https://accounts.google.com".into()],
             leeway_seconds: 30,

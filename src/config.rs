@@ -165,8 +165,11 @@ pub struct KafkaConfig {
 pub struct OidcConfig {
     /// `OIDC_AUDIENCE`.
     pub audience: String,
-    /// `OIDC_ALLOWED_EMAILS`; `None` accepts any verified token.
+    /// `OIDC_ALLOWED_EMAILS`; `None` only with `OIDC_ALLOW_ANY_EMAIL=true`: any valid token.
     pub allowed_emails: Option<Vec<String>>,
+    /// `OIDC_TRUST_CLOUD_RUN_IAM`: accept tokens whose signature Cloud Run removed after
+    /// verifying it (claims are still checked).
+    pub trust_cloud_run_iam: bool,
     /// `OIDC_JWKS_URL`.
     pub jwks_url: String,
     /// `OIDC_ISSUERS`.
@@ -710,6 +713,24 @@ fn parse_security(env: &Env<'_>) -> Result<KafkaSecurity, ConfigError> {
 
 fn parse_auth(env: &Env<'_>) -> Result<AuthConfig, ConfigError> {
     if env.bool("OIDC_DISABLED")? {
+        // Verification settings next to OIDC_DISABLED=true would be silently ignored: the
+        // operator meant one or the other.
+        for var in [
+            "OIDC_AUDIENCE",
+            "OIDC_ALLOWED_EMAILS",
+            "OIDC_ALLOW_ANY_EMAIL",
+            "OIDC_TRUST_CLOUD_RUN_IAM",
+            "OIDC_JWKS_URL",
+            "OIDC_ISSUERS",
+        ] {
+            if let Some(value) = env.get(var) {
+                return Err(invalid(
+                    var,
+                    &value,
+                    "contradicts OIDC_DISABLED=true (tokens are not verified); unset one of them",
+                ));
+            }
+        }
         return Ok(AuthConfig::Disabled);
     }
     let audience = env.required(
@@ -744,9 +765,44 @@ fn parse_auth(env: &Env<'_>) -> Result<AuthConfig, ConfigError> {
     if issuers.is_empty() {
         return Err(invalid("OIDC_ISSUERS", "", "no issuer given"));
     }
+    let allow_any_email = env.bool("OIDC_ALLOW_ANY_EMAIL")?;
+    let allowed_emails = match (env.get("OIDC_ALLOWED_EMAILS"), allow_any_email) {
+        (Some(list), false) => {
+            let emails = split_list(&list);
+            if emails.is_empty() {
+                return Err(invalid("OIDC_ALLOWED_EMAILS", &list, "no email given"));
+            }
+            Some(emails)
+        }
+        (Some(list), true) => {
+            return Err(invalid(
+                "OIDC_ALLOWED_EMAILS",
+                &list,
+                "contradicts OIDC_ALLOW_ANY_EMAIL=true; unset one of them",
+            ));
+        }
+        (None, true) => None,
+        (None, false) => {
+            return Err(ConfigError::Missing {
+                var: "OIDC_ALLOWED_EMAILS",
+                hint: "the push service account email(s): any Google account can mint a token for any audience. \
+                       OIDC_ALLOW_ANY_EMAIL=true accepts every account instead",
+            });
+        }
+    };
+    let trust_cloud_run_iam = env.bool("OIDC_TRUST_CLOUD_RUN_IAM")?;
+    if trust_cloud_run_iam && allowed_emails.is_none() {
+        // Without a signature the email is the only thing tying a token to the push account.
+        return Err(invalid(
+            "OIDC_TRUST_CLOUD_RUN_IAM",
+            "true",
+            "needs OIDC_ALLOWED_EMAILS (not OIDC_ALLOW_ANY_EMAIL)",
+        ));
+    }
     Ok(AuthConfig::Oidc(OidcConfig {
         audience,
-        allowed_emails: env.get("OIDC_ALLOWED_EMAILS").map(|v| split_list(&v)),
+        allowed_emails,
+        trust_cloud_run_iam,
         jwks_url,
         issuers,
         leeway_seconds: env.number("OIDC_LEEWAY_SECONDS", 30, 0, 600)?,
@@ -770,10 +826,11 @@ mod tests {
         Config::from_map(&map)
     }
 
-    const BASE: [(&str, &str); 3] = [
+    const BASE: [(&str, &str); 4] = [
         ("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
         ("KAFKA_TOPIC", "t"),
         ("OIDC_AUDIENCE", "https://bridge.example"),
+        ("OIDC_ALLOWED_EMAILS", "push@p.iam.gserviceaccount.com"),
     ];
 
     #[test]
@@ -796,7 +853,110 @@ mod tests {
             oidc.issuers,
             vec!["https://accounts.google.com", "accounts.google.com"]
         );
+        assert_eq!(
+            oidc.allowed_emails,
+            Some(vec!["push@p.iam.gserviceaccount.com".to_owned()])
+        );
+        assert!(!oidc.trust_cloud_run_iam);
+    }
+
+    fn with(
+        extra: &[(&'static str, &'static str)],
+        without: &[&str],
+    ) -> Vec<(&'static str, &'static str)> {
+        let mut vars: Vec<_> = BASE
+            .iter()
+            .filter(|(k, _)| !without.contains(k))
+            .copied()
+            .collect();
+        vars.extend_from_slice(extra);
+        vars
+    }
+
+    fn error_var(vars: &[(&str, &str)]) -> &'static str {
+        match config(vars).unwrap_err() {
+            ConfigError::Missing { var, .. } | ConfigError::Invalid { var, .. } => var,
+        }
+    }
+
+    #[test]
+    fn refuses_to_start_without_an_allow_list_unless_any_email_is_explicit() {
+        assert_eq!(
+            error_var(&with(&[], &["OIDC_ALLOWED_EMAILS"])),
+            "OIDC_ALLOWED_EMAILS"
+        );
+        assert_eq!(
+            error_var(&with(
+                &[("OIDC_ALLOWED_EMAILS", " , ")],
+                &["OIDC_ALLOWED_EMAILS"]
+            )),
+            "OIDC_ALLOWED_EMAILS"
+        );
+        let any = config(&with(
+            &[("OIDC_ALLOW_ANY_EMAIL", "true")],
+            &["OIDC_ALLOWED_EMAILS"],
+        ))
+        .unwrap();
+        let AuthConfig::Oidc(oidc) = any.auth else {
+            panic!("auth on")
+        };
         assert_eq!(oidc.allowed_emails, None);
+        // Both at once: which did the operator mean?
+        assert_eq!(
+            error_var(&with(&[("OIDC_ALLOW_ANY_EMAIL", "true")], &[])),
+            "OIDC_ALLOWED_EMAILS"
+        );
+        let listed = config(&with(&[("OIDC_ALLOW_ANY_EMAIL", "false")], &[])).unwrap();
+        assert!(matches!(
+            listed.auth,
+            AuthConfig::Oidc(OidcConfig {
+                allowed_emails: Some(_),
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn trusting_cloud_run_iam_needs_an_allow_list() {
+        let c = config(&with(&[("OIDC_TRUST_CLOUD_RUN_IAM", "true")], &[])).unwrap();
+        let AuthConfig::Oidc(oidc) = c.auth else {
+            panic!("auth on")
+        };
+        assert!(oidc.trust_cloud_run_iam);
+        assert_eq!(
+            error_var(&with(
+                &[
+                    ("OIDC_TRUST_CLOUD_RUN_IAM", "true"),
+                    ("OIDC_ALLOW_ANY_EMAIL", "true")
+                ],
+                &["OIDC_ALLOWED_EMAILS"]
+            )),
+            "OIDC_TRUST_CLOUD_RUN_IAM"
+        );
+        assert_eq!(
+            error_var(&with(&[("OIDC_TRUST_CLOUD_RUN_IAM", "yes please")], &[])),
+            "OIDC_TRUST_CLOUD_RUN_IAM"
+        );
+    }
+
+    #[test]
+    fn disabled_verification_refuses_verification_settings_beside_it() {
+        for var in [
+            "OIDC_AUDIENCE",
+            "OIDC_ALLOWED_EMAILS",
+            "OIDC_ALLOW_ANY_EMAIL",
+            "OIDC_TRUST_CLOUD_RUN_IAM",
+            "OIDC_JWKS_URL",
+            "OIDC_ISSUERS",
+        ] {
+            let vars = [
+                ("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+                ("KAFKA_TOPIC", "t"),
+                ("OIDC_DISABLED", "true"),
+                (var, "https://x.example"),
+            ];
+            assert_eq!(error_var(&vars), var);
+        }
     }
 
     #[test]
@@ -811,6 +971,8 @@ mod tests {
         ));
         let mut vars = BASE[..2].to_vec();
         vars.push(("OIDC_DISABLED", "true"));
+        assert_eq!(config(&vars).unwrap().auth, AuthConfig::Disabled);
+        vars.push(("OIDC_ALLOW_ANY_EMAIL", ""));
         assert_eq!(config(&vars).unwrap().auth, AuthConfig::Disabled);
     }
 

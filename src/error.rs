@@ -132,9 +132,11 @@ mod tests {
             (EnvelopeError::MissingMessage.into(), 400),
             (AuthError::MissingAuthorization.into(), 401),
             (
-                AuthError::InvalidToken("ExpiredSignature".into()).into(),
+                AuthError::InvalidToken(crate::auth::token::TokenRejection::Expired).into(),
                 401,
             ),
+            (AuthError::BadSignature.into(), 401),
+            (AuthError::SignatureRemoved.into(), 401),
             (AuthError::UnknownKey("k".into()).into(), 401),
             (AuthError::EmailNotAllowed { email: None }.into(), 403),
             (DeliveryError::BodyTooLarge { limit: 1 }, 413),

@@ -182,6 +182,7 @@ async fn function_url_and_api_gateway_events_run_the_same_handler() {
         .env("KAFKA_TOPIC", "lambda")
         .env("OIDC_AUDIENCE", AUDIENCE)
         .env("OIDC_JWKS_URL", &jwks.url)
+        .env("OIDC_ALLOWED_EMAILS", PUSH_EMAIL)
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()

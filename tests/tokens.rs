@@ -345,3 +345,123 @@ async fn keys_come_over_https_from_an_endpoint_signed_by_a_private_ca() {
     assert_eq!(status, 503, "keys unavailable");
     assert_eq!(broker.read_all("jwks-https").await.len(), 1);
 }
+
+/// The token as Cloud Run forwards it after verifying it itself: the signature part replaced by
+/// `SIGNATURE_REMOVED_BY_GOOGLE` (../shared/PUBSUB-PUSH.md, "Behind Cloud Run IAM").
+fn signature_removed(token: &str) -> String {
+    let (signed, _) = token.rsplit_once('.').unwrap();
+    format!("{signed}.SIGNATURE_REMOVED_BY_GOOGLE")
+}
+
+fn unsigned(claims: &Value) -> String {
+    signature_removed(&mint(&key(1), claims))
+}
+
+#[tokio::test]
+async fn behind_cloud_run_iam_the_claims_of_a_signature_removed_token_decide() {
+    let broker = Broker::start().await;
+    broker.create_topic("cloud-run-iam", 1).await;
+    let jwks = JwksServer::start(&[key(1)]).await;
+    let mut env = bridge_env(&broker, "cloud-run-iam", Some(&jwks));
+    env.insert("OIDC_TRUST_CLOUD_RUN_IAM".into(), "true".into());
+    let bridge = Bridge::start(&env).await;
+    let client = http_client();
+    let valid = mint(&key(1), &google_claims());
+    let tampered = {
+        let parts: Vec<&str> = valid.split('.').collect();
+        let forged = with(&[("email", json!("attacker@evil.example"))]);
+        format!("{}.{}.{}", parts[0], b64(&forged), parts[2])
+    };
+    let alg_none = format!(
+        "{}.{}.SIGNATURE_REMOVED_BY_GOOGLE",
+        b64(&json!({"alg": "none", "kid": "key1", "typ": "JWT"})),
+        b64(&google_claims())
+    );
+    let cases: Vec<(&str, String, u16)> = vec![
+        ("removed: valid", signature_removed(&valid), 204),
+        (
+            "removed: expired within the leeway",
+            unsigned(&with(&[("exp", json!(now() - 10))])),
+            204,
+        ),
+        (
+            "removed: unknown kid needs no key",
+            signature_removed(&mint(&key(2), &google_claims())),
+            204,
+        ),
+        (
+            "removed: wrong audience",
+            unsigned(&with(&[("aud", json!("https://other.example"))])),
+            401,
+        ),
+        (
+            "removed: wrong issuer",
+            unsigned(&with(&[("iss", json!("https://evil.example"))])),
+            401,
+        ),
+        (
+            "removed: expired",
+            unsigned(&with(&[("exp", json!(now() - 3600))])),
+            401,
+        ),
+        (
+            "removed: issued in the future",
+            unsigned(&with(&[("iat", json!(now() + 600))])),
+            401,
+        ),
+        ("removed: alg none", alg_none, 401),
+        (
+            "removed: email not allowed",
+            unsigned(&with(&[(
+                "email",
+                json!("other@x.iam.gserviceaccount.com"),
+            )])),
+            403,
+        ),
+        (
+            "removed: email not verified",
+            unsigned(&with(&[("email_verified", json!(false))])),
+            403,
+        ),
+        ("signed: valid", valid.clone(), 204),
+        ("signed: tampered payload", tampered, 401),
+        (
+            "signed: unknown key",
+            mint(&key(2), &with(&[("jti", json!("k2"))])),
+            401,
+        ),
+        (
+            "signed: not allowed",
+            mint(
+                &key(1),
+                &with(&[("email", json!("other@x.iam.gserviceaccount.com"))]),
+            ),
+            403,
+        ),
+    ];
+    let mut accepted = Vec::new();
+    for (name, token, expected) in &cases {
+        let (status, text) = post(&client, &bridge.url(), body(name), Some(token)).await;
+        assert_eq!(status, *expected, "{name}: {text}");
+        if *expected == 204 {
+            accepted.push(name.to_string());
+        }
+    }
+    let records = broker.read_all("cloud-run-iam").await;
+    let ids: Vec<String> = records
+        .iter()
+        .filter_map(|r| r.header("pubsub.message_id"))
+        .collect();
+    assert_eq!(ids, accepted, "exactly the accepted deliveries reach Kafka");
+}
+
+#[tokio::test]
+async fn without_trusting_cloud_run_iam_a_signature_removed_token_is_a_forgery() {
+    let s = setup("no-cloud-run-iam", None).await;
+    let token = signature_removed(&mint(&key(1), &google_claims()));
+    let (status, text) = post(&s.client, &s.bridge.url(), body("forged"), Some(&token)).await;
+    assert_eq!(status, 401, "{text}");
+    assert!(text.contains("signature_removed"), "{text}");
+    assert!(!text.contains(&token));
+    assert!(s.broker.read_all("no-cloud-run-iam").await.is_empty());
+}

@@ -1,6 +1,7 @@
 //! Signing keys from the JWKS endpoint: fetched over HTTPS, cached per Cache-Control, refreshed without blocking.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -10,9 +11,11 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use jsonwebtoken::DecodingKey;
-use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
+use jsonwebtoken::jwk::{
+    AlgorithmParameters, Jwk, JwkSet, KeyAlgorithm, KeyOperations, PublicKeyUse,
+};
 
-/// An unknown `kid` may refresh the keys at most this often, so forged kids cannot hammer the endpoint.
+/// After a fetch ends, the next may start no sooner than this, so forged kids cannot hammer the endpoint.
 pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(5);
 /// Keys are kept this long when the response has no usable max-age.
 const DEFAULT_MAX_AGE: Duration = Duration::from_secs(3600);
@@ -65,8 +68,12 @@ struct Inner {
     url: http::Uri,
     client: HttpsClient,
     keys: RwLock<KeySet>,
-    /// Held while a fetch runs (single flight); remembers when the last one started.
+    /// Held while a fetch runs (single flight); remembers when the last one ended.
     refresh: tokio::sync::Mutex<Option<Instant>>,
+    /// Fetches finished so far: a waiter that sees it move while queued shares that fetch.
+    fetches: AtomicU64,
+    /// A background refresh of stale keys is running (at most one, never one per request).
+    background: AtomicBool,
 }
 
 /// Shared, cheaply cloned cache of the JWKS endpoint's RSA keys.
@@ -99,22 +106,31 @@ impl JwksCache {
                 client,
                 keys: RwLock::new(KeySet::default()),
                 refresh: tokio::sync::Mutex::new(None),
+                fetches: AtomicU64::new(0),
+                background: AtomicBool::new(false),
             }),
         }
     }
 
     /// The key for `kid`.
     ///
-    /// Stale keys still serve while a background refresh runs, so a slow or dead endpoint
-    /// never holds up a delivery whose key is known. An unknown kid waits for one refresh,
-    /// at most every [`MIN_REFRESH_INTERVAL`].
+    /// Stale keys still serve while one background refresh runs, so a slow or dead endpoint
+    /// never holds up a delivery whose key is known. An unknown kid waits for a refresh that
+    /// every concurrent waiter shares; fetches are [`MIN_REFRESH_INTERVAL`] apart at least.
     pub async fn key(&self, kid: &str) -> Result<KeyLookup, JwksError> {
         let (found, stale) = self.cached(kid);
         if let Some(key) = found {
-            if stale {
+            if stale
+                && self
+                    .inner
+                    .background
+                    .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+            {
                 let cache = self.clone();
                 tokio::spawn(async move {
                     let _ = cache.refresh_rate_limited().await;
+                    cache.inner.background.store(false, Ordering::Release);
                 });
             }
             return Ok(KeyLookup::Found(key));
@@ -145,25 +161,38 @@ impl JwksCache {
             .is_empty()
     }
 
-    /// Refreshes unless another refresh is running or one started within [`MIN_REFRESH_INTERVAL`].
+    /// Refreshes unless a fetch finished while this caller waited for the lock (its result is
+    /// shared) or the last one ended within [`MIN_REFRESH_INTERVAL`].
     async fn refresh_rate_limited(&self) -> Result<(), JwksError> {
+        let seen = self.inner.fetches.load(Ordering::Acquire);
         let mut last = self.inner.refresh.lock().await;
-        if last.is_some_and(|t| t.elapsed() < MIN_REFRESH_INTERVAL) {
+        if self.inner.fetches.load(Ordering::Acquire) != seen
+            || last.is_some_and(|t| t.elapsed() < MIN_REFRESH_INTERVAL)
+        {
             return Ok(());
         }
+        let result = self.refresh_locked().await;
         *last = Some(Instant::now());
-        self.refresh_locked().await
+        result
     }
 
     /// Fetches the key set now (startup warm-up); failures leave cached keys in place.
     pub async fn refresh(&self) -> Result<(), JwksError> {
         let mut last = self.inner.refresh.lock().await;
+        let result = self.refresh_locked().await;
         *last = Some(Instant::now());
-        self.refresh_locked().await
+        result
+    }
+
+    /// JWKS fetches finished so far (tests and metrics).
+    pub fn fetches(&self) -> u64 {
+        self.inner.fetches.load(Ordering::Acquire)
     }
 
     async fn refresh_locked(&self) -> Result<(), JwksError> {
-        match self.fetch().await {
+        let fetched = self.fetch().await;
+        self.inner.fetches.fetch_add(1, Ordering::AcqRel);
+        match fetched {
             Ok(set) => {
                 tracing::debug!(url = %self.inner.url, keys = set.keys.len(), "JWKS refreshed");
                 *self.inner.keys.write().unwrap_or_else(|e| e.into_inner()) = set;
@@ -208,13 +237,32 @@ impl JwksCache {
     }
 }
 
-/// The RSA keys of a JWK set by kid; keys of other types or without a kid are skipped.
+/// Whether a JWK may verify RS256 signatures: an RSA key not marked for another use
+/// (`use: enc`), another operation or another algorithm.
+fn verifies_rs256(jwk: &Jwk) -> bool {
+    let common = &jwk.common;
+    matches!(jwk.algorithm, AlgorithmParameters::RSA(_))
+        && common
+            .public_key_use
+            .as_ref()
+            .is_none_or(|u| *u == PublicKeyUse::Signature)
+        && common
+            .key_operations
+            .as_ref()
+            .is_none_or(|ops| ops.contains(&KeyOperations::Verify))
+        && common
+            .key_algorithm
+            .is_none_or(|alg| alg == KeyAlgorithm::RS256)
+}
+
+/// The RS256 signing keys of a JWK set by kid; keys of other types or uses, or without a kid,
+/// are skipped.
 pub fn parse_key_set(body: &[u8]) -> Result<HashMap<String, Arc<DecodingKey>>, String> {
     let set: JwkSet = serde_json::from_slice(body).map_err(|e| e.to_string())?;
     let keys: HashMap<_, _> = set
         .keys
         .iter()
-        .filter(|jwk| matches!(jwk.algorithm, AlgorithmParameters::RSA(_)))
+        .filter(|jwk| verifies_rs256(jwk))
         .filter_map(|jwk| {
             let kid = jwk.common.key_id.clone()?;
             let key = DecodingKey::from_jwk(jwk).ok()?;
@@ -222,7 +270,7 @@ pub fn parse_key_set(body: &[u8]) -> Result<HashMap<String, Arc<DecodingKey>>, S
         })
         .collect();
     if keys.is_empty() {
-        return Err("no RSA key with a kid".into());
+        return Err("no RSA signing key with a kid".into());
     }
     Ok(keys)
 }
@@ -272,6 +320,26 @@ mod tests {
         let keys = parse_key_set(body.as_bytes()).unwrap();
         assert_eq!(keys.keys().collect::<Vec<_>>(), vec!["key1"]);
         assert!(parse_key_set(br#"{"keys":[]}"#).is_err());
+        // Keys meant for something else never verify a token.
+        let jwk: serde_json::Value = serde_json::from_str(jwk).unwrap();
+        let with = |field: &str, value: serde_json::Value, kid: &str| {
+            let mut k = jwk.clone();
+            k[field] = value;
+            k["kid"] = kid.into();
+            k
+        };
+        let body = serde_json::json!({"keys": [
+            with("use", "enc".into(), "enc"),
+            with("key_ops", serde_json::json!(["encrypt"]), "ops"),
+            with("alg", "RS512".into(), "rs512"),
+            with("use", "sig".into(), "sig"),
+            with("key_ops", serde_json::json!(["verify"]), "verify"),
+            with("alg", "RS256".into(), "rs256"),
+        ]});
+        let keys = parse_key_set(body.to_string().as_bytes()).unwrap();
+        let mut kids: Vec<_> = keys.keys().map(String::as_str).collect();
+        kids.sort_unstable();
+        assert_eq!(kids, ["rs256", "sig", "verify"]);
         assert!(parse_key_set(b"<html>").is_err());
     }
 }

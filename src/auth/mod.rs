@@ -1,38 +1,35 @@
 //! Push-token verification: `Authorization: Bearer <JWT>` → verified claims, or why not.
 //!
-//! Only RS256 with a key from the JWKS is accepted. A verified token is cached until its
-//! `exp`: Pub/Sub reuses one token for many deliveries, so the RSA check runs once per token.
+//! The order is the cost order: the cheap checks on the unverified token (`alg`, `kid`, `aud`,
+//! `iss`, `exp`, `iat`; [`token`]) come first, so only a well-formed token for this audience
+//! may cost a key lookup and an RSA signature check. A token that passed everything is
+//! cached until its `exp` ([`cache`]): Pub/Sub reuses one token for many deliveries.
+//!
+//! Behind Cloud Run IAM (`OIDC_TRUST_CLOUD_RUN_IAM`) Cloud Run has already verified the
+//! signature and forwards the token with its signature replaced by
+//! `SIGNATURE_REMOVED_BY_GOOGLE` (Cloud Run troubleshooting, "signature-removed"); then the
+//! claims are all that is left to check. Anywhere else such a token is a forgery.
 
+pub mod cache;
 pub mod jwks;
+pub mod token;
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use jsonwebtoken::{Algorithm, Validation};
-use serde::Deserialize;
+use jsonwebtoken::Algorithm;
 
 use crate::config::OidcConfig;
+use cache::TokenCache;
 use jwks::{JwksCache, JwksError, KeyLookup};
+pub use token::Claims;
+use token::{ClaimRules, TokenRejection, UnverifiedToken};
 
-/// Verified tokens kept at most; Pub/Sub uses one token per push service account at a time,
-/// so this is generous, and the bound keeps forged-token floods from growing memory.
+/// Tokens kept per verdict; Pub/Sub uses one token per push service account at a time, so
+/// this is generous, and the bound keeps floods of distinct tokens from growing memory.
 pub const TOKEN_CACHE_CAPACITY: usize = 1024;
 
-/// Claims of a Google-signed push token that the bridge reads.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Claims {
-    /// Expiry, seconds since the epoch.
-    pub exp: u64,
-    /// The push service account.
-    #[serde(default)]
-    pub email: Option<String>,
-    /// Whether Google verified the email.
-    #[serde(default)]
-    pub email_verified: Option<bool>,
-    /// Subject.
-    #[serde(default)]
-    pub sub: Option<String>,
-}
+/// Longest email echoed in an error (RFC 5321 caps a path at 256).
+const MAX_EMAIL_ECHO: usize = 256;
 
 /// Why a delivery's token is not accepted.
 #[derive(Debug, thiserror::Error)]
@@ -43,16 +40,24 @@ pub enum AuthError {
     /// The header is not `Bearer <token>`.
     #[error("Authorization is not a Bearer token")]
     NotBearer,
-    /// The token is not a JWT or fails signature, expiry, audience or issuer checks.
+    /// The token fails a check that needs no key: shape, algorithm, audience, issuer, time.
     #[error("token rejected: {0}")]
-    InvalidToken(String),
+    InvalidToken(#[from] TokenRejection),
+    /// The RS256 signature does not verify with the key the token names.
+    #[error("token rejected: signature does not verify")]
+    BadSignature,
+    /// The signature was removed by Cloud Run, but the bridge was not told to trust Cloud Run IAM.
+    #[error(
+        "token rejected: signature removed by Google; only a service behind Cloud Run IAM with OIDC_TRUST_CLOUD_RUN_IAM=true accepts such tokens"
+    )]
+    SignatureRemoved,
     /// The token names a key the JWKS does not have.
     #[error("token signed with unknown key id {0:?}")]
     UnknownKey(String),
     /// The token is valid but its email is not allowed (or not verified).
     #[error("token email {email:?} is not allowed")]
     EmailNotAllowed {
-        /// The token's email, if any.
+        /// The token's email, if any (cut at 256 bytes).
         email: Option<String>,
     },
     /// No key could be fetched at all; not the sender's fault.
@@ -66,7 +71,8 @@ impl AuthError {
         match self {
             Self::MissingAuthorization => "missing_authorization",
             Self::NotBearer => "not_bearer",
-            Self::InvalidToken(_) => "invalid_token",
+            Self::InvalidToken(_) | Self::BadSignature => "invalid_token",
+            Self::SignatureRemoved => "signature_removed",
             Self::UnknownKey(_) => "unknown_key",
             Self::EmailNotAllowed { .. } => "email_not_allowed",
             Self::KeysUnavailable(_) => "keys_unavailable",
@@ -85,6 +91,7 @@ pub fn bearer_token(authorization: Option<&str>) -> Result<&str, AuthError> {
 }
 
 /// The allow-list check Google's samples do after verification: email listed and verified.
+/// `None` is `OIDC_ALLOW_ANY_EMAIL=true`: any valid token for the audience.
 pub fn check_email(claims: &Claims, allowed: Option<&[String]>) -> Result<(), AuthError> {
     let Some(allowed) = allowed else {
         return Ok(());
@@ -97,9 +104,17 @@ pub fn check_email(claims: &Claims, allowed: Option<&[String]>) -> Result<(), Au
         Ok(())
     } else {
         Err(AuthError::EmailNotAllowed {
-            email: claims.email.clone(),
+            email: claims.email.as_deref().map(|e| truncate(e, MAX_EMAIL_ECHO)),
         })
     }
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
 }
 
 /// A verifier that cannot be built from its settings.
@@ -131,12 +146,15 @@ fn read_roots(path: &std::path::Path) -> Result<rustls::RootCertStore, String> {
     Ok(roots)
 }
 
-/// Verifies push tokens against the configured audience, issuers and JWKS.
+/// Verifies push tokens against the configured audience, issuers, allow-list and JWKS.
 pub struct Verifier {
     config: OidcConfig,
-    validation: Validation,
     keys: JwksCache,
-    verified: Mutex<HashMap<Arc<str>, Arc<Claims>>>,
+    /// Tokens that passed every check.
+    accepted: Mutex<TokenCache<Arc<Claims>>>,
+    /// Genuine tokens of accounts not on the allow-list (their email): answered 403 again
+    /// without another RSA check, and kept apart so they can never evict an accepted token.
+    refused: Mutex<TokenCache<Option<String>>>,
 }
 
 impl Verifier {
@@ -150,24 +168,22 @@ impl Verifier {
             Some(path) => Some(read_roots(path).map_err(VerifierSetupError::JwksCa)?),
             None => None,
         };
-        let mut validation = Validation::new(Algorithm::RS256);
-        validation.set_audience(&[&config.audience]);
-        validation.set_issuer(&config.issuers);
-        validation.set_required_spec_claims(&["exp", "aud", "iss"]);
-        validation.leeway = config.leeway_seconds;
-        validation.validate_exp = true;
-        validation.validate_nbf = true;
         Ok(Verifier {
             config,
-            validation,
             keys: JwksCache::new(url, roots),
-            verified: Mutex::new(HashMap::new()),
+            accepted: Mutex::new(TokenCache::new(TOKEN_CACHE_CAPACITY)),
+            refused: Mutex::new(TokenCache::new(TOKEN_CACHE_CAPACITY)),
         })
     }
 
     /// Fetches the keys ahead of the first delivery.
     pub async fn warm_up(&self) -> Result<(), JwksError> {
         self.keys.refresh().await
+    }
+
+    /// The signing keys (readiness checks and tests).
+    pub fn keys(&self) -> &JwksCache {
+        &self.keys
     }
 
     /// Verifies the `Authorization` header value; `now` is seconds since the epoch.
@@ -177,66 +193,69 @@ impl Verifier {
         now: u64,
     ) -> Result<Arc<Claims>, AuthError> {
         let token = bearer_token(authorization)?;
-        let claims = match self.cached(token, now) {
-            Some(claims) => claims,
-            None => {
-                let claims = Arc::new(self.verify_signature(token).await?);
-                self.remember(token, Arc::clone(&claims), now);
-                claims
-            }
+        if let Some(claims) = lock(&self.accepted).get(token, now) {
+            return Ok(claims);
+        }
+        if let Some(email) = lock(&self.refused).get(token, now) {
+            return Err(AuthError::EmailNotAllowed { email });
+        }
+        let parsed = token::parse(token)?;
+        let rules = ClaimRules {
+            audience: &self.config.audience,
+            issuers: &self.config.issuers,
+            leeway_seconds: self.config.leeway_seconds,
         };
-        check_email(&claims, self.config.allowed_emails.as_deref())?;
-        Ok(claims)
+        token::check_claims(&parsed.claims, &rules, now)?;
+        self.check_signature(&parsed).await?;
+        let expires_at = parsed.claims.exp.saturating_add(self.config.leeway_seconds);
+        match check_email(&parsed.claims, self.config.allowed_emails.as_deref()) {
+            Ok(()) => {
+                let claims = Arc::new(parsed.claims);
+                lock(&self.accepted).insert(token, Arc::clone(&claims), expires_at, now);
+                Ok(claims)
+            }
+            Err(error) => {
+                if let AuthError::EmailNotAllowed { email } = &error {
+                    lock(&self.refused).insert(token, email.clone(), expires_at, now);
+                }
+                Err(error)
+            }
+        }
     }
 
-    async fn verify_signature(&self, token: &str) -> Result<Claims, AuthError> {
-        let header = jsonwebtoken::decode_header(token)
-            .map_err(|e| AuthError::InvalidToken(e.to_string()))?;
-        // Checked before any key lookup: `none`, HS256 with the public key as secret and
-        // friends never reach a verifier.
-        if header.alg != Algorithm::RS256 {
-            return Err(AuthError::InvalidToken(format!(
-                "algorithm {:?} is not RS256",
-                header.alg
-            )));
+    /// The RS256 signature with the JWKS key the token names, or, behind Cloud Run IAM, the
+    /// platform's word for it.
+    async fn check_signature(&self, token: &UnverifiedToken<'_>) -> Result<(), AuthError> {
+        if token.signature_removed() {
+            return if self.config.trust_cloud_run_iam {
+                Ok(())
+            } else {
+                Err(AuthError::SignatureRemoved)
+            };
         }
-        let kid = header
-            .kid
-            .ok_or_else(|| AuthError::InvalidToken("header has no kid".into()))?;
-        let key = match self.keys.key(&kid).await? {
+        let key = match self.keys.key(&token.kid).await? {
             KeyLookup::Found(key) => key,
-            KeyLookup::Unknown => return Err(AuthError::UnknownKey(kid)),
+            KeyLookup::Unknown => return Err(AuthError::UnknownKey(token.kid.clone())),
         };
-        jsonwebtoken::decode::<Claims>(token, &key, &self.validation)
-            .map(|data| data.claims)
-            .map_err(|e| AuthError::InvalidToken(e.to_string()))
-    }
-
-    fn cached(&self, token: &str, now: u64) -> Option<Arc<Claims>> {
-        let cache = self.verified.lock().unwrap_or_else(|e| e.into_inner());
-        let claims = cache.get(token)?;
-        (claims.exp + self.config.leeway_seconds > now).then(|| Arc::clone(claims))
-    }
-
-    fn remember(&self, token: &str, claims: Arc<Claims>, now: u64) {
-        let leeway = self.config.leeway_seconds;
-        let mut cache = self.verified.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.len() >= TOKEN_CACHE_CAPACITY {
-            cache.retain(|_, c| c.exp + leeway > now);
-            if cache.len() >= TOKEN_CACHE_CAPACITY {
-                cache.clear();
-            }
+        match jsonwebtoken::crypto::verify(
+            token.signature,
+            token.signing_input.as_bytes(),
+            &key,
+            Algorithm::RS256,
+        ) {
+            Ok(true) => Ok(()),
+            _ => Err(AuthError::BadSignature),
         }
-        cache.insert(Arc::from(token), claims);
     }
 
-    /// Verified tokens currently cached (for metrics and tests).
+    /// Accepted tokens currently cached (for metrics and tests).
     pub fn cached_tokens(&self) -> usize {
-        self.verified
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .len()
+        lock(&self.accepted).len()
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]
@@ -268,17 +287,26 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn allow_list_needs_a_listed_and_verified_email() {
-        let allowed = vec!["push@p.iam.gserviceaccount.com".to_owned()];
-        let claims = |email: Option<&str>, verified: Option<bool>| Claims {
+    fn claims(email: Option<&str>, verified: Option<bool>) -> Claims {
+        Claims {
             exp: 0,
+            iat: None,
+            nbf: None,
+            aud: token::Audience::One("a".into()),
+            iss: "accounts.google.com".into(),
             email: email.map(str::to_owned),
             email_verified: verified,
             sub: None,
-        };
+        }
+    }
+
+    #[test]
+    fn allow_list_needs_a_listed_and_verified_email() {
+        let allowed = vec!["push@p.iam.gserviceaccount.com".to_owned()];
         let ok = claims(Some("push@p.iam.gserviceaccount.com"), Some(true));
         assert!(check_email(&ok, Some(&allowed)).is_ok());
+        let upper = claims(Some("PUSH@p.iam.gserviceaccount.com"), Some(true));
+        assert!(check_email(&upper, Some(&allowed)).is_ok());
         assert!(check_email(&ok, None).is_ok());
         for bad in [
             claims(Some("other@p.iam.gserviceaccount.com"), Some(true)),
@@ -291,5 +319,16 @@ mod tests {
                 Err(AuthError::EmailNotAllowed { .. })
             ));
         }
+    }
+
+    #[test]
+    fn refused_email_is_echoed_bounded() {
+        let long = format!("{}@x", "é".repeat(300));
+        let Err(AuthError::EmailNotAllowed { email: Some(echo) }) =
+            check_email(&claims(Some(&long), Some(true)), Some(&[]))
+        else {
+            panic!("refused")
+        };
+        assert!(echo.len() <= MAX_EMAIL_ECHO && long.starts_with(&echo));
     }
 }

@@ -508,6 +508,7 @@ pub fn bridge_env(
         Some(jwks) => {
             env.insert("OIDC_AUDIENCE".into(), AUDIENCE.into());
             env.insert("OIDC_JWKS_URL".into(), jwks.url.clone());
+            env.insert("OIDC_ALLOWED_EMAILS".into(), PUSH_EMAIL.into());
         }
         None => {
             env.insert("OIDC_DISABLED".into(), "true".into());

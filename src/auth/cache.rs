@@ -1,0 +1,175 @@
+//! A bounded least-recently-used map from token to verdict, with expiry; pure (time passed in).
+//!
+//! Pub/Sub reuses one token for many deliveries, so the RSA check runs once per token. The
+//! bound keeps a flood of distinct tokens from growing memory, and least-recently-used
+//! eviction keeps the token in constant use (the real push token) while one-off tokens go.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// How long any verdict is kept at most, whatever `exp` says (Google tokens live one hour).
+pub const MAX_TTL_SECONDS: u64 = 3_600;
+
+struct Entry<V> {
+    value: V,
+    expires_at: u64,
+    last_used: u64,
+}
+
+/// Token → verdict, at most `capacity` entries.
+pub struct TokenCache<V> {
+    capacity: usize,
+    entries: HashMap<Arc<str>, Entry<V>>,
+    /// Monotonic use counter: the entry with the smallest `last_used` is the least recent.
+    clock: u64,
+}
+
+impl<V: Clone> TokenCache<V> {
+    /// An empty cache holding at most `capacity` (at least 1) tokens.
+    pub fn new(capacity: usize) -> Self {
+        TokenCache {
+            capacity: capacity.max(1),
+            entries: HashMap::new(),
+            clock: 0,
+        }
+    }
+
+    /// The verdict for `token` if it is cached and not expired at `now`.
+    pub fn get(&mut self, token: &str, now: u64) -> Option<V> {
+        let entry = self.entries.get_mut(token)?;
+        if entry.expires_at <= now {
+            self.entries.remove(token);
+            return None;
+        }
+        self.clock += 1;
+        entry.last_used = self.clock;
+        Some(entry.value.clone())
+    }
+
+    /// Keeps `value` for `token` until `expires_at` (capped at [`MAX_TTL_SECONDS`] from `now`).
+    /// When full, expired entries go first, then the least recently used one.
+    pub fn insert(&mut self, token: &str, value: V, expires_at: u64, now: u64) {
+        let expires_at = expires_at.min(now.saturating_add(MAX_TTL_SECONDS));
+        if expires_at <= now {
+            return;
+        }
+        if !self.entries.contains_key(token) && self.entries.len() >= self.capacity {
+            self.entries.retain(|_, e| e.expires_at > now);
+            if self.entries.len() >= self.capacity {
+                let oldest = self
+                    .entries
+                    .iter()
+                    .min_by_key(|(_, e)| e.last_used)
+                    .map(|(token, _)| Arc::clone(token));
+                if let Some(oldest) = oldest {
+                    self.entries.remove(&oldest);
+                }
+            }
+        }
+        self.clock += 1;
+        self.entries.insert(
+            Arc::from(token),
+            Entry {
+                value,
+                expires_at,
+                last_used: self.clock,
+            },
+        );
+    }
+
+    /// Tokens held (expired ones included until they are touched or evicted).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_a_verdict_until_it_expires() {
+        let mut cache = TokenCache::new(4);
+        assert_eq!(cache.get("a", 100), None);
+        cache.insert("a", 1, 200, 100);
+        assert_eq!(cache.len(), 1);
+        assert_eq!(cache.get("a", 100), Some(1));
+        assert_eq!(cache.get("a", 199), Some(1));
+        assert_eq!(cache.get("a", 200), None, "expired at expires_at");
+        assert_eq!(cache.len(), 0, "an expired entry is dropped when touched");
+        assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn never_keeps_what_is_already_expired_and_caps_the_lifetime() {
+        let mut cache = TokenCache::new(4);
+        cache.insert("past", 1, 100, 100);
+        assert!(cache.is_empty());
+        cache.insert("forever", 2, u64::MAX, 100);
+        assert_eq!(cache.get("forever", 100 + MAX_TTL_SECONDS - 1), Some(2));
+        assert_eq!(cache.get("forever", 100 + MAX_TTL_SECONDS), None);
+        cache.insert("late", 3, u64::MAX, u64::MAX - 1);
+        assert_eq!(
+            cache.get("late", u64::MAX - 1),
+            Some(3),
+            "no overflow near the end of time"
+        );
+    }
+
+    #[test]
+    fn evicts_the_least_recently_used_when_full() {
+        let mut cache = TokenCache::new(3);
+        cache.insert("push", 0, 10_000, 0);
+        for i in 0..100 {
+            // The real token stays in use while one-off tokens stream through.
+            assert_eq!(cache.get("push", 1), Some(0), "round {i}");
+            cache.insert(&format!("other-{i}"), 1, 10_000, 1);
+            assert!(cache.len() <= 3);
+        }
+        assert_eq!(cache.len(), 3);
+        assert_eq!(cache.get("other-99", 1), Some(1));
+        assert_eq!(cache.get("other-98", 1), Some(1));
+        assert_eq!(cache.get("other-97", 1), None, "least recent went");
+    }
+
+    #[test]
+    fn expired_entries_go_before_live_ones() {
+        let mut cache = TokenCache::new(2);
+        cache.insert("live", 0, 1_000, 0);
+        cache.insert("short", 1, 10, 0);
+        cache.get("short", 5);
+        cache.insert("new", 2, 1_000, 20);
+        assert_eq!(
+            cache.get("live", 20),
+            Some(0),
+            "live kept although least recently used"
+        );
+        assert_eq!(cache.get("new", 20), Some(2));
+        assert_eq!(cache.len(), 2);
+    }
+
+    #[test]
+    fn replacing_a_token_does_not_evict_another() {
+        let mut cache = TokenCache::new(2);
+        cache.insert("a", 0, 1_000, 0);
+        cache.insert("b", 1, 1_000, 0);
+        cache.insert("a", 2, 1_000, 0);
+        assert_eq!(cache.get("a", 0), Some(2));
+        assert_eq!(cache.get("b", 0), Some(1));
+    }
+
+    #[test]
+    fn capacity_is_at_least_one() {
+        let mut cache = TokenCache::new(0);
+        cache.insert("a", 0, 1_000, 0);
+        assert_eq!(cache.get("a", 0), Some(0));
+        cache.insert("b", 1, 1_000, 0);
+        assert_eq!(cache.len(), 1);
+        assert_eq!(cache.get("b", 0), Some(1));
+    }
+}
