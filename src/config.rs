@@ -130,6 +130,9 @@ pub struct KafkaSecurity {
     pub client_key_location: Option<PathBuf>,
     /// `GCE_METADATA_HOST`: metadata server for OAUTHBEARER tokens.
     pub metadata_host: String,
+    /// `KAFKA_OAUTHBEARER_PRINCIPAL`: the service account email put in OAUTHBEARER tokens
+    /// instead of the one the metadata server names.
+    pub oauthbearer_principal: Option<String>,
 }
 
 /// Everything about the Kafka side.
@@ -694,10 +697,20 @@ fn parse_security(env: &Env<'_>) -> Result<KafkaSecurity, ConfigError> {
         ca_location: path("KAFKA_SSL_CA_LOCATION")?,
         client_cert_location: path("KAFKA_SSL_CERTIFICATE_LOCATION")?,
         client_key_location: path("KAFKA_SSL_KEY_LOCATION")?,
+        oauthbearer_principal: env.get("KAFKA_OAUTHBEARER_PRINCIPAL"),
         metadata_host: env
             .get("GCE_METADATA_HOST")
             .unwrap_or_else(|| "metadata.google.internal".to_owned()),
     };
+    if let Some(principal) = &security.oauthbearer_principal
+        && security.sasl != Some(SaslMechanism::OauthBearer)
+    {
+        return Err(invalid(
+            "KAFKA_OAUTHBEARER_PRINCIPAL",
+            principal,
+            "only used with KAFKA_SASL_MECHANISM=OAUTHBEARER",
+        ));
+    }
     if security.client_cert_location.is_some() != security.client_key_location.is_some() {
         return Err(ConfigError::Missing {
             var: if security.client_cert_location.is_some() {

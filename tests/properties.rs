@@ -101,7 +101,13 @@ proptest! {
         let _ = bearer_token(Some(&value));
         let _ = jsonwebtoken::decode_header(&value);
         let _ = jsonwebtoken::decode_header(&raw);
-        let claims = Claims { exp: 0, email: Some(value.clone()), email_verified: Some(true), sub: None };
+        let _ = pubsub_kafka_bridge::auth::token::parse(&value);
+        let _ = pubsub_kafka_bridge::auth::token::parse(&String::from_utf8_lossy(&raw));
+        let claims = Claims {
+            exp: 0, iat: None, nbf: None,
+            aud: pubsub_kafka_bridge::auth::token::Audience::One(value.clone()),
+            iss: value.clone(), email: Some(value.clone()), email_verified: Some(true), sub: None,
+        };
         let _ = check_email(&claims, Some(std::slice::from_ref(&value)));
     }
 

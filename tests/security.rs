@@ -7,19 +7,15 @@
 mod common;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::metadata::MetadataServer;
 use common::tls::{TestCa, tls_proxy};
 use common::*;
-use http_body_util::Full;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use pubsub_kafka_bridge::kafka::oauth::GoogleTokenProvider;
 use rskafka::client::{Credentials, SaslConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -281,110 +277,6 @@ async fn plain_and_scram_sha_256_fail_cleanly_where_the_broker_refuses_them() {
     assert!(broker.read_all("mechanisms").await.is_empty());
 }
 
-/// A local stand-in for the GCE metadata server's token endpoint.
-struct MetadataServer {
-    addr: SocketAddr,
-    requests: Arc<AtomicUsize>,
-    refused: Arc<AtomicUsize>,
-    expires_in: Arc<Mutex<u64>>,
-}
-
-impl MetadataServer {
-    async fn start(expires_in: u64) -> MetadataServer {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let requests = Arc::new(AtomicUsize::new(0));
-        let refused = Arc::new(AtomicUsize::new(0));
-        let expires = Arc::new(Mutex::new(expires_in));
-        let (r, f, e) = (
-            Arc::clone(&requests),
-            Arc::clone(&refused),
-            Arc::clone(&expires),
-        );
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let (r, f, e) = (Arc::clone(&r), Arc::clone(&f), Arc::clone(&e));
-                tokio::spawn(async move {
-                    let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        let (r, f, e) = (Arc::clone(&r), Arc::clone(&f), Arc::clone(&e));
-                        async move {
-                            let flavored = req
-                                .headers()
-                                .get("metadata-flavor")
-                                .map(|v| v == "Google")
-                                .unwrap_or(false);
-                            let path_ok = req.uri().path()
-                                == "/computeMetadata/v1/instance/service-accounts/default/token";
-                            if !flavored || !path_ok {
-                                f.fetch_add(1, Ordering::SeqCst);
-                                return Ok::<_, std::convert::Infallible>(
-                                    http::Response::builder()
-                                        .status(403)
-                                        .body(Full::new(Bytes::new()))
-                                        .unwrap(),
-                                );
-                            }
-                            let n = r.fetch_add(1, Ordering::SeqCst) + 1;
-                            let body = serde_json::json!({
-                                "access_token": format!("ya29.test-token-{n}"),
-                                "expires_in": *e.lock().unwrap(),
-                                "token_type": "Bearer",
-                            });
-                            Ok(http::Response::new(Full::new(Bytes::from(
-                                body.to_string(),
-                            ))))
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        MetadataServer {
-            addr,
-            requests,
-            refused,
-            expires_in: expires,
-        }
-    }
-}
-
-#[tokio::test]
-async fn oauthbearer_token_is_fetched_from_the_metadata_server_and_cached_until_near_expiry() {
-    let metadata = MetadataServer::start(3600).await;
-    let provider = GoogleTokenProvider::new(&metadata.addr.to_string());
-    assert_eq!(provider.token().await.unwrap(), "ya29.test-token-1");
-    assert_eq!(
-        provider.token().await.unwrap(),
-        "ya29.test-token-1",
-        "cached"
-    );
-    assert_eq!(metadata.requests.load(Ordering::SeqCst), 1);
-    assert_eq!(
-        metadata.refused.load(Ordering::SeqCst),
-        0,
-        "Metadata-Flavor: Google was sent"
-    );
-
-    // A token living 2 s is refreshed after half its life.
-    *metadata.expires_in.lock().unwrap() = 2;
-    let short = GoogleTokenProvider::new(&metadata.addr.to_string());
-    let first = short.token().await.unwrap();
-    assert_eq!(short.token().await.unwrap(), first);
-    tokio::time::sleep(Duration::from_millis(1_100)).await;
-    let second = short.token().await.unwrap();
-    assert_ne!(first, second, "refreshed before expiry");
-
-    // An unreachable metadata server is a clean error.
-    let dead = GoogleTokenProvider::new(&format!("127.0.0.1:{}", free_port()));
-    let error = dead.token().await.unwrap_err().to_string();
-    assert!(error.contains("metadata server"), "{error}");
-}
-
 /// tansu 0.6.0 has no OAUTHBEARER: the bridge fetches the token for its connection (the
 /// metadata server is asked) and, refused by the broker, answers 503 without crashing.
 #[tokio::test]
@@ -395,7 +287,7 @@ async fn oauthbearer_connection_asks_the_metadata_server_and_fails_cleanly_on_ta
     let mut env = bridge_env(&broker, "oauth", None);
     env.insert("KAFKA_SECURITY_PROTOCOL".into(), "SASL_PLAINTEXT".into());
     env.insert("KAFKA_SASL_MECHANISM".into(), "OAUTHBEARER".into());
-    env.insert("GCE_METADATA_HOST".into(), metadata.addr.to_string());
+    env.insert("GCE_METADATA_HOST".into(), metadata.host());
     env.insert("KAFKA_PRODUCE_TIMEOUT_MS".into(), "2000".into());
     let app = pubsub_kafka_bridge::App::new(pubsub_kafka_bridge::Config::from_map(&env).unwrap())
         .unwrap();

@@ -1,9 +1,18 @@
-//! OAUTHBEARER tokens for Google Cloud Managed Service for Apache Kafka: the service account's
-//! access token from the metadata server, cached until shortly before it expires.
+//! OAUTHBEARER tokens for Google Cloud Managed Service for Apache Kafka, built from the
+//! service account's access token and email on the metadata server, cached until shortly
+//! before they expire.
+//!
+//! GMK refuses a bare access token. It takes a JWT-shaped token of three unpadded base64url
+//! parts: `{"typ":"JWT","alg":"GOOG_OAUTH2_TOKEN"}`, `{"exp","iat","iss":"Google",
+//! "scope":"kafka","sub":EMAIL}` and the access token itself — what Google's own
+//! `GcpLoginCallbackHandler` (Java) and `kafka_gcp_credentials_server.py` (googleapis/managedkafka)
+//! send; see ../shared/PUBSUB-PUSH.md, "Google Cloud Managed Service for Apache Kafka".
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use http_body_util::Empty;
 use hyper_util::client::legacy::Client;
@@ -16,6 +25,8 @@ use serde::Deserialize;
 pub const REFRESH_MARGIN: Duration = Duration::from_secs(60);
 /// A metadata request that takes longer fails (and the connection attempt is retried).
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// The metadata server's path prefix of the default service account.
+const ACCOUNT_PATH: &str = "/computeMetadata/v1/instance/service-accounts/default";
 
 /// Why no token could be had. Never contains the token.
 #[derive(Debug, thiserror::Error)]
@@ -36,19 +47,45 @@ struct TokenResponse {
     expires_in: u64,
 }
 
-/// Fetches and caches the default service account's access token.
+/// The token GMK accepts for `access_token` of the service account `email`, issued at `iat`
+/// and expiring at `exp` (seconds since the epoch).
+pub fn gmk_token(access_token: &str, email: &str, iat: u64, exp: u64) -> String {
+    let header = serde_json::json!({"typ": "JWT", "alg": "GOOG_OAUTH2_TOKEN"});
+    let claims = serde_json::json!({
+        "exp": exp,
+        "iat": iat,
+        "iss": "Google",
+        "scope": "kafka",
+        "sub": email,
+    });
+    format!(
+        "{}.{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string()),
+        URL_SAFE_NO_PAD.encode(access_token),
+    )
+}
+
+/// Fetches and caches the GMK token of the default service account.
 pub struct GoogleTokenProvider {
     host: String,
     client: Client<HttpConnector, Empty<Bytes>>,
+    /// `KAFKA_OAUTHBEARER_PRINCIPAL`, or the metadata server's email once fetched.
+    principal: tokio::sync::OnceCell<String>,
     cached: tokio::sync::Mutex<Option<(String, Instant)>>,
 }
 
 impl GoogleTokenProvider {
-    /// A provider asking `metadata_host` (`host[:port]`, normally `metadata.google.internal`).
-    pub fn new(metadata_host: &str) -> Self {
+    /// A provider asking `metadata_host` (`host[:port]`, normally `metadata.google.internal`);
+    /// `principal` overrides the email the metadata server names.
+    pub fn new(metadata_host: &str, principal: Option<String>) -> Self {
         GoogleTokenProvider {
             host: metadata_host.to_owned(),
             client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
+            principal: match principal {
+                Some(email) => tokio::sync::OnceCell::new_with(Some(email)),
+                None => tokio::sync::OnceCell::new(),
+            },
             cached: tokio::sync::Mutex::new(None),
         }
     }
@@ -61,31 +98,61 @@ impl GoogleTokenProvider {
         {
             return Ok(token.clone());
         }
-        let (token, lifetime) = self.fetch().await?;
+        let email = self
+            .principal
+            .get_or_try_init(|| self.fetch_email())
+            .await?;
+        let (access_token, lifetime) = self.fetch_access_token().await?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let token = gmk_token(
+            &access_token,
+            email,
+            now,
+            now.saturating_add(lifetime.as_secs()),
+        );
         // Short-lived tokens (tests, unusual setups) are refreshed at half their life.
         let margin = REFRESH_MARGIN.min(lifetime / 2);
         *cached = Some((token.clone(), Instant::now() + lifetime - margin));
         Ok(token)
     }
 
-    async fn fetch(&self) -> Result<(String, Duration), TokenError> {
-        let error = |reason: String| TokenError::Fetch {
-            host: self.host.clone(),
-            reason,
-        };
-        let uri = format!(
-            "http://{}/computeMetadata/v1/instance/service-accounts/default/token",
-            self.host
-        );
+    async fn get(&self, path: &str, limit: usize) -> Result<Bytes, TokenError> {
+        let uri = format!("http://{}{ACCOUNT_PATH}/{path}", self.host);
         let request = http::Request::get(uri)
             .header("metadata-flavor", "Google")
             .body(Empty::<Bytes>::new())
-            .map_err(|e| error(e.to_string()))?;
-        let (_, body) = crate::fetch::send(&self.client, request, 64 * 1024, FETCH_TIMEOUT)
+            .map_err(|e| self.error(e.to_string()))?;
+        let (_, body) = crate::fetch::send(&self.client, request, limit, FETCH_TIMEOUT)
             .await
-            .map_err(error)?;
+            .map_err(|e| self.error(e))?;
+        Ok(body)
+    }
+
+    fn error(&self, reason: String) -> TokenError {
+        TokenError::Fetch {
+            host: self.host.clone(),
+            reason,
+        }
+    }
+
+    async fn fetch_email(&self) -> Result<String, TokenError> {
+        let body = self.get("email", 1024).await?;
+        let email = std::str::from_utf8(&body)
+            .map(str::trim)
+            .unwrap_or_default();
+        if email.is_empty() || !email.contains('@') {
+            return Err(self.error("the service account email is not an email".into()));
+        }
+        Ok(email.to_owned())
+    }
+
+    async fn fetch_access_token(&self) -> Result<(String, Duration), TokenError> {
+        let body = self.get("token", 64 * 1024).await?;
         let parsed: TokenResponse = serde_json::from_slice(&body)
-            .map_err(|e| error(format!("unexpected token response: {e}")))?;
+            .map_err(|e| self.error(format!("unexpected token response: {e}")))?;
         Ok((
             parsed.access_token,
             Duration::from_secs(parsed.expires_in.max(1)),
@@ -108,5 +175,42 @@ impl GoogleTokenProvider {
             authz_id: None,
             bearer_kvs: Vec::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part(token: &str, n: usize) -> Vec<u8> {
+        URL_SAFE_NO_PAD
+            .decode(token.split('.').nth(n).unwrap())
+            .unwrap()
+    }
+
+    #[test]
+    fn gmk_token_has_googles_three_parts() {
+        let token = gmk_token(
+            "ya29.a-b_c",
+            "bridge@p.iam.gserviceaccount.com",
+            1_000,
+            4_600,
+        );
+        assert_eq!(token.split('.').count(), 3);
+        assert!(!token.contains('='), "unpadded");
+        let header: serde_json::Value = serde_json::from_slice(&part(&token, 0)).unwrap();
+        assert_eq!(
+            header,
+            serde_json::json!({"typ": "JWT", "alg": "GOOG_OAUTH2_TOKEN"})
+        );
+        let claims: serde_json::Value = serde_json::from_slice(&part(&token, 1)).unwrap();
+        assert_eq!(
+            claims,
+            serde_json::json!({
+                "exp": 4_600, "iat": 1_000, "iss": "Google", "scope": "kafka",
+                "sub": "bridge@p.iam.gserviceaccount.com",
+            })
+        );
+        assert_eq!(part(&token, 2), b"ya29.a-b_c");
     }
 }

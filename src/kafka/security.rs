@@ -49,7 +49,11 @@ pub fn apply(
                 SaslConfig::ScramSha512(credentials(username, password))
             }
             SaslMechanism::OauthBearer => SaslConfig::Oauthbearer(
-                Arc::new(GoogleTokenProvider::new(&security.metadata_host)).credentials(),
+                Arc::new(GoogleTokenProvider::new(
+                    &security.metadata_host,
+                    security.oauthbearer_principal.clone(),
+                ))
+                .credentials(),
             ),
         });
     }

@@ -2,6 +2,8 @@
 //! server with real RSA keys, token minting, the bridge in-process, and an HTTP client.
 #![allow(dead_code)]
 
+pub mod metadata;
+pub mod sasl_responder;
 pub mod tls;
 
 use std::collections::HashMap;
