@@ -21,6 +21,9 @@ echo "== checkov: terraform and Dockerfile (every skip carries its reason in the
 target/pyenv/bin/checkov --skip-download --quiet --compact --framework terraform -d terraform
 target/pyenv/bin/checkov --skip-download --quiet --compact --framework dockerfile -f infra/Dockerfile
 
+echo "== image: replay infra/Dockerfile's build stage from exactly the .dockerignore'd context, start the binary"
+python3 infra/image-build-replay.py
+
 echo "== cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
