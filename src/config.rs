@@ -130,9 +130,26 @@ pub struct KafkaSecurity {
     pub client_key_location: Option<PathBuf>,
     /// `GCE_METADATA_HOST`: metadata server for OAUTHBEARER tokens.
     pub metadata_host: String,
+    /// `KAFKA_SASL_PASSWORD_SECRET`: Secret Manager version holding the SASL password, read
+    /// at connect time (`projects/P/secrets/S/versions/V`); `SECRET_MANAGER_ENDPOINT` with it.
+    pub password_secret: Option<(String, String)>,
     /// `KAFKA_OAUTHBEARER_PRINCIPAL`: the service account email put in OAUTHBEARER tokens
     /// instead of the one the metadata server names.
     pub oauthbearer_principal: Option<String>,
+}
+
+impl KafkaSecurity {
+    /// Puts `password` into the SASL credentials (a password read from Secret Manager).
+    pub fn set_password(&mut self, new: String) {
+        if let Some(
+            SaslMechanism::Plain { password, .. }
+            | SaslMechanism::ScramSha256 { password, .. }
+            | SaslMechanism::ScramSha512 { password, .. },
+        ) = &mut self.sasl
+        {
+            *password = new;
+        }
+    }
 }
 
 /// Everything about the Kafka side.
@@ -636,17 +653,53 @@ fn parse_security(env: &Env<'_>) -> Result<KafkaSecurity, ConfigError> {
     let mechanism = env
         .get("KAFKA_SASL_MECHANISM")
         .map(|v| v.to_ascii_uppercase());
+    let password_secret = match env.get("KAFKA_SASL_PASSWORD_SECRET") {
+        None => None,
+        Some(raw) => {
+            let name = crate::kafka::secret::version_name(&raw)
+                .map_err(|reason| invalid("KAFKA_SASL_PASSWORD_SECRET", &raw, reason))?;
+            if env.get("KAFKA_SASL_PASSWORD").is_some() {
+                return Err(invalid(
+                    "KAFKA_SASL_PASSWORD_SECRET",
+                    &raw,
+                    "set either KAFKA_SASL_PASSWORD or KAFKA_SASL_PASSWORD_SECRET, not both",
+                ));
+            }
+            let endpoint = env
+                .get("SECRET_MANAGER_ENDPOINT")
+                .unwrap_or_else(|| crate::kafka::secret::DEFAULT_ENDPOINT.to_owned());
+            let uri: http::Uri = endpoint
+                .parse()
+                .map_err(|_| invalid("SECRET_MANAGER_ENDPOINT", &endpoint, "not a URL"))?;
+            let loopback = matches!(
+                uri.host(),
+                Some("127.0.0.1" | "localhost" | "[::1]" | "::1")
+            );
+            if !(uri.scheme_str() == Some("https") || uri.scheme_str() == Some("http") && loopback)
+            {
+                return Err(invalid(
+                    "SECRET_MANAGER_ENDPOINT",
+                    &endpoint,
+                    "secrets must come over https (http only on loopback)",
+                ));
+            }
+            Some((endpoint, name))
+        }
+    };
     let credentials = || -> Result<(String, String), ConfigError> {
-        Ok((
-            env.required(
-                "KAFKA_SASL_USERNAME",
-                "SASL user name for the chosen mechanism",
-            )?,
-            env.required(
+        let username = env.required(
+            "KAFKA_SASL_USERNAME",
+            "SASL user name for the chosen mechanism",
+        )?;
+        // With KAFKA_SASL_PASSWORD_SECRET the password is read at connect time.
+        let password = match &password_secret {
+            Some(_) => String::new(),
+            None => env.required(
                 "KAFKA_SASL_PASSWORD",
-                "SASL password for the chosen mechanism",
+                "SASL password for the chosen mechanism (or KAFKA_SASL_PASSWORD_SECRET)",
             )?,
-        ))
+        };
+        Ok((username, password))
     };
     let sasl = match (protocol.uses_sasl(), mechanism.as_deref()) {
         (false, None) => None,
@@ -698,10 +751,27 @@ fn parse_security(env: &Env<'_>) -> Result<KafkaSecurity, ConfigError> {
         client_cert_location: path("KAFKA_SSL_CERTIFICATE_LOCATION")?,
         client_key_location: path("KAFKA_SSL_KEY_LOCATION")?,
         oauthbearer_principal: env.get("KAFKA_OAUTHBEARER_PRINCIPAL"),
+        password_secret: password_secret.clone(),
         metadata_host: env
             .get("GCE_METADATA_HOST")
             .unwrap_or_else(|| "metadata.google.internal".to_owned()),
     };
+    if let Some((_, name)) = &security.password_secret
+        && !matches!(
+            security.sasl,
+            Some(
+                SaslMechanism::Plain { .. }
+                    | SaslMechanism::ScramSha256 { .. }
+                    | SaslMechanism::ScramSha512 { .. }
+            )
+        )
+    {
+        return Err(invalid(
+            "KAFKA_SASL_PASSWORD_SECRET",
+            name,
+            "only used with KAFKA_SASL_MECHANISM PLAIN or SCRAM-*",
+        ));
+    }
     if let Some(principal) = &security.oauthbearer_principal
         && security.sasl != Some(SaslMechanism::OauthBearer)
     {

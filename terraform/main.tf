@@ -3,6 +3,15 @@
 #   Pub/Sub topic ──push (OIDC token: push SA, audience)──> Cloud Run service (runtime SA) ──> Kafka
 #        │                                                        ▲
 #        └─ dead-letter topic after max_delivery_attempts          └─ run.invoker: push SA only
+#              └─ dead-letter subscription (kept, replayable)
+#
+# Cloud Run verifies the push token itself (run.invoker) and forwards it with its signature
+# replaced by SIGNATURE_REMOVED_BY_GOOGLE; the bridge then checks its claims
+# (OIDC_TRUST_CLOUD_RUN_IAM, with the push account as the only allowed email).
+#
+# Every count and for_each here depends only on variables: callers must pass names known at
+# plan time (a secret's name, not a resource's id), or a first `terraform apply` stops with
+# "Invalid count argument".
 
 data "google_project" "this" {
   project_id = var.project_id
@@ -12,6 +21,11 @@ locals {
   audience     = var.audience != "" ? var.audience : "https://${var.name}.pubsub-kafka-bridge.invalid"
   pubsub_agent = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
   use_vpc      = var.vpc_network != "" || var.vpc_subnetwork != ""
+  # Google documents connection delays "of a minute or more" at instance startup with Direct
+  # VPC egress (Cloud Run, "Direct VPC egress", Limitations); Cloud Run caps a startup probe's
+  # period x failure threshold at 240 s.
+  startup_probe_budget = coalesce(var.startup_probe_budget_seconds, local.use_vpc ? 240 : 30)
+  startup_probe_period = 2
   password_secret = var.kafka_sasl_password_secret == "" ? null : (
     startswith(var.kafka_sasl_password_secret, "projects/")
     ? var.kafka_sasl_password_secret
@@ -29,6 +43,7 @@ locals {
     KAFKA_SECURITY_PROTOCOL  = var.kafka_security_protocol
     OIDC_AUDIENCE            = local.audience
     OIDC_ALLOWED_EMAILS      = google_service_account.push.email
+    OIDC_TRUST_CLOUD_RUN_IAM = "true"
     GOOGLE_CLOUD_PROJECT     = var.project_id
     LOG_FORMAT               = "json"
   }
@@ -57,10 +72,30 @@ resource "google_service_account" "push" {
 }
 
 resource "google_secret_manager_secret_iam_member" "runtime_reads_password" {
-  count     = local.password_secret == null ? 0 : 1
+  count     = var.kafka_sasl_password_secret == "" ? 0 : 1
   secret_id = local.password_secret
   role      = "roles/secretmanager.secretAccessor"
   member    = "serviceAccount:${google_service_account.runtime.email}"
+}
+
+# Project roles the bridge needs to reach Kafka at startup (roles/managedkafka.client for
+# Google Managed Kafka): granted before the service, whose startup probe needs Kafka.
+resource "google_project_iam_member" "runtime_project_roles" {
+  for_each = toset(var.runtime_project_roles)
+  project  = var.project_id
+  role     = each.value
+  member   = "serviceAccount:${google_service_account.runtime.email}"
+}
+
+# IAM grants take effect across Google Cloud within minutes, not at once; the first revision
+# must already be able to read its secret and authenticate to Kafka, or its deploy fails.
+# time_sleep waits on create only (later applies do not wait).
+resource "time_sleep" "iam_propagation" {
+  create_duration = var.iam_propagation_wait
+  depends_on = [
+    google_secret_manager_secret_iam_member.runtime_reads_password,
+    google_project_iam_member.runtime_project_roles,
+  ]
 }
 
 resource "google_cloud_run_v2_service" "bridge" {
@@ -118,7 +153,7 @@ resource "google_cloud_run_v2_service" "bridge" {
       }
 
       dynamic "env" {
-        for_each = local.password_secret == null ? [] : [local.password_secret]
+        for_each = var.kafka_sasl_password_secret == "" ? [] : [local.password_secret]
         content {
           name = "KAFKA_SASL_PASSWORD"
           value_source {
@@ -133,9 +168,9 @@ resource "google_cloud_run_v2_service" "bridge" {
       # Ready once Kafka metadata was read: no traffic reaches an instance that cannot produce.
       startup_probe {
         initial_delay_seconds = 0
-        period_seconds        = 1
+        period_seconds        = local.startup_probe_period
         timeout_seconds       = 1
-        failure_threshold     = 30
+        failure_threshold     = ceil(local.startup_probe_budget / local.startup_probe_period)
         http_get {
           path = "/readyz"
         }
@@ -152,7 +187,7 @@ resource "google_cloud_run_v2_service" "bridge" {
     }
   }
 
-  depends_on = [google_secret_manager_secret_iam_member.runtime_reads_password]
+  depends_on = [time_sleep.iam_propagation]
 }
 
 # Only the push service account may call the service; it is not public.
@@ -171,11 +206,35 @@ resource "google_service_account_iam_member" "pubsub_agent_mints_push_tokens" {
   member             = local.pubsub_agent
 }
 
+# With CMEK, Pub/Sub's service agent encrypts and decrypts the topic's messages with the key;
+# without this role, creating the topic fails. Set grant_kms_key_role = false when the key's
+# IAM is managed elsewhere (the role must then be granted before apply).
+resource "google_kms_crypto_key_iam_member" "pubsub_agent_uses_key" {
+  count         = var.kms_key_name != "" && var.grant_kms_key_role ? 1 : 0
+  crypto_key_id = var.kms_key_name
+  role          = "roles/cloudkms.cryptoKeyEncrypterDecrypter"
+  member        = local.pubsub_agent
+}
+
 resource "google_pubsub_topic" "dead_letter" {
   # checkov:skip=CKV_GCP_83: Pub/Sub encrypts at rest with Google-managed keys; kms_key_name opts into CMEK.
   project      = var.project_id
   name         = "${var.name}-dead-letter"
   kms_key_name = var.kms_key_name != "" ? var.kms_key_name : null
+  depends_on   = [google_kms_crypto_key_iam_member.pubsub_agent_uses_key]
+}
+
+# Pub/Sub drops messages published to a topic without subscriptions: this one keeps every
+# dead letter (for message_retention of the dead letters) so it can be inspected and replayed.
+resource "google_pubsub_subscription" "dead_letter" {
+  project                    = var.project_id
+  name                       = "${var.name}-dead-letter"
+  topic                      = google_pubsub_topic.dead_letter.id
+  message_retention_duration = var.dead_letter_retention
+  ack_deadline_seconds       = 60
+  expiration_policy {
+    ttl = ""
+  }
 }
 
 resource "google_pubsub_subscription" "push" {
@@ -184,6 +243,12 @@ resource "google_pubsub_subscription" "push" {
   topic                   = var.pubsub_topic
   ack_deadline_seconds    = var.ack_deadline_seconds
   enable_message_ordering = var.message_ordering
+
+  # Never expire: by default a subscription without activity deletes itself after 31 days,
+  # and messages published meanwhile would be lost.
+  expiration_policy {
+    ttl = ""
+  }
 
   push_config {
     push_endpoint = google_cloud_run_v2_service.bridge.uri
@@ -220,7 +285,11 @@ resource "google_pubsub_subscription" "push" {
     }
   }
 
-  depends_on = [google_cloud_run_v2_service_iam_member.push_invokes]
+  depends_on = [
+    google_cloud_run_v2_service_iam_member.push_invokes,
+    google_service_account_iam_member.pubsub_agent_mints_push_tokens,
+    google_pubsub_subscription.dead_letter,
+  ]
 }
 
 # The dead-letter policy needs the Pub/Sub service agent to publish to the dead-letter topic

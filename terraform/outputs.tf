@@ -27,3 +27,8 @@ output "dead_letter_topic" {
   description = "Pub/Sub topic receiving messages after max_delivery_attempts."
   value       = google_pubsub_topic.dead_letter.id
 }
+
+output "dead_letter_subscription" {
+  description = "Subscription holding the dead letters (inspect or replay them from here)."
+  value       = google_pubsub_subscription.dead_letter.id
+}

@@ -137,15 +137,27 @@ variable "kafka_sasl_username" {
 }
 
 variable "kafka_sasl_password_secret" {
-  description = "Secret Manager secret id (name or projects/P/secrets/S) holding KAFKA_SASL_PASSWORD; empty for none. Secrets are never plain variables."
+  description = "Secret Manager secret (its name, or projects/P/secrets/S) holding KAFKA_SASL_PASSWORD; empty for none. Pass a name known at plan time (a literal or variable, not a resource's id): it decides whether the accessor grant exists. Secrets are never plain variables."
   type        = string
   default     = ""
 }
 
 variable "kafka_sasl_password_secret_version" {
-  description = "Version of the password secret."
+  description = "Version of the password secret: \"latest\", a number, or a google_secret_manager_secret_version's `version` (which also orders the deploy after the version exists)."
   type        = string
   default     = "latest"
+}
+
+variable "runtime_project_roles" {
+  description = "Project roles granted to the bridge's runtime service account before the service starts, e.g. [\"roles/managedkafka.client\"] for Google Managed Kafka."
+  type        = list(string)
+  default     = []
+}
+
+variable "iam_propagation_wait" {
+  description = "How long the first apply waits after the runtime account's grants before creating the service (IAM changes take effect within minutes)."
+  type        = string
+  default     = "90s"
 }
 
 variable "extra_env" {
@@ -166,6 +178,16 @@ variable "vpc_subnetwork" {
   description = "Subnetwork for Direct VPC egress."
   type        = string
   default     = ""
+}
+
+variable "startup_probe_budget_seconds" {
+  description = "How long a new instance may take to read Kafka metadata before Cloud Run gives up on it (at most 240). Default: 240 with Direct VPC egress, whose connections can take a minute or more at startup; else 30."
+  type        = number
+  default     = null
+  validation {
+    condition     = var.startup_probe_budget_seconds == null || (coalesce(var.startup_probe_budget_seconds, 0) >= 2 && coalesce(var.startup_probe_budget_seconds, 0) <= 240)
+    error_message = "startup_probe_budget_seconds: 2 to 240 (Cloud Run caps period x failure threshold at 240 s)."
+  }
 }
 
 variable "ingress" {
@@ -213,7 +235,19 @@ variable "no_wrapper" {
 }
 
 variable "kms_key_name" {
-  description = "Cloud KMS key for the dead-letter topic (CMEK); empty for Google-managed encryption."
+  description = "Cloud KMS key for the dead-letter topic (CMEK); empty for Google-managed encryption. The Pub/Sub service agent gets roles/cloudkms.cryptoKeyEncrypterDecrypter on it (see grant_kms_key_role). Pass a name known at plan time."
   type        = string
   default     = ""
+}
+
+variable "grant_kms_key_role" {
+  description = "Grant the Pub/Sub service agent roles/cloudkms.cryptoKeyEncrypterDecrypter on kms_key_name. Needs cloudkms.cryptoKeys.setIamPolicy; set false when the key's IAM is managed elsewhere (grant the role before apply)."
+  type        = bool
+  default     = true
+}
+
+variable "dead_letter_retention" {
+  description = "How long the dead-letter subscription keeps undelivered dead letters (at most 31 days)."
+  type        = string
+  default     = "2678400s"
 }

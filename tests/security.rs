@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use bytes::Bytes;
 use common::metadata::MetadataServer;
 use common::tls::{TestCa, tls_proxy};
@@ -304,4 +305,136 @@ async fn oauthbearer_connection_asks_the_metadata_server_and_fails_cleanly_on_ta
         "token fetched for the SASL handshake"
     );
     assert_eq!(metadata.refused.load(Ordering::SeqCst), 0);
+}
+
+/// A local stand-in for Secret Manager's `versions/*:access`: refuses the first `denials`
+/// requests with 403 (an accessor grant still propagating), then answers `password`.
+struct SecretManager {
+    addr: std::net::SocketAddr,
+    requests: Arc<std::sync::atomic::AtomicUsize>,
+    paths: Arc<std::sync::Mutex<Vec<(String, Option<String>)>>>,
+}
+
+impl SecretManager {
+    async fn start(password: &'static str, denials: usize) -> SecretManager {
+        use http_body_util::Full;
+        use hyper::service::service_fn;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server = SecretManager {
+            addr: listener.local_addr().unwrap(),
+            requests: Arc::default(),
+            paths: Arc::default(),
+        };
+        let (requests, paths) = (Arc::clone(&server.requests), Arc::clone(&server.paths));
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (requests, paths) = (Arc::clone(&requests), Arc::clone(&paths));
+                let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let n = requests.fetch_add(1, Ordering::SeqCst);
+                    let auth = req
+                        .headers()
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                    paths
+                        .lock()
+                        .unwrap()
+                        .push((req.uri().path().to_owned(), auth));
+                    let response = if n < denials {
+                        http::Response::builder()
+                            .status(403)
+                            .body(Full::new(Bytes::from_static(b"{\"error\":{\"code\":403}}")))
+                    } else {
+                        let data = base64::engine::general_purpose::STANDARD.encode(password);
+                        http::Response::builder().body(Full::new(Bytes::from(
+                            serde_json::json!({"name": "x", "payload": {"data": data}}).to_string(),
+                        )))
+                    };
+                    async move { Ok::<_, std::convert::Infallible>(response.unwrap()) }
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+                );
+            }
+        });
+        server
+    }
+}
+
+/// The password comes from Secret Manager at connect time, with the metadata server's token;
+/// while the accessor grant is still propagating (403), the bridge retries and stays unready,
+/// then connects with the password and delivers.
+#[tokio::test]
+async fn sasl_password_is_read_from_secret_manager_and_retried_until_granted() {
+    let metadata = MetadataServer::start(3600).await;
+    let secrets = SecretManager::start(PASSWORD, 2).await;
+    let broker = scram_broker(None).await;
+    broker.create_topic("from-secret", 1).await;
+    let mut env = bridge_env(&broker, "from-secret", None);
+    env.insert("KAFKA_SECURITY_PROTOCOL".into(), "SASL_PLAINTEXT".into());
+    env.insert("KAFKA_SASL_MECHANISM".into(), "SCRAM-SHA-512".into());
+    env.insert("KAFKA_SASL_USERNAME".into(), USER.into());
+    env.insert(
+        "KAFKA_SASL_PASSWORD_SECRET".into(),
+        "projects/test-project/secrets/kafka-password".into(),
+    );
+    env.insert(
+        "SECRET_MANAGER_ENDPOINT".into(),
+        format!("http://{}", secrets.addr),
+    );
+    env.insert("GCE_METADATA_HOST".into(), metadata.host());
+    delivers_one_record(&broker, &env, "from-secret", "via-secret").await;
+    let paths = secrets.paths.lock().unwrap().clone();
+    assert!(
+        paths.len() >= 3,
+        "two denials, then the password: {paths:?}"
+    );
+    for (path, auth) in &paths {
+        assert_eq!(
+            path,
+            "/v1/projects/test-project/secrets/kafka-password/versions/latest:access"
+        );
+        assert!(
+            auth.as_deref()
+                .is_some_and(|a| a.starts_with("Bearer ya29.test-token-")),
+            "{auth:?}"
+        );
+    }
+    assert_eq!(metadata.refused.load(Ordering::SeqCst), 0);
+}
+
+/// A wrong password in the secret: never ready, deliveries 503, no crash.
+#[tokio::test]
+async fn wrong_password_in_the_secret_fails_cleanly() {
+    let metadata = MetadataServer::start(3600).await;
+    let secrets = SecretManager::start("not-the-password", 0).await;
+    let broker = scram_broker(None).await;
+    broker.create_topic("bad-secret", 1).await;
+    let mut env = bridge_env(&broker, "bad-secret", None);
+    env.insert("KAFKA_SECURITY_PROTOCOL".into(), "SASL_PLAINTEXT".into());
+    env.insert("KAFKA_SASL_MECHANISM".into(), "SCRAM-SHA-512".into());
+    env.insert("KAFKA_SASL_USERNAME".into(), USER.into());
+    env.insert(
+        "KAFKA_SASL_PASSWORD_SECRET".into(),
+        "projects/test-project/secrets/kafka-password/versions/7".into(),
+    );
+    env.insert(
+        "SECRET_MANAGER_ENDPOINT".into(),
+        format!("http://{}", secrets.addr),
+    );
+    env.insert("GCE_METADATA_HOST".into(), metadata.host());
+    env.insert("KAFKA_PRODUCE_TIMEOUT_MS".into(), "1500".into());
+    let app = pubsub_kafka_bridge::App::new(pubsub_kafka_bridge::Config::from_map(&env).unwrap())
+        .unwrap();
+    let response = app
+        .handle(
+            http::Request::post("/")
+                .body(Bytes::from(body("bad")))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(response.status(), 503);
+    assert!(secrets.requests.load(Ordering::SeqCst) >= 1);
+    assert!(broker.read_all("bad-secret").await.is_empty());
 }

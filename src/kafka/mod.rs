@@ -7,6 +7,7 @@
 
 pub mod oauth;
 pub mod partition;
+pub mod secret;
 pub mod security;
 
 use std::collections::HashMap;
@@ -271,7 +272,12 @@ impl KafkaProducer {
                 base: 2.,
                 deadline: Some(config.produce_timeout),
             });
-        builder = security::apply(builder, &config.security).map_err(|e| e.to_string())?;
+        let mut security = config.security.clone();
+        if let Some((endpoint, name)) = &config.security.password_secret {
+            let password = secret::access(endpoint, name, &config.security.metadata_host).await?;
+            security.set_password(password);
+        }
+        builder = security::apply(builder, &security).map_err(|e| e.to_string())?;
         builder.build().await.map_err(|e| e.to_string())
     }
 

@@ -149,7 +149,8 @@ impl GoogleTokenProvider {
         Ok(email.to_owned())
     }
 
-    async fn fetch_access_token(&self) -> Result<(String, Duration), TokenError> {
+    /// The default service account's OAuth access token and its lifetime, fetched now.
+    pub async fn fetch_access_token(&self) -> Result<(String, Duration), TokenError> {
         let body = self.get("token", 64 * 1024).await?;
         let parsed: TokenResponse = serde_json::from_slice(&body)
             .map_err(|e| self.error(format!("unexpected token response: {e}")))?;

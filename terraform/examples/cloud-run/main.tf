@@ -1,14 +1,26 @@
-# A complete deployment: a Pub/Sub topic, its messages pushed into a Kafka topic of a
-# Confluent Cloud (or any SASL_SSL) cluster. The Kafka password lives in Secret Manager;
-# add its value once, out of band:
-#   printf '%s' "$KAFKA_API_SECRET" | gcloud secrets versions add kafka-password --data-file=-
+# A complete deployment on a fresh project: a Pub/Sub topic whose messages are pushed into a
+# Kafka topic of a Confluent Cloud (or any SASL_SSL) cluster.
+#
+# The Kafka password lives in Secret Manager. Two ways, pick one:
+#  - (default) create the secret and its first version before apply, out of band, so the
+#    password never enters Terraform state:
+#      gcloud secrets create kafka-password --replication-policy=automatic --data-file=- <<< "$KAFKA_API_SECRET"
+#  - or set create_kafka_password_secret = true and pass kafka_password (TF_VAR_kafka_password):
+#    Terraform creates the secret and version, and the password is stored in Terraform state
+#    (encrypt and restrict your state backend).
+# Pin a version with kafka_password_secret_version; "latest" follows rotations on the next
+# revision.
 
 terraform {
   required_version = ">= 1.5"
   required_providers {
     google = {
       source  = "hashicorp/google"
-      version = ">= 6.0, < 8.0"
+      version = ">= 6.50, < 7.0"
+    }
+    time = {
+      source  = "hashicorp/time"
+      version = ">= 0.9, < 1.0"
     }
   }
 }
@@ -44,15 +56,70 @@ variable "kafka_username" {
   type        = string
 }
 
+variable "kafka_password_secret" {
+  description = "Name of the Secret Manager secret holding the SASL password."
+  type        = string
+  default     = "kafka-password"
+}
+
+variable "kafka_password_secret_version" {
+  description = "Version of that secret the service reads (\"latest\" or a number)."
+  type        = string
+  default     = "latest"
+}
+
+variable "create_kafka_password_secret" {
+  description = "Create the secret and its version from kafka_password (the password is then in Terraform state)."
+  type        = bool
+  default     = false
+}
+
+variable "kafka_password" {
+  description = "SASL password, only with create_kafka_password_secret = true."
+  type        = string
+  default     = null
+  sensitive   = true
+}
+
+# A fresh project has these APIs off; the apply needs them. Never disabled on destroy: other
+# workloads of the project may use them.
+resource "google_project_service" "enabled" {
+  for_each = toset([
+    "cloudresourcemanager.googleapis.com",
+    "iam.googleapis.com",
+    "run.googleapis.com",
+    "pubsub.googleapis.com",
+    "secretmanager.googleapis.com",
+  ])
+  project            = var.project_id
+  service            = each.value
+  disable_on_destroy = false
+}
+
 resource "google_pubsub_topic" "events" {
   # checkov:skip=CKV_GCP_83: example topic with Google-managed encryption; set kms_key_name for CMEK.
-  name = "events"
+  name       = "events"
+  depends_on = [google_project_service.enabled]
 }
 
 resource "google_secret_manager_secret" "kafka_password" {
-  secret_id = "kafka-password"
+  count     = var.create_kafka_password_secret ? 1 : 0
+  secret_id = var.kafka_password_secret
   replication {
     auto {}
+  }
+  depends_on = [google_project_service.enabled]
+}
+
+resource "google_secret_manager_secret_version" "kafka_password" {
+  count       = var.create_kafka_password_secret ? 1 : 0
+  secret      = google_secret_manager_secret.kafka_password[0].id
+  secret_data = var.kafka_password
+  lifecycle {
+    precondition {
+      condition     = var.kafka_password != null
+      error_message = "create_kafka_password_secret = true needs kafka_password (TF_VAR_kafka_password)."
+    }
   }
 }
 
@@ -70,11 +137,19 @@ module "bridge" {
   kafka_security_protocol    = "SASL_SSL"
   kafka_sasl_mechanism       = "PLAIN"
   kafka_sasl_username        = var.kafka_username
-  kafka_sasl_password_secret = google_secret_manager_secret.kafka_password.id
+  kafka_sasl_password_secret = var.kafka_password_secret
+  # A created version is read by number, which also orders the service after the version.
+  kafka_sasl_password_secret_version = (
+    var.create_kafka_password_secret
+    ? google_secret_manager_secret_version.kafka_password[0].version
+    : var.kafka_password_secret_version
+  )
 
   min_instances    = 0
   max_instances    = 5
   message_ordering = true
+
+  depends_on = [google_project_service.enabled, google_secret_manager_secret.kafka_password]
 }
 
 output "service_url" {
@@ -85,6 +160,11 @@ output "service_url" {
 output "subscription" {
   description = "The push subscription."
   value       = module.bridge.subscription_name
+}
+
+output "dead_letter_subscription" {
+  description = "Where dead letters are kept."
+  value       = module.bridge.dead_letter_subscription
 }
 
 output "push_service_account" {
