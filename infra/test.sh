@@ -7,16 +7,22 @@ cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 source "$(dirname "${BASH_SOURCE[0]}")/toolchain.sh"
 infra/install-tansu.sh
-# Independent decoders and infrastructure checkers (fastavro, google-cloud-pubsub, python-hcl2, checkov).
+# Independent decoders and checkov; python-hcl2 for the Terraform tests in a venv of its own,
+# because checkov's bc-python-hcl2 installs the same `hcl2` module and would shadow it.
 if [ ! -x target/pyenv/bin/python ] || ! cmp -s tests/requirements.txt target/pyenv/requirements.txt; then
   python3 -m venv target/pyenv
   target/pyenv/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
   cp tests/requirements.txt target/pyenv/requirements.txt
 fi
+if [ ! -x target/hclenv/bin/python ] || ! cmp -s tests/terraform/requirements.txt target/hclenv/requirements.txt; then
+  python3 -m venv target/hclenv
+  target/hclenv/bin/pip install --quiet --disable-pip-version-check -r tests/terraform/requirements.txt
+  cp tests/terraform/requirements.txt target/hclenv/requirements.txt
+fi
 export PYTHONWARNINGS=ignore
 
 echo "== terraform: HCL wiring"
-target/pyenv/bin/python -m pytest -q tests/terraform
+target/hclenv/bin/python -m pytest -q -p no:cacheprovider tests/terraform
 echo "== checkov: terraform and Dockerfile (every skip carries its reason in the file)"
 target/pyenv/bin/checkov --skip-download --quiet --compact --framework terraform -d terraform
 target/pyenv/bin/checkov --skip-download --quiet --compact --framework dockerfile -f infra/Dockerfile

@@ -22,9 +22,9 @@ locals {
   pubsub_agent = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
   use_vpc      = var.vpc_network != "" || var.vpc_subnetwork != ""
   # Google documents connection delays "of a minute or more" at instance startup with Direct
-  # VPC egress (Cloud Run, "Direct VPC egress", Limitations); Cloud Run caps a startup probe's
-  # period x failure threshold at 240 s.
-  startup_probe_budget = coalesce(var.startup_probe_budget_seconds, local.use_vpc ? 240 : 30)
+  # VPC egress (Cloud Run, "Direct VPC egress", Limitations), and fresh IAM grants take
+  # minutes to propagate; Cloud Run caps a startup probe's period x failure threshold at 240 s.
+  startup_probe_budget = coalesce(var.startup_probe_budget_seconds, 240)
   startup_probe_period = 2
   password_secret = var.kafka_sasl_password_secret == "" ? null : (
     startswith(var.kafka_sasl_password_secret, "projects/")
@@ -53,6 +53,12 @@ locals {
     var.kafka_dlq_topic == "" ? {} : { KAFKA_DLQ_TOPIC = var.kafka_dlq_topic },
     var.kafka_sasl_mechanism == "" ? {} : { KAFKA_SASL_MECHANISM = var.kafka_sasl_mechanism },
     var.kafka_sasl_username == "" ? {} : { KAFKA_SASL_USERNAME = var.kafka_sasl_username },
+    # The bridge reads the password from Secret Manager when it connects, not Cloud Run at
+    # deploy time: a revision never fails to deploy while the accessor grant propagates or
+    # before the secret has a version.
+    var.kafka_sasl_password_secret == "" ? {} : {
+      KAFKA_SASL_PASSWORD_SECRET = "${local.password_secret}/versions/${var.kafka_sasl_password_secret_version}"
+    },
     var.extra_env,
   )
 }
@@ -85,17 +91,6 @@ resource "google_project_iam_member" "runtime_project_roles" {
   project  = var.project_id
   role     = each.value
   member   = "serviceAccount:${google_service_account.runtime.email}"
-}
-
-# IAM grants take effect across Google Cloud within minutes, not at once; the first revision
-# must already be able to read its secret and authenticate to Kafka, or its deploy fails.
-# time_sleep waits on create only (later applies do not wait).
-resource "time_sleep" "iam_propagation" {
-  create_duration = var.iam_propagation_wait
-  depends_on = [
-    google_secret_manager_secret_iam_member.runtime_reads_password,
-    google_project_iam_member.runtime_project_roles,
-  ]
 }
 
 resource "google_cloud_run_v2_service" "bridge" {
@@ -152,19 +147,6 @@ resource "google_cloud_run_v2_service" "bridge" {
         }
       }
 
-      dynamic "env" {
-        for_each = var.kafka_sasl_password_secret == "" ? [] : [local.password_secret]
-        content {
-          name = "KAFKA_SASL_PASSWORD"
-          value_source {
-            secret_key_ref {
-              secret  = env.value
-              version = var.kafka_sasl_password_secret_version
-            }
-          }
-        }
-      }
-
       # Ready once Kafka metadata was read: no traffic reaches an instance that cannot produce.
       startup_probe {
         initial_delay_seconds = 0
@@ -187,7 +169,13 @@ resource "google_cloud_run_v2_service" "bridge" {
     }
   }
 
-  depends_on = [time_sleep.iam_propagation]
+  # The grants exist before the first revision. They may still be propagating when it starts:
+  # the bridge retries reading its password and connecting to Kafka (IAM denials included)
+  # and turns ready once both work, within the startup probe's budget.
+  depends_on = [
+    google_secret_manager_secret_iam_member.runtime_reads_password,
+    google_project_iam_member.runtime_project_roles,
+  ]
 }
 
 # Only the push service account may call the service; it is not public.

@@ -143,7 +143,7 @@ variable "kafka_sasl_password_secret" {
 }
 
 variable "kafka_sasl_password_secret_version" {
-  description = "Version of the password secret: \"latest\", a number, or a google_secret_manager_secret_version's `version` (which also orders the deploy after the version exists)."
+  description = "Version of the password secret the bridge reads when it connects: \"latest\" (rotations take effect on reconnect) or a number."
   type        = string
   default     = "latest"
 }
@@ -154,11 +154,6 @@ variable "runtime_project_roles" {
   default     = []
 }
 
-variable "iam_propagation_wait" {
-  description = "How long the first apply waits after the runtime account's grants before creating the service (IAM changes take effect within minutes)."
-  type        = string
-  default     = "90s"
-}
 
 variable "extra_env" {
   description = "More environment variables of the bridge (see README.md), e.g. { KAFKA_LINGER_MS = \"5\" }."
@@ -181,7 +176,7 @@ variable "vpc_subnetwork" {
 }
 
 variable "startup_probe_budget_seconds" {
-  description = "How long a new instance may take to read Kafka metadata before Cloud Run gives up on it (at most 240). Default: 240 with Direct VPC egress, whose connections can take a minute or more at startup; else 30."
+  description = "How long a new instance may take to become ready (Kafka metadata read) before Cloud Run gives up on it; at most 240, the default: Direct VPC egress can delay connections a minute or more at startup, and fresh IAM grants take minutes to propagate."
   type        = number
   default     = null
   validation {

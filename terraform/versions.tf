@@ -6,9 +6,5 @@ terraform {
       # Checked against the provider schema of 6.50 (../shared/tools/tf_schema_check.py).
       version = ">= 6.50, < 7.0"
     }
-    time = {
-      source  = "hashicorp/time"
-      version = ">= 0.9, < 1.0"
-    }
   }
 }

@@ -307,12 +307,15 @@ async fn oauthbearer_connection_asks_the_metadata_server_and_fails_cleanly_on_ta
     assert_eq!(metadata.refused.load(Ordering::SeqCst), 0);
 }
 
+/// Request paths and Authorization values seen by [`SecretManager`].
+type SeenRequests = Arc<std::sync::Mutex<Vec<(String, Option<String>)>>>;
+
 /// A local stand-in for Secret Manager's `versions/*:access`: refuses the first `denials`
 /// requests with 403 (an accessor grant still propagating), then answers `password`.
 struct SecretManager {
     addr: std::net::SocketAddr,
     requests: Arc<std::sync::atomic::AtomicUsize>,
-    paths: Arc<std::sync::Mutex<Vec<(String, Option<String>)>>>,
+    paths: SeenRequests,
 }
 
 impl SecretManager {

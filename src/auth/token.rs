@@ -172,7 +172,7 @@ pub fn check_claims(
     if !claims.aud.contains(rules.audience) {
         return Err(TokenRejection::Audience);
     }
-    if !rules.issuers.iter().any(|iss| *iss == claims.iss) {
+    if !rules.issuers.contains(&claims.iss) {
         return Err(TokenRejection::Issuer);
     }
     if claims.exp.saturating_add(rules.leeway_seconds) <= now {

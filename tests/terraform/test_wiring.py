@@ -1,32 +1,47 @@
-"""The Terraform module's wiring, read from the HCL (no cloud is reachable from the tests).
+"""The Terraform module's and examples' wiring, read from the HCL with python-hcl2 8 (no cloud
+is reachable from the tests; the provider schema is checked separately by tf_schema_check).
 
-Asserts what must hold for pushes to be accepted and nothing else: the push token's audience
-is the service's OIDC_AUDIENCE and a Cloud Run custom audience, the push service account is the
-allowed email and the only invoker, the dead-letter IAM exists, the service scales to zero.
+Asserts what must hold for a first `terraform apply` to succeed and for pushes to be accepted:
+no count/for_each on values known only after apply, APIs enabled, the push token accepted
+behind Cloud Run IAM, dead letters kept, the password read by the bridge (no deploy-time secret),
+the startup probe budget, CMEK and Google Managed Kafka wiring.
 """
 import pathlib
+import re
 
 import hcl2
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2] / "terraform"
+EXAMPLES = ROOT / "examples"
 
 
-def load(path: pathlib.Path) -> dict:
-    with open(path) as f:
-        return hcl2.load(f)
+def normalize(node):
+    """python-hcl2 8 keeps labels and string literals quoted and marks blocks; drop both."""
+    if isinstance(node, dict):
+        return {normalize_key(k): normalize(v) for k, v in node.items() if k != "__is_block__"}
+    if isinstance(node, list):
+        return [normalize(v) for v in node]
+    if isinstance(node, str) and len(node) >= 2 and node[0] == '"' and node[-1] == '"':
+        return node[1:-1]
+    return node
 
 
-def module() -> dict:
+def normalize_key(key):
+    return key[1:-1] if len(key) >= 2 and key[0] == '"' and key[-1] == '"' else key
+
+
+def load_dir(path: pathlib.Path) -> dict:
     merged: dict = {}
-    for path in sorted(ROOT.glob("*.tf")):
-        for key, blocks in load(path).items():
-            merged.setdefault(key, []).extend(blocks)
+    for tf in sorted(path.glob("*.tf")):
+        with open(tf) as f:
+            for key, blocks in normalize(hcl2.load(f)).items():
+                merged.setdefault(key, []).extend(blocks)
     return merged
 
 
 def one(value):
-    """hcl2 wraps every attribute and block in a list."""
+    """Blocks come as lists of one."""
     if isinstance(value, list):
         assert len(value) == 1, value
         return value[0]
@@ -34,14 +49,21 @@ def one(value):
 
 
 def resource(mod: dict, rtype: str, name: str) -> dict:
-    for block in mod["resource"]:
+    for block in mod.get("resource", []):
         if rtype in block and name in block[rtype]:
             return block[rtype][name]
     raise AssertionError(f"{rtype}.{name} missing")
 
 
 def resources(mod: dict, rtype: str) -> list:
-    return [body for block in mod["resource"] if rtype in block for body in block[rtype].values()]
+    return [body for block in mod.get("resource", []) if rtype in block for body in block[rtype].values()]
+
+
+def all_resources(mod: dict):
+    for block in mod.get("resource", []):
+        for rtype, named in block.items():
+            for name, body in named.items():
+                yield rtype, name, body
 
 
 def variable(mod: dict, name: str) -> dict:
@@ -54,115 +76,217 @@ def variable(mod: dict, name: str) -> dict:
 def local_value(mod: dict, name: str):
     for block in mod["locals"]:
         if name in block:
-            return one(block[name])
+            return block[name]
     raise AssertionError(f"local {name} missing")
+
+
+def module_call(mod: dict, name: str) -> dict:
+    for block in mod["module"]:
+        if name in block:
+            return block[name]
+    raise AssertionError(f"module {name} missing")
 
 
 @pytest.fixture(scope="module")
 def mod() -> dict:
-    return module()
+    return load_dir(ROOT)
+
+
+@pytest.fixture(scope="module")
+def cloud_run() -> dict:
+    return load_dir(EXAMPLES / "cloud-run")
+
+
+@pytest.fixture(scope="module")
+def managed_kafka() -> dict:
+    return load_dir(EXAMPLES / "managed-kafka")
 
 
 def container(mod: dict) -> dict:
-    service = resource(mod, "google_cloud_run_v2_service", "bridge")
-    return one(one(service["template"])["containers"])
+    return one(one(resource(mod, "google_cloud_run_v2_service", "bridge")["template"])["containers"])
 
 
-def test_every_tf_file_parses():
-    files = list(ROOT.rglob("*.tf"))
-    assert len(files) >= 5
-    for path in files:
-        assert load(path), path
+def test_the_parser_is_python_hcl2_8_not_checkovs_fork():
+    doc = hcl2.loads('resource "t" "n" {\n  b {\n  }\n}\n')
+    assert doc["resource"][0]['"t"']['"n"'].get("__is_block__") is True
+
+
+def test_every_module_parses():
+    dirs = {p.parent for p in ROOT.rglob("*.tf")}
+    assert dirs == {ROOT, EXAMPLES / "cloud-run", EXAMPLES / "managed-kafka"}
+    for d in dirs:
+        assert load_dir(d).get("resource"), d
+
+
+ROOTS = re.compile(r"(?<![\w.])(var|local|data|module|[a-z][a-z0-9]*_[a-z0-9_]+)\.(\w+)")
+
+
+def plan_time_roots(mod: dict, expression: str, seen=()) -> set:
+    """The roots an expression depends on, locals followed: what count/for_each may read."""
+    roots = set()
+    for root, name in ROOTS.findall(str(expression)):
+        if root == "local" and name not in seen:
+            roots |= plan_time_roots(mod, local_value(mod, name), seen + (name,))
+        elif root != "local":
+            roots.add(root if root in ("var", "data", "module") else f"resource {root}")
+    return roots
+
+
+@pytest.mark.parametrize("path", [ROOT, EXAMPLES / "cloud-run", EXAMPLES / "managed-kafka"])
+def test_count_and_for_each_read_only_variables(path):
+    mod = load_dir(path)
+    checked = 0
+    for rtype, name, body in all_resources(mod):
+        for meta in ("count", "for_each"):
+            if meta in body:
+                checked += 1
+                roots = plan_time_roots(mod, body[meta])
+                assert roots <= {"var"}, f"{rtype}.{name}.{meta} reads {roots}: unknown on a first plan"
+    assert checked >= 2
+
+
+def test_callers_pass_plan_time_values_where_the_module_counts(cloud_run, managed_kafka):
+    bridge = module_call(cloud_run, "bridge")
+    assert bridge["kafka_sasl_password_secret"] == "${var.kafka_password_secret}"
+    gmk = module_call(managed_kafka, "bridge")
+    assert gmk["runtime_project_roles"] == ["roles/managedkafka.client"]
+    assert "kms_key_name" not in bridge and "kms_key_name" not in gmk
+
+
+def test_examples_enable_the_apis_they_need(cloud_run, managed_kafka):
+    for example, needed in [
+        (cloud_run, {"run", "pubsub", "secretmanager", "iam", "cloudresourcemanager"}),
+        (managed_kafka, {"run", "pubsub", "managedkafka", "compute", "iam", "cloudresourcemanager"}),
+    ]:
+        services = resource(example, "google_project_service", "enabled")
+        assert services["disable_on_destroy"] is False
+        listed = {s.split(".")[0] for s in re.findall(r'"([a-z]+\.googleapis\.com)"', services["for_each"])}
+        assert needed <= listed, needed - listed
+        depends = str(module_call(example, "bridge")["depends_on"])
+        assert "google_project_service.enabled" in depends
 
 
 def test_push_token_audience_is_the_services_oidc_audience(mod):
     oidc = one(one(resource(mod, "google_pubsub_subscription", "push")["push_config"])["oidc_token"])
-    assert one(oidc["audience"]) == "${local.audience}"
+    assert oidc["audience"] == "${local.audience}"
     assert local_value(mod, "core_env")["OIDC_AUDIENCE"] == "${local.audience}"
     assert local_value(mod, "env").startswith("${merge(local.core_env")
     service = resource(mod, "google_cloud_run_v2_service", "bridge")
-    assert one(service["custom_audiences"]) == ["${local.audience}"]
+    assert service["custom_audiences"] == ["${local.audience}"]
 
 
-def test_push_service_account_is_the_allowed_email_and_the_token_signer(mod):
-    assert local_value(mod, "core_env")["OIDC_ALLOWED_EMAILS"] == "${google_service_account.push.email}"
+def test_behind_cloud_run_iam_the_bridge_trusts_it_with_the_push_account_only(mod):
+    env = local_value(mod, "core_env")
+    assert env["OIDC_TRUST_CLOUD_RUN_IAM"] == "true"
+    assert env["OIDC_ALLOWED_EMAILS"] == "${google_service_account.push.email}"
     oidc = one(one(resource(mod, "google_pubsub_subscription", "push")["push_config"])["oidc_token"])
-    assert one(oidc["service_account_email"]) == "${google_service_account.push.email}"
-
-
-def test_only_the_push_account_may_invoke_the_service(mod):
+    assert oidc["service_account_email"] == "${google_service_account.push.email}"
     invokers = resources(mod, "google_cloud_run_v2_service_iam_member")
     assert len(invokers) == 1
-    invoker = invokers[0]
-    assert one(invoker["role"]) == "roles/run.invoker"
-    assert one(invoker["member"]) == "serviceAccount:${google_service_account.push.email}"
-    assert one(invoker["name"]) == "${google_cloud_run_v2_service.bridge.name}"
+    assert invokers[0]["role"] == "roles/run.invoker"
+    assert invokers[0]["member"] == "serviceAccount:${google_service_account.push.email}"
+    assert not resources(mod, "google_cloud_run_v2_service_iam_binding")
     text = "".join(p.read_text() for p in ROOT.rglob("*.tf"))
     assert "allUsers" not in text and "allAuthenticatedUsers" not in text
-    assert not resources(mod, "google_cloud_run_v2_service_iam_binding")
 
 
-def test_dead_letter_policy_and_its_iam(mod):
+def test_push_subscription_never_expires(mod):
+    sub = resource(mod, "google_pubsub_subscription", "push")
+    assert one(sub["expiration_policy"])["ttl"] == ""
+
+
+def test_dead_letters_are_kept_in_a_subscription(mod):
     sub = resource(mod, "google_pubsub_subscription", "push")
     policy = one(sub["dead_letter_policy"])
-    assert one(policy["dead_letter_topic"]) == "${google_pubsub_topic.dead_letter.id}"
+    assert policy["dead_letter_topic"] == "${google_pubsub_topic.dead_letter.id}"
+    kept = resource(mod, "google_pubsub_subscription", "dead_letter")
+    assert kept["topic"] == "${google_pubsub_topic.dead_letter.id}"
+    assert one(kept["expiration_policy"])["ttl"] == ""
+    assert kept["message_retention_duration"] == "${var.dead_letter_retention}"
+    retention = variable(mod, "dead_letter_retention")["default"]
+    assert 7 * 86400 <= int(retention.rstrip("s")) <= 31 * 86400
+    outputs = {k: v for block in mod["output"] for k, v in block.items()}
+    assert outputs["dead_letter_subscription"]["value"] == "${google_pubsub_subscription.dead_letter.id}"
     publisher = resource(mod, "google_pubsub_topic_iam_member", "pubsub_agent_publishes_dead_letters")
-    assert one(publisher["role"]) == "roles/pubsub.publisher"
-    assert one(publisher["topic"]) == "${google_pubsub_topic.dead_letter.name}"
-    assert one(publisher["member"]) == "${local.pubsub_agent}"
+    assert publisher["role"] == "roles/pubsub.publisher"
+    assert publisher["member"] == "${local.pubsub_agent}"
     subscriber = resource(mod, "google_pubsub_subscription_iam_member", "pubsub_agent_acks_dead_letters")
-    assert one(subscriber["role"]) == "roles/pubsub.subscriber"
-    assert one(subscriber["subscription"]) == "${google_pubsub_subscription.push.name}"
-    assert "gcp-sa-pubsub.iam.gserviceaccount.com" in local_value(mod, "pubsub_agent")
-    max_attempts = one(variable(mod, "max_delivery_attempts")["default"])
-    assert 5 <= max_attempts <= 100
+    assert subscriber["role"] == "roles/pubsub.subscriber"
+    assert subscriber["subscription"] == "${google_pubsub_subscription.push.name}"
+    assert 5 <= variable(mod, "max_delivery_attempts")["default"] <= 100
 
 
-def test_container_env_comes_from_the_merged_map(mod):
+def test_password_is_read_by_the_bridge_not_resolved_at_deploy(mod):
     c = container(mod)
-    plain = [d["env"] for d in c["dynamic"] if "env" in d and "local.env" in str(d["env"])]
-    assert plain, "env vars come from local.env"
-
-
-def test_scales_to_zero_by_default(mod):
-    assert one(variable(mod, "min_instances")["default"]) == 0
-    scaling = one(one(resource(mod, "google_cloud_run_v2_service", "bridge")["template"])["scaling"])
-    assert one(scaling["min_instance_count"]) == "${var.min_instances}"
-
-
-def test_ack_deadline_exceeds_the_produce_timeout(mod):
-    ack = one(variable(mod, "ack_deadline_seconds")["default"])
-    produce = one(variable(mod, "kafka_produce_timeout_ms")["default"])
-    request = one(variable(mod, "request_timeout_seconds")["default"])
-    assert ack * 1000 > produce and request * 1000 > produce
-    assert one(resource(mod, "google_pubsub_subscription", "push")["ack_deadline_seconds"]) == "${var.ack_deadline_seconds}"
-
-
-def test_probes_and_startup_boost(mod):
-    c = container(mod)
-    assert one(one(one(c["startup_probe"])["http_get"])["path"]) == "/readyz"
-    assert one(one(one(c["liveness_probe"])["http_get"])["path"]) == "/healthz"
-    assert one(one(c["resources"])["startup_cpu_boost"]) is True
-
-
-def test_kafka_password_only_from_secret_manager(mod):
-    c = container(mod)
-    dynamic_envs = [d["env"] for d in c["dynamic"] if "env" in d]
-    secret_env = [e for e in dynamic_envs if "KAFKA_SASL_PASSWORD" in str(e)]
-    assert secret_env, "KAFKA_SASL_PASSWORD comes from a secret_key_ref"
-    assert "secret_key_ref" in str(secret_env[0])
+    assert "secret_key_ref" not in str(c), "a deploy-time secret fails while IAM propagates"
+    assert "KAFKA_SASL_PASSWORD_SECRET" in local_value(mod, "env")
+    accessor = resource(mod, "google_secret_manager_secret_iam_member", "runtime_reads_password")
+    assert accessor["role"] == "roles/secretmanager.secretAccessor"
+    assert accessor["member"] == "serviceAccount:${google_service_account.runtime.email}"
+    depends = str(resource(mod, "google_cloud_run_v2_service", "bridge")["depends_on"])
+    assert "runtime_reads_password" in depends and "runtime_project_roles" in depends
     for block in mod["variable"]:
         for name in block:
             if "password" in name:
                 assert name.endswith("_secret") or name.endswith("_secret_version"), name
-    accessor = resource(mod, "google_secret_manager_secret_iam_member", "runtime_reads_password")
-    assert one(accessor["role"]) == "roles/secretmanager.secretAccessor"
-    assert one(accessor["member"]) == "serviceAccount:${google_service_account.runtime.email}"
 
 
-def test_example_uses_the_module():
-    example = load(ROOT / "examples" / "cloud-run" / "main.tf")
-    bridge = one(example["module"])["bridge"]
-    assert one(bridge["source"]) == "../.."
-    for required in ["project_id", "region", "image", "pubsub_topic", "kafka_bootstrap_servers", "kafka_topic"]:
-        assert required in bridge, required
+def test_startup_probe_budget_fits_direct_vpc_delays_and_cloud_runs_cap(mod):
+    probe = one(container(mod)["startup_probe"])
+    assert one(probe["http_get"])["path"] == "/readyz"
+    period = local_value(mod, "startup_probe_period")
+    assert probe["period_seconds"] == "${local.startup_probe_period}"
+    assert probe["failure_threshold"] == "${ceil(local.startup_probe_budget / local.startup_probe_period)}"
+    assert local_value(mod, "startup_probe_budget") == "${coalesce(var.startup_probe_budget_seconds, 240)}"
+    # Google: "connection establishment delays of a minute or more" with Direct VPC egress.
+    assert 60 < 240 and (240 // period) * period <= 240
+    assert "<= 240" in variable(mod, "startup_probe_budget_seconds")["validation"][0]["condition"]
+
+
+def test_cmek_grants_the_pubsub_agent_the_key_role(mod):
+    grant = resource(mod, "google_kms_crypto_key_iam_member", "pubsub_agent_uses_key")
+    assert grant["role"] == "roles/cloudkms.cryptoKeyEncrypterDecrypter"
+    assert grant["member"] == "${local.pubsub_agent}"
+    assert grant["crypto_key_id"] == "${var.kms_key_name}"
+    topic = resource(mod, "google_pubsub_topic", "dead_letter")
+    assert "google_kms_crypto_key_iam_member.pubsub_agent_uses_key" in str(topic["depends_on"])
+
+
+def test_scales_to_zero_by_default(mod):
+    assert variable(mod, "min_instances")["default"] == 0
+    scaling = one(one(resource(mod, "google_cloud_run_v2_service", "bridge")["template"])["scaling"])
+    assert scaling["min_instance_count"] == "${var.min_instances}"
+
+
+def test_ack_deadline_exceeds_the_produce_timeout(mod):
+    ack = variable(mod, "ack_deadline_seconds")["default"]
+    produce = variable(mod, "kafka_produce_timeout_ms")["default"]
+    request = variable(mod, "request_timeout_seconds")["default"]
+    assert ack * 1000 > produce and request * 1000 > produce
+
+
+def test_managed_kafka_example_is_the_whole_google_native_pipeline(managed_kafka):
+    bridge = module_call(managed_kafka, "bridge")
+    assert bridge["source"] == "../.."
+    assert bridge["kafka_security_protocol"] == "SASL_SSL"
+    assert bridge["kafka_sasl_mechanism"] == "OAUTHBEARER"
+    assert "kafka_sasl_password_secret" not in bridge
+    assert bridge["vpc_network"] == "${var.network}"
+    assert bridge["vpc_subnetwork"] == "${var.subnetwork}"
+    assert bridge["kafka_bootstrap_servers"] == "${local.bootstrap}"
+    assert local_value(managed_kafka, "bootstrap") == (
+        "bootstrap.${local.cluster_id}.${var.region}.managedkafka.${var.project_id}.cloud.goog:9092"
+    )
+    cluster = resource(managed_kafka, "google_managed_kafka_cluster", "cluster")
+    subnet = one(one(one(cluster["gcp_config"])["access_config"])["network_configs"])["subnet"]
+    assert subnet == "projects/${var.project_id}/regions/${var.region}/subnetworks/${var.subnetwork}"
+    topic = resource(managed_kafka, "google_managed_kafka_topic", "events")
+    assert topic["topic_id"] == "${var.kafka_topic}" and topic["cluster"] == "${local.cluster_id}"
+    assert "google_managed_kafka_topic.events" in str(bridge["depends_on"])
+
+
+def test_cloud_run_example_takes_or_creates_the_password_secret(cloud_run):
+    assert variable(cloud_run, "kafka_password")["sensitive"] is True
+    version = resource(cloud_run, "google_secret_manager_secret_version", "kafka_password")
+    assert version["count"] == "${var.create_kafka_password_secret ? 1 : 0}"
+    assert variable(cloud_run, "create_kafka_password_secret")["default"] is False

@@ -18,10 +18,6 @@ terraform {
       source  = "hashicorp/google"
       version = ">= 6.50, < 7.0"
     }
-    time = {
-      source  = "hashicorp/time"
-      version = ">= 0.9, < 1.0"
-    }
   }
 }
 
@@ -138,18 +134,17 @@ module "bridge" {
   kafka_sasl_mechanism       = "PLAIN"
   kafka_sasl_username        = var.kafka_username
   kafka_sasl_password_secret = var.kafka_password_secret
-  # A created version is read by number, which also orders the service after the version.
-  kafka_sasl_password_secret_version = (
-    var.create_kafka_password_secret
-    ? google_secret_manager_secret_version.kafka_password[0].version
-    : var.kafka_password_secret_version
-  )
+  kafka_sasl_password_secret_version = var.kafka_password_secret_version
 
   min_instances    = 0
   max_instances    = 5
   message_ordering = true
 
-  depends_on = [google_project_service.enabled, google_secret_manager_secret.kafka_password]
+  depends_on = [
+    google_project_service.enabled,
+    google_secret_manager_secret.kafka_password,
+    google_secret_manager_secret_version.kafka_password,
+  ]
 }
 
 output "service_url" {
