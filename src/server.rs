@@ -97,18 +97,19 @@ async fn serve(
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let (parts, body) = request.into_parts();
+    let version = parts.version;
     let limit = app.config().max_body_bytes;
     let declared = parts
         .headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let body = match declared {
-        // Far too large to be worth reading: refuse at once (the client may see the close).
-        Some(length) if length > DRAIN_MAX_BYTES.max(limit as u64) => {
-            Err(DeliveryError::BodyTooLarge { limit })
-        }
-        _ => read_body(body, limit).await,
+    let refused_unread = declared.is_some_and(|length| length > DRAIN_MAX_BYTES.max(limit as u64));
+    let body = if refused_unread {
+        // Far too large to be worth reading: refuse at once.
+        Err(DeliveryError::BodyTooLarge { limit })
+    } else {
+        read_body(body, limit).await
     };
     let response = match body {
         Ok(body) => {
@@ -127,7 +128,21 @@ async fn serve(
             error.to_response()
         }
     };
-    Ok(response.map(Full::new))
+    let mut response = response.map(Full::new);
+    // The unread body makes the connection unusable: say so, so no client sends its next
+    // request on a connection the server is about to close (HTTP/1 only; HTTP/2 streams are
+    // reset on their own).
+    if refused_unread && is_http1(version) {
+        response.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
+    Ok(response)
+}
+
+fn is_http1(version: http::Version) -> bool {
+    version < http::Version::HTTP_2
 }
 
 /// Reads a request body of at most `limit` bytes.
