@@ -51,7 +51,14 @@ impl App {
     /// Builds the app and starts connecting to Kafka in the background (needs a Tokio runtime).
     pub fn new(config: Config) -> Result<Self, StartupError> {
         let verifier = match &config.auth {
-            AuthConfig::Oidc(oidc) => Some(Verifier::new(oidc.clone())?),
+            AuthConfig::Oidc(oidc) => {
+                if oidc.allowed_emails.is_none() {
+                    tracing::warn!(
+                        "OIDC_ALLOW_ANY_EMAIL=true: a valid token of ANY Google account for the audience can write to Kafka"
+                    );
+                }
+                Some(Verifier::new(oidc.clone())?)
+            }
             AuthConfig::Disabled => {
                 tracing::warn!(
                     "OIDC_DISABLED=true: push tokens are NOT verified; anyone who can reach this endpoint can write to Kafka"
