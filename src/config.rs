@@ -432,6 +432,20 @@ fn invalid(var: &'static str, value: &str, reason: &str) -> ConfigError {
     }
 }
 
+/// Keys and secrets come over https; plain http only on loopback (tests, local stand-ins).
+fn require_https(var: &'static str, url: &str) -> Result<(), ConfigError> {
+    let uri: http::Uri = url.parse().map_err(|_| invalid(var, url, "not a URL"))?;
+    let loopback = matches!(
+        uri.host(),
+        Some("127.0.0.1" | "localhost" | "[::1]" | "::1")
+    );
+    match uri.scheme_str() {
+        Some("https") => Ok(()),
+        Some("http") if loopback => Ok(()),
+        _ => Err(invalid(var, url, "must be https (http only on loopback)")),
+    }
+}
+
 fn split_list(raw: &str) -> Vec<String> {
     raw.split(',')
         .map(str::trim)
@@ -668,21 +682,7 @@ fn parse_security(env: &Env<'_>) -> Result<KafkaSecurity, ConfigError> {
             let endpoint = env
                 .get("SECRET_MANAGER_ENDPOINT")
                 .unwrap_or_else(|| crate::kafka::secret::DEFAULT_ENDPOINT.to_owned());
-            let uri: http::Uri = endpoint
-                .parse()
-                .map_err(|_| invalid("SECRET_MANAGER_ENDPOINT", &endpoint, "not a URL"))?;
-            let loopback = matches!(
-                uri.host(),
-                Some("127.0.0.1" | "localhost" | "[::1]" | "::1")
-            );
-            if !(uri.scheme_str() == Some("https") || uri.scheme_str() == Some("http") && loopback)
-            {
-                return Err(invalid(
-                    "SECRET_MANAGER_ENDPOINT",
-                    &endpoint,
-                    "secrets must come over https (http only on loopback)",
-                ));
-            }
+            require_https("SECRET_MANAGER_ENDPOINT", &endpoint)?;
             Some((endpoint, name))
         }
     };
@@ -823,24 +823,7 @@ fn parse_auth(env: &Env<'_>) -> Result<AuthConfig, ConfigError> {
     let jwks_url = env
         .get("OIDC_JWKS_URL")
         .unwrap_or_else(|| DEFAULT_JWKS_URL.to_owned());
-    let uri: http::Uri = jwks_url
-        .parse()
-        .map_err(|_| invalid("OIDC_JWKS_URL", &jwks_url, "not a URL"))?;
-    let loopback = matches!(
-        uri.host(),
-        Some("127.0.0.1" | "localhost" | "[::1]" | "::1")
-    );
-    match uri.scheme_str() {
-        Some("https") => {}
-        Some("http") if loopback => {}
-        _ => {
-            return Err(invalid(
-                "OIDC_JWKS_URL",
-                &jwks_url,
-                "keys must come over https (http only on loopback)",
-            ));
-        }
-    }
+    require_https("OIDC_JWKS_URL", &jwks_url)?;
     let issuers = split_list(
         &env.get("OIDC_ISSUERS")
             .unwrap_or_else(|| DEFAULT_ISSUERS.to_owned()),

@@ -136,19 +136,14 @@ async fn bridge_presents_gmks_token_in_the_sasl_handshake() {
         assert!(Instant::now() < deadline, "no SaslAuthenticate received");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let exchange = broker.exchanges.lock().unwrap()[0].clone();
-    let exchange = if exchange.auth_bytes.is_some() {
-        exchange
-    } else {
-        broker
-            .exchanges
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|e| e.auth_bytes.is_some())
-            .cloned()
-            .unwrap()
-    };
+    let exchange = broker
+        .exchanges
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|e| e.auth_bytes.is_some())
+        .cloned()
+        .unwrap();
     assert_eq!(exchange.mechanism.as_deref(), Some("OAUTHBEARER"));
     let token = bearer_of(exchange.auth_bytes.as_ref().unwrap());
     assert_gmk_token(&token, "ya29.test-token-1", SERVICE_ACCOUNT_EMAIL, 3600);

@@ -365,6 +365,27 @@ impl SecretManager {
     }
 }
 
+/// SCRAM-SHA-512 with the password in `secret`, read through `secrets` with `metadata`'s token.
+fn secret_env(
+    broker: &Broker,
+    topic: &str,
+    secret: &str,
+    secrets: &SecretManager,
+    metadata: &MetadataServer,
+) -> HashMap<String, String> {
+    let mut env = bridge_env(broker, topic, None);
+    env.insert("KAFKA_SECURITY_PROTOCOL".into(), "SASL_PLAINTEXT".into());
+    env.insert("KAFKA_SASL_MECHANISM".into(), "SCRAM-SHA-512".into());
+    env.insert("KAFKA_SASL_USERNAME".into(), USER.into());
+    env.insert("KAFKA_SASL_PASSWORD_SECRET".into(), secret.into());
+    env.insert(
+        "SECRET_MANAGER_ENDPOINT".into(),
+        format!("http://{}", secrets.addr),
+    );
+    env.insert("GCE_METADATA_HOST".into(), metadata.host());
+    env
+}
+
 /// The password comes from Secret Manager at connect time, with the metadata server's token;
 /// while the accessor grant is still propagating (403), the bridge retries and stays unready,
 /// then connects with the password and delivers.
@@ -374,19 +395,13 @@ async fn sasl_password_is_read_from_secret_manager_and_retried_until_granted() {
     let secrets = SecretManager::start(PASSWORD, 2).await;
     let broker = scram_broker(None).await;
     broker.create_topic("from-secret", 1).await;
-    let mut env = bridge_env(&broker, "from-secret", None);
-    env.insert("KAFKA_SECURITY_PROTOCOL".into(), "SASL_PLAINTEXT".into());
-    env.insert("KAFKA_SASL_MECHANISM".into(), "SCRAM-SHA-512".into());
-    env.insert("KAFKA_SASL_USERNAME".into(), USER.into());
-    env.insert(
-        "KAFKA_SASL_PASSWORD_SECRET".into(),
-        "projects/test-project/secrets/kafka-password".into(),
+    let env = secret_env(
+        &broker,
+        "from-secret",
+        "projects/test-project/secrets/kafka-password",
+        &secrets,
+        &metadata,
     );
-    env.insert(
-        "SECRET_MANAGER_ENDPOINT".into(),
-        format!("http://{}", secrets.addr),
-    );
-    env.insert("GCE_METADATA_HOST".into(), metadata.host());
     delivers_one_record(&broker, &env, "from-secret", "via-secret").await;
     let paths = secrets.paths.lock().unwrap().clone();
     assert!(
@@ -414,19 +429,13 @@ async fn wrong_password_in_the_secret_fails_cleanly() {
     let secrets = SecretManager::start("not-the-password", 0).await;
     let broker = scram_broker(None).await;
     broker.create_topic("bad-secret", 1).await;
-    let mut env = bridge_env(&broker, "bad-secret", None);
-    env.insert("KAFKA_SECURITY_PROTOCOL".into(), "SASL_PLAINTEXT".into());
-    env.insert("KAFKA_SASL_MECHANISM".into(), "SCRAM-SHA-512".into());
-    env.insert("KAFKA_SASL_USERNAME".into(), USER.into());
-    env.insert(
-        "KAFKA_SASL_PASSWORD_SECRET".into(),
-        "projects/test-project/secrets/kafka-password/versions/7".into(),
+    let mut env = secret_env(
+        &broker,
+        "bad-secret",
+        "projects/test-project/secrets/kafka-password/versions/7",
+        &secrets,
+        &metadata,
     );
-    env.insert(
-        "SECRET_MANAGER_ENDPOINT".into(),
-        format!("http://{}", secrets.addr),
-    );
-    env.insert("GCE_METADATA_HOST".into(), metadata.host());
     env.insert("KAFKA_PRODUCE_TIMEOUT_MS".into(), "1500".into());
     let app = pubsub_kafka_bridge::App::new(pubsub_kafka_bridge::Config::from_map(&env).unwrap())
         .unwrap();

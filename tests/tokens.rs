@@ -50,15 +50,18 @@ fn b64(v: &Value) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
 }
 
+/// `token` with its claims swapped for an attacker's email, header and signature kept.
+fn tampered(token: &str) -> String {
+    let parts: Vec<&str> = token.split('.').collect();
+    let forged = with(&[("email", json!("attacker@evil.example"))]);
+    format!("{}.{}.{}", parts[0], b64(&forged), parts[2])
+}
+
 #[tokio::test]
 async fn token_cases_answer_as_the_contract_says() {
     let s = setup("tokens", None).await;
     let valid = mint(&key(1), &google_claims());
-    let tampered = {
-        let parts: Vec<&str> = valid.split('.').collect();
-        let forged = with(&[("email", json!("attacker@evil.example"))]);
-        format!("{}.{}.{}", parts[0], b64(&forged), parts[2])
-    };
+    let tampered = tampered(&valid);
     let alg_none = format!(
         "{}.{}.",
         b64(&json!({"alg": "none", "kid": "key1", "typ": "JWT"})),
@@ -367,11 +370,7 @@ async fn behind_cloud_run_iam_the_claims_of_a_signature_removed_token_decide() {
     let bridge = Bridge::start(&env).await;
     let client = http_client();
     let valid = mint(&key(1), &google_claims());
-    let tampered = {
-        let parts: Vec<&str> = valid.split('.').collect();
-        let forged = with(&[("email", json!("attacker@evil.example"))]);
-        format!("{}.{}.{}", parts[0], b64(&forged), parts[2])
-    };
+    let tampered = tampered(&valid);
     let alg_none = format!(
         "{}.{}.SIGNATURE_REMOVED_BY_GOOGLE",
         b64(&json!({"alg": "none", "kid": "key1", "typ": "JWT"})),
