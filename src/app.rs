@@ -3,6 +3,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use http::request::Parts;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use tokio::sync::watch;
 
@@ -12,7 +13,8 @@ use crate::encode::Encoder;
 use crate::envelope::{self, PubsubMessage};
 use crate::error::DeliveryError;
 use crate::kafka::{Ack, KafkaProducer};
-use crate::metrics::Metrics;
+use crate::limits::{InflightBudget, InflightPermit};
+use crate::metrics::{Gauges, Metrics};
 use crate::record::{self, KafkaRecord};
 use crate::registry::SchemaRegistry;
 
@@ -27,6 +29,17 @@ pub enum StartupError {
     /// The token verifier's settings cannot be used.
     #[error(transparent)]
     Verifier(#[from] crate::auth::VerifierSetupError),
+}
+
+/// What the request head decides, before a byte of the body is read.
+#[derive(Debug)]
+pub enum Head {
+    /// Answered from the head alone: health, readiness, metrics, a wrong method, a token that
+    /// fails verification, or a full in-flight budget.
+    Answered(Response<Bytes>),
+    /// A verified delivery with its place in the in-flight budget: read the body into the
+    /// permit ([`InflightPermit::reserve`]), then [`App::deliver`].
+    Delivery(InflightPermit),
 }
 
 /// What one delivery learned, for its log line.
@@ -45,6 +58,7 @@ pub struct App {
     abandon: watch::Sender<bool>,
     metrics: Metrics,
     registry: Option<SchemaRegistry>,
+    inflight: InflightBudget,
 }
 
 impl App {
@@ -72,6 +86,7 @@ impl App {
             verifier,
             abandon: watch::Sender::new(false),
             metrics: Metrics::default(),
+            inflight: InflightBudget::new(config.limits.inflight),
             registry: config.schema_registry.as_ref().map(|r| {
                 let credentials = r
                     .credentials
@@ -107,32 +122,85 @@ impl App {
         self.abandon.send_replace(true);
     }
 
-    /// Handles one HTTP request of any kind.
+    /// Handles one HTTP request of any kind whose body is already in memory (Lambda, tests).
     pub async fn handle(&self, request: Request<Bytes>) -> Response<Bytes> {
-        match (request.method(), request.uri().path()) {
-            (&Method::GET | &Method::HEAD, "/healthz") => plain(StatusCode::OK, "ok"),
-            (&Method::GET | &Method::HEAD, "/readyz") => self.readiness(),
-            (&Method::GET, "/metrics") => self.metrics_text(),
-            (&Method::POST, _) => {
-                let response = self.deliver(request).await;
-                self.metrics.record(response.status().as_u16());
-                response
+        let (head, body) = request.into_parts();
+        let mut permit = match self.admit(&head).await {
+            Head::Answered(response) => return response,
+            Head::Delivery(permit) => permit,
+        };
+        if body.len() > self.config.max_body_bytes {
+            let limit = self.config.max_body_bytes;
+            return self.refuse(DeliveryError::BodyTooLarge { limit }, &head.headers);
+        }
+        if let Err(overloaded) = permit.reserve(body.len()) {
+            return self.refuse(overloaded.into(), &head.headers);
+        }
+        self.deliver(head, body, permit).await
+    }
+
+    /// Decides what the head alone can: routes, method, token, room in the in-flight budget.
+    ///
+    /// The token is verified here, before the body is read, so an unauthenticated client never
+    /// gets a `100 Continue`, never has its body read, and never holds in-flight budget.
+    pub async fn admit(&self, head: &Parts) -> Head {
+        match (&head.method, head.uri.path()) {
+            (&Method::GET | &Method::HEAD, "/healthz") => {
+                return Head::Answered(plain(StatusCode::OK, "ok"));
             }
-            (method, _) => self.fail(
-                DeliveryError::MethodNotAllowed(method.clone()),
-                &DeliveryContext::default(),
-                request.headers(),
-            ),
+            (&Method::GET | &Method::HEAD, "/readyz") => return Head::Answered(self.readiness()),
+            (&Method::GET, "/metrics") => return Head::Answered(self.metrics_text()),
+            (&Method::POST, _) => {}
+            (method, _) => {
+                let method = crate::error::bounded_echo(method.as_str());
+                return Head::Answered(self.fail(
+                    DeliveryError::MethodNotAllowed(method),
+                    &DeliveryContext::default(),
+                    &head.headers,
+                ));
+            }
+        }
+        if let Some(verifier) = &self.verifier {
+            let authorization = head
+                .headers
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok());
+            if let Err(e) = verifier.verify(authorization, unix_now()).await {
+                return Head::Answered(self.refuse(e.into(), &head.headers));
+            }
+        }
+        match self.inflight.admit() {
+            Ok(permit) => Head::Delivery(permit),
+            Err(overloaded) => Head::Answered(self.refuse(overloaded.into(), &head.headers)),
         }
     }
 
+    /// Answers a delivery that failed before its pipeline ran (token, body, budget): one log
+    /// line, counted in the metrics.
+    pub fn refuse(&self, error: DeliveryError, headers: &HeaderMap) -> Response<Bytes> {
+        let response = self.fail(error, &DeliveryContext::default(), headers);
+        self.metrics.record(response.status().as_u16());
+        response
+    }
+
     fn metrics_text(&self) -> Response<Bytes> {
-        let (requests, records) = self.kafka.stats().snapshot();
-        let tokens = self.verifier.as_ref().map_or(0, Verifier::cached_tokens);
+        let (produce_requests, produced_records) = self.kafka.stats().snapshot();
+        let gauges = Gauges {
+            produce_requests,
+            produced_records,
+            cached_tokens: self.verifier.as_ref().map_or(0, Verifier::cached_tokens),
+            inflight_requests: self.inflight.requests_in_flight(),
+            inflight_bytes: self.inflight.bytes_in_flight(),
+        };
         Response::builder()
             .header(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")
-            .body(Bytes::from(self.metrics.render(requests, records, tokens)))
+            .body(Bytes::from(self.metrics.render(gauges)))
             .unwrap_or_default()
+    }
+
+    /// The in-flight budget (its gauges for tests and metrics).
+    pub fn inflight(&self) -> &InflightBudget {
+        &self.inflight
     }
 
     /// Delivery counters.
@@ -153,11 +221,26 @@ impl App {
         }
     }
 
-    async fn deliver(&self, request: Request<Bytes>) -> Response<Bytes> {
+    /// Runs an admitted delivery through the pipeline and answers it; `permit` (its share of
+    /// the in-flight budget) is released with the answer.
+    pub async fn deliver(
+        &self,
+        head: Parts,
+        body: Bytes,
+        permit: InflightPermit,
+    ) -> Response<Bytes> {
+        let request = Request::from_parts(head, body);
+        let response = self.run_pipeline(&request).await;
+        drop(permit);
+        self.metrics.record(response.status().as_u16());
+        response
+    }
+
+    async fn run_pipeline(&self, request: &Request<Bytes>) -> Response<Bytes> {
         let mut context = DeliveryContext::default();
         let mut abandon = self.abandon.subscribe();
         let outcome = tokio::select! {
-            outcome = self.try_deliver(&request, &mut context) => outcome,
+            outcome = self.try_deliver(request, &mut context) => outcome,
             _ = abandon.wait_for(|abandoned| *abandoned) => Err(DeliveryError::ShuttingDown),
         };
         match outcome {
@@ -174,7 +257,7 @@ impl App {
                     .unwrap_or_default()
             }
             Err(error) if error.is_dead_letter() && self.config.kafka.dlq_topic.is_some() => {
-                self.dead_letter(&request, error, &context).await
+                self.dead_letter(request, error, &context).await
             }
             Err(error) => self.fail(error, &context, request.headers()),
         }
@@ -186,13 +269,6 @@ impl App {
         request: &Request<Bytes>,
         context: &mut DeliveryContext,
     ) -> Result<Ack, DeliveryError> {
-        if let Some(verifier) = &self.verifier {
-            let authorization = request
-                .headers()
-                .get(http::header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok());
-            verifier.verify(authorization, unix_now()).await?;
-        }
         let body = request.body();
         if body.len() > self.config.max_body_bytes {
             return Err(DeliveryError::BodyTooLarge {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::encode::ValueFormat;
 use crate::envelope::PushPayload;
+use crate::limits::{HttpLimits, InflightLimits};
 use crate::record::{AttributeHeaders, KeySource, RecordOptions, TopicRoute};
 
 /// Default Google JWKS endpoint for push tokens.
@@ -266,12 +267,17 @@ pub struct Config {
     pub schema_registry: Option<SchemaRegistryConfig>,
     /// `GOOGLE_CLOUD_PROJECT`: used to build Cloud Logging trace names.
     pub gcp_project: Option<String>,
+    /// Connection, time, body and in-flight limits of the HTTP server.
+    pub limits: HttpLimits,
 }
 
 impl Config {
     /// Reads the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
+        Self::from_lookup_in_container(
+            |name| std::env::var(name).ok(),
+            crate::limits::container_memory_limit(),
+        )
     }
 
     /// Reads settings from a map (tests and embedders).
@@ -281,6 +287,15 @@ impl Config {
 
     /// Reads settings through `lookup`; empty values count as unset.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        Self::from_lookup_in_container(lookup, None)
+    }
+
+    /// Reads settings through `lookup` for a container with `memory_limit` bytes (from which
+    /// the in-flight budget's default is derived).
+    pub fn from_lookup_in_container(
+        lookup: impl Fn(&str) -> Option<String>,
+        memory_limit: Option<u64>,
+    ) -> Result<Self, ConfigError> {
         let env = Env(&lookup);
         let route = parse_route(&env)?;
         let dlq_topic = env.get("KAFKA_DLQ_TOPIC");
@@ -328,9 +343,20 @@ impl Config {
             Some("text") => LogFormat::Text,
             Some(other) => return Err(invalid("LOG_FORMAT", other, "expected json or text")),
         };
+        let max_body_bytes = env.number("MAX_BODY_BYTES", 16 << 20, 1024, 1 << 30)? as usize;
+        let limits = parse_http_limits(&env, max_body_bytes, memory_limit)?;
+        let attribute_prefix = env.get("KAFKA_ATTRIBUTE_HEADER_PREFIX").unwrap_or_default();
+        if crate::record::is_reserved_header(&attribute_prefix) {
+            return Err(invalid(
+                "KAFKA_ATTRIBUTE_HEADER_PREFIX",
+                &attribute_prefix,
+                "the pubsub. header namespace is reserved for the bridge's own headers",
+            ));
+        }
         Ok(Config {
             port: env.number("PORT", 8080, 0, 65_535)? as u16,
-            max_body_bytes: env.number("MAX_BODY_BYTES", 16 << 20, 1024, 1 << 30)? as usize,
+            max_body_bytes,
+            limits,
             header_read_timeout: Duration::from_millis(env.number(
                 "HTTP_HEADER_READ_TIMEOUT_MS",
                 10_000,
@@ -359,7 +385,7 @@ impl Config {
             record: RecordOptions {
                 key_source: parse_key_source(env.get("KAFKA_KEY"))?,
                 attribute_headers: parse_attribute_headers(env.get("KAFKA_ATTRIBUTE_HEADERS"))?,
-                attribute_prefix: env.get("KAFKA_ATTRIBUTE_HEADER_PREFIX").unwrap_or_default(),
+                attribute_prefix,
                 metadata_headers: !matches!(
                     env.get("KAFKA_METADATA_HEADERS")
                         .map(|v| v.to_ascii_lowercase())
@@ -381,6 +407,44 @@ impl Config {
                 .or_else(|| env.get("GCP_PROJECT")),
         })
     }
+}
+
+/// The server's limits; the in-flight byte budget defaults from the container's memory.
+fn parse_http_limits(
+    env: &Env,
+    max_body_bytes: usize,
+    memory_limit: Option<u64>,
+) -> Result<HttpLimits, ConfigError> {
+    let ms = |var, default, min, max| {
+        env.number(var, default, min, max)
+            .map(Duration::from_millis)
+    };
+    let max_bytes = env.number(
+        "MAX_INFLIGHT_BYTES",
+        InflightLimits::default_bytes(memory_limit, max_body_bytes),
+        1024,
+        1 << 40,
+    )?;
+    if max_bytes < max_body_bytes as u64 {
+        return Err(invalid(
+            "MAX_INFLIGHT_BYTES",
+            &max_bytes.to_string(),
+            &format!(
+                "below MAX_BODY_BYTES ({max_body_bytes}): the largest delivery could never pass"
+            ),
+        ));
+    }
+    Ok(HttpLimits {
+        max_connections: env.number("MAX_CONNECTIONS", 1024, 1, 1 << 20)? as usize,
+        body_idle_timeout: ms("HTTP_BODY_IDLE_TIMEOUT_MS", 10_000, 100, 600_000)?,
+        body_timeout: ms("HTTP_BODY_TIMEOUT_MS", 60_000, 100, 3_600_000)?,
+        idle_timeout: ms("HTTP_IDLE_TIMEOUT_MS", 120_000, 100, 3_600_000)?,
+        h2_max_streams: env.number("HTTP2_MAX_CONCURRENT_STREAMS", 64, 1, 10_000)? as u32,
+        inflight: InflightLimits {
+            max_bytes,
+            max_requests: env.number("MAX_INFLIGHT_REQUESTS", 1000, 1, 1 << 20)? as u32,
+        },
+    })
 }
 
 struct Env<'a>(&'a dyn Fn(&str) -> Option<String>);

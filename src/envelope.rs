@@ -223,14 +223,14 @@ pub fn parse_unwrapped(
 ///
 /// Unknown fields are ignored so new Pub/Sub fields never break deliveries.
 pub fn parse_wrapped(body: &[u8]) -> Result<PubsubMessage, EnvelopeError> {
-    let raw: RawEnvelope<'_> =
-        serde_json::from_slice(body).map_err(|e| EnvelopeError::NotAnEnvelope(e.to_string()))?;
+    let raw: RawEnvelope<'_> = serde_json::from_slice(body)
+        .map_err(|e| EnvelopeError::NotAnEnvelope(crate::error::bounded_echo(&e.to_string())))?;
     let message = raw.message.ok_or(EnvelopeError::MissingMessage)?;
     let data = match message.data.as_deref() {
         None | Some("") => Vec::new(),
-        Some(encoded) => BASE64
-            .decode(encoded)
-            .map_err(|e| EnvelopeError::InvalidBase64(e.to_string()))?,
+        Some(encoded) => BASE64.decode(encoded).map_err(|e| {
+            EnvelopeError::InvalidBase64(crate::error::bounded_echo(&e.to_string()))
+        })?,
     };
     let message_id = non_empty(message.message_id_camel.or(message.message_id_snake))
         .ok_or(EnvelopeError::MissingField("messageId"))?;
@@ -273,7 +273,7 @@ pub fn parse_publish_time(value: &str) -> Result<i64, EnvelopeError> {
         .ok()
         .map(|t| t.timestamp_millis())
         .filter(|ms| *ms >= 0)
-        .ok_or_else(|| EnvelopeError::InvalidPublishTime(value.to_owned()))
+        .ok_or_else(|| EnvelopeError::InvalidPublishTime(crate::error::bounded_echo(value)))
 }
 
 #[cfg(test)]

@@ -10,6 +10,18 @@ use crate::kafka::KafkaError;
 use crate::record::UnknownSubscription;
 use crate::registry::RegistryError;
 
+/// Longest piece of client input an error message repeats (response bodies and log lines).
+pub const MAX_ECHO_CHARS: usize = 128;
+
+/// `text` cut to [`MAX_ECHO_CHARS`] characters, saying how long it was when cut: error bodies
+/// and log lines never carry unbounded attacker input.
+pub fn bounded_echo(text: &str) -> String {
+    match text.char_indices().nth(MAX_ECHO_CHARS) {
+        None => text.to_owned(),
+        Some((end, _)) => format!("{}…({} bytes)", &text[..end], text.len()),
+    }
+}
+
 /// Everything that can stop a delivery from being acknowledged.
 #[derive(Debug, thiserror::Error)]
 pub enum DeliveryError {
@@ -41,9 +53,15 @@ pub enum DeliveryError {
     /// Kafka did not acknowledge the record.
     #[error(transparent)]
     Kafka(#[from] KafkaError),
-    /// Only POST delivers.
+    /// Only POST delivers (the method as sent, cut by [`bounded_echo`]).
     #[error("method {0} not allowed; push deliveries are POSTed")]
-    MethodNotAllowed(http::Method),
+    MethodNotAllowed(String),
+    /// The in-flight budget is full: 503, so Pub/Sub backs off and redelivers.
+    #[error(transparent)]
+    Overloaded(#[from] crate::limits::Overloaded),
+    /// The body did not arrive within `HTTP_BODY_IDLE_TIMEOUT_MS` / `HTTP_BODY_TIMEOUT_MS`.
+    #[error("request body not received within {0:?}")]
+    BodyTimeout(std::time::Duration),
     /// The process is shutting down and the delivery could not finish in time.
     #[error("shutting down before Kafka acknowledged")]
     ShuttingDown,
@@ -57,6 +75,8 @@ impl DeliveryError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Envelope(_) | Self::BodyUnreadable(_) => StatusCode::BAD_REQUEST,
+            Self::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::Auth(AuthError::EmailNotAllowed { .. }) => StatusCode::FORBIDDEN,
             Self::Auth(AuthError::KeysUnavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Auth(_) => StatusCode::UNAUTHORIZED,
@@ -79,6 +99,8 @@ impl DeliveryError {
             Self::Auth(e) => e.code(),
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::BodyUnreadable(_) => "body_unreadable",
+            Self::Overloaded(_) => "overloaded",
+            Self::BodyTimeout(_) => "body_timeout",
             Self::UnknownSubscription(_) => "unknown_subscription",
             Self::SchemaRegistry(_) => "schema_registry_unavailable",
             Self::Encode(_) => "encoding_failed",
@@ -113,8 +135,10 @@ impl DeliveryError {
         let mut response = Response::builder()
             .status(self.status())
             .header(header::CONTENT_TYPE, "application/json");
-        if let Self::MethodNotAllowed(_) = self {
-            response = response.header(header::ALLOW, "POST");
+        match self {
+            Self::MethodNotAllowed(_) => response = response.header(header::ALLOW, "POST"),
+            Self::Overloaded(_) => response = response.header(header::RETRY_AFTER, "1"),
+            _ => {}
         }
         response
             .body(Bytes::from(body.to_string()))
@@ -161,7 +185,13 @@ mod tests {
                 .into(),
                 422,
             ),
-            (DeliveryError::MethodNotAllowed(http::Method::GET), 405),
+            (DeliveryError::MethodNotAllowed("GET".into()), 405),
+            (crate::limits::Overloaded::Requests(1).into(), 503),
+            (crate::limits::Overloaded::Bytes(1).into(), 503),
+            (
+                DeliveryError::BodyTimeout(std::time::Duration::from_secs(1)),
+                408,
+            ),
             (DeliveryError::ShuttingDown, 503),
             (DeliveryError::Internal, 500),
         ];
@@ -177,6 +207,29 @@ mod tests {
         assert!(!DeliveryError::from(AuthError::NotBearer).is_dead_letter());
         assert!(!DeliveryError::from(KafkaError::Unavailable("x".into())).is_dead_letter());
         assert!(!DeliveryError::BodyTooLarge { limit: 1 }.is_dead_letter());
+    }
+
+    #[test]
+    fn echoes_are_bounded_on_a_char_boundary() {
+        assert_eq!(bounded_echo("PATCH"), "PATCH");
+        let exact = "x".repeat(MAX_ECHO_CHARS);
+        assert_eq!(bounded_echo(&exact), exact);
+        let long = "é".repeat(60_000);
+        let echoed = bounded_echo(&long);
+        assert!(echoed.starts_with(&"é".repeat(MAX_ECHO_CHARS)));
+        assert!(echoed.ends_with("…(120000 bytes)"), "{echoed}");
+        assert_eq!(
+            echoed.chars().count(),
+            MAX_ECHO_CHARS + "…(120000 bytes)".len() - 2
+        );
+    }
+
+    #[test]
+    fn overload_says_when_to_retry() {
+        let response = DeliveryError::from(crate::limits::Overloaded::Requests(1)).to_response();
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        let body: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
+        assert_eq!(body["error"], "overloaded");
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub mod fetch;
 pub mod kafka;
 #[cfg(feature = "lambda")]
 pub mod lambda;
+pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod record;

@@ -4,7 +4,22 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Every status a delivery can be answered with; anything else is counted as `other`.
-const STATUSES: [u16; 11] = [204, 400, 401, 403, 404, 405, 413, 422, 500, 503, 0];
+const STATUSES: [u16; 12] = [204, 400, 401, 403, 404, 405, 408, 413, 422, 500, 503, 0];
+
+/// Figures read from the rest of the bridge at scrape time.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Gauges {
+    /// Produce requests Kafka acknowledged.
+    pub produce_requests: u64,
+    /// Records Kafka acknowledged.
+    pub produced_records: u64,
+    /// Verified tokens cached.
+    pub cached_tokens: usize,
+    /// Deliveries being read or waiting for Kafka.
+    pub inflight_requests: u64,
+    /// Body bytes those deliveries hold.
+    pub inflight_bytes: u64,
+}
 
 /// Delivery outcomes since start.
 #[derive(Debug, Default)]
@@ -30,13 +45,16 @@ impl Metrics {
             .map_or(0, |slot| self.by_status[slot].load(Ordering::Relaxed))
     }
 
-    /// The exposition text, with the producer's batching figures and the token cache size.
-    pub fn render(
-        &self,
-        produce_requests: u64,
-        produced_records: u64,
-        cached_tokens: usize,
-    ) -> String {
+    /// The exposition text, with the producer's batching figures, the token cache size and
+    /// the in-flight budget in use.
+    pub fn render(&self, gauges: Gauges) -> String {
+        let Gauges {
+            produce_requests,
+            produced_records,
+            cached_tokens,
+            inflight_requests,
+            inflight_bytes,
+        } = gauges;
         let mut out = String::with_capacity(1024);
         out.push_str("# HELP pubsub_kafka_bridge_deliveries_total Push deliveries answered, by HTTP status.\n");
         out.push_str("# TYPE pubsub_kafka_bridge_deliveries_total counter\n");
@@ -62,7 +80,13 @@ impl Metrics {
              pubsub_kafka_bridge_produced_records_total {produced_records}\n\
              # HELP pubsub_kafka_bridge_verified_tokens Verified push tokens in the cache.\n\
              # TYPE pubsub_kafka_bridge_verified_tokens gauge\n\
-             pubsub_kafka_bridge_verified_tokens {cached_tokens}\n"
+             pubsub_kafka_bridge_verified_tokens {cached_tokens}\n\
+             # HELP pubsub_kafka_bridge_inflight_requests Deliveries being read or awaiting Kafka.\n\
+             # TYPE pubsub_kafka_bridge_inflight_requests gauge\n\
+             pubsub_kafka_bridge_inflight_requests {inflight_requests}\n\
+             # HELP pubsub_kafka_bridge_inflight_bytes Body bytes held by deliveries in flight.\n\
+             # TYPE pubsub_kafka_bridge_inflight_bytes gauge\n\
+             pubsub_kafka_bridge_inflight_bytes {inflight_bytes}\n"
         );
         out
     }
@@ -80,9 +104,19 @@ mod tests {
         m.record(503);
         m.record(418);
         assert_eq!((m.count(204), m.count(503), m.count(0)), (2, 1, 1));
-        let text = m.render(3, 7, 1);
+        let text = m.render(Gauges {
+            produce_requests: 3,
+            produced_records: 7,
+            cached_tokens: 1,
+            inflight_requests: 2,
+            inflight_bytes: 4096,
+        });
         assert!(text.contains("pubsub_kafka_bridge_deliveries_total{status=\"204\"} 2\n"));
         assert!(text.contains("pubsub_kafka_bridge_deliveries_total{status=\"other\"} 1\n"));
         assert!(text.contains("pubsub_kafka_bridge_produced_records_total 7\n"));
+        assert!(text.contains("pubsub_kafka_bridge_produce_requests_total 3\n"));
+        assert!(text.contains("pubsub_kafka_bridge_verified_tokens 1\n"));
+        assert!(text.contains("pubsub_kafka_bridge_inflight_requests 2\n"));
+        assert!(text.contains("pubsub_kafka_bridge_inflight_bytes 4096\n"));
     }
 }

@@ -14,6 +14,30 @@ pub const HEADER_SUBSCRIPTION: &str = "pubsub.subscription";
 pub const HEADER_ORDERING_KEY: &str = "pubsub.ordering_key";
 /// Header carrying the delivery attempt (decimal), when Pub/Sub sent one.
 pub const HEADER_DELIVERY_ATTEMPT: &str = "pubsub.delivery_attempt";
+/// The bridge's own header namespace: only the bridge writes names that start with it.
+pub const RESERVED_HEADER_PREFIX: &str = "pubsub.";
+/// An attribute whose header name would fall in the reserved namespace is written under this
+/// prefix instead (`pubsub.ordering_key` → `pubsub.attribute.pubsub.ordering_key`): nothing is
+/// lost, and no publisher can pose as the bridge's metadata, whatever Pub/Sub sent.
+pub const RENAMED_ATTRIBUTE_PREFIX: &str = "pubsub.attribute.";
+
+/// Whether `name` lies in the bridge's header namespace (ASCII case-insensitive, since some
+/// consumers compare header names without case).
+pub fn is_reserved_header(name: &str) -> bool {
+    name.len() >= RESERVED_HEADER_PREFIX.len()
+        && name.as_bytes()[..RESERVED_HEADER_PREFIX.len()]
+            .eq_ignore_ascii_case(RESERVED_HEADER_PREFIX.as_bytes())
+}
+
+/// The header name an attribute is written under.
+fn attribute_header_name(prefix: &str, attribute: &str) -> String {
+    let name = format!("{prefix}{attribute}");
+    if is_reserved_header(&name) {
+        format!("{RENAMED_ATTRIBUTE_PREFIX}{name}")
+    } else {
+        name
+    }
+}
 
 /// Where the record key comes from (`KAFKA_KEY`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,7 +165,7 @@ pub fn record_headers(
     let mut headers: BTreeMap<String, Vec<u8>> = selected
         .map(|(k, v)| {
             (
-                format!("{}{k}", options.attribute_prefix),
+                attribute_header_name(&options.attribute_prefix, k),
                 v.as_bytes().to_vec(),
             )
         })
@@ -255,7 +279,7 @@ impl TopicRoute {
                     .or_else(|| map.get("*"))
                     .map(String::as_str)
                     .ok_or_else(|| UnknownSubscription {
-                        subscription: subscription.to_owned(),
+                        subscription: crate::error::bounded_echo(subscription),
                     })
             }
         }
@@ -315,7 +339,7 @@ mod tests {
     }
 
     #[test]
-    fn headers_carry_attributes_and_metadata_and_metadata_wins() {
+    fn headers_carry_attributes_and_metadata_and_forged_metadata_is_renamed() {
         let (record, fallback) = build_record(message(), &RecordOptions::default(), |_| {
             Ok::<_, ()>(b"v".to_vec())
         })
@@ -339,9 +363,70 @@ mod tests {
         );
         assert_eq!(header(HEADER_ORDERING_KEY).as_deref(), Some("order-7"));
         assert_eq!(header(HEADER_DELIVERY_ATTEMPT).as_deref(), Some("2"));
-        assert_eq!(record.headers.len(), 6);
+        assert_eq!(
+            header("pubsub.attribute.pubsub.message_id").as_deref(),
+            Some("forged")
+        );
+        assert_eq!(record.headers.len(), 7);
         assert_eq!(record.timestamp_ms, 1_614_366_835_749);
         assert_eq!(record.value, b"v");
+    }
+
+    #[test]
+    fn attributes_never_pose_as_metadata_headers() {
+        let mut m = PubsubMessage {
+            ordering_key: None,
+            delivery_attempt: None,
+            ..message()
+        };
+        for name in [
+            "pubsub.ordering_key",
+            "pubsub.delivery_attempt",
+            "PubSub.Message_Id",
+            "pubsub.message_id",
+        ] {
+            m.attributes.insert(name.into(), "forged".into());
+        }
+        let headers = record_headers(&m, &RecordOptions::default());
+        assert!(!headers.contains_key(HEADER_ORDERING_KEY));
+        assert!(!headers.contains_key(HEADER_DELIVERY_ATTEMPT));
+        assert_eq!(headers[HEADER_MESSAGE_ID], b"42");
+        assert!(!headers.contains_key("PubSub.Message_Id"));
+        for name in [
+            "pubsub.ordering_key",
+            "pubsub.delivery_attempt",
+            "PubSub.Message_Id",
+            "pubsub.message_id",
+        ] {
+            assert_eq!(
+                headers[&format!("pubsub.attribute.{name}")],
+                b"forged",
+                "{name}"
+            );
+        }
+        assert_eq!(headers["tenant"], b"acme");
+        // Without metadata headers the namespace is still the bridge's.
+        let bare = RecordOptions {
+            metadata_headers: false,
+            ..RecordOptions::default()
+        };
+        let headers = record_headers(&m, &bare);
+        assert!(
+            headers
+                .keys()
+                .all(|k| !k.starts_with("pubsub.") || k.starts_with("pubsub.attribute."))
+        );
+    }
+
+    #[test]
+    fn reserved_namespace_is_matched_without_case() {
+        assert!(is_reserved_header("pubsub.x"));
+        assert!(is_reserved_header("PUBSUB."));
+        assert!(!is_reserved_header("pubsub"));
+        assert!(!is_reserved_header("pubsubx.y"));
+        assert!(!is_reserved_header("x.pubsub.y"));
+        assert_eq!(attribute_header_name("attr.", "pubsub.a"), "attr.pubsub.a");
+        assert_eq!(attribute_header_name("", "tenant"), "tenant");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! topic and hands out its id for the Confluent wire format (`0x00`, 4-byte id, datum).
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -32,12 +33,32 @@ struct Registered {
     id: u32,
 }
 
+/// A registration's outcome as its waiters see it (`None` while it runs).
+type Outcome = Option<Result<u32, String>>;
+
+/// Where a topic's schema id stands.
+enum Slot {
+    /// Registered: the id, for good.
+    Known(u32),
+    /// One registration runs; every delivery for the topic waits on it and shares its outcome.
+    Registering(tokio::sync::watch::Receiver<Outcome>),
+}
+
 /// Registers the schema per topic and caches the ids.
+///
+/// One registration per topic at a time, run in its own task and shared by every delivery
+/// waiting for that topic; the map is locked only to look up or update a slot, never across
+/// I/O, so a slow registry holds up only the deliveries that need its answer, all at once.
+#[derive(Clone)]
 pub struct SchemaRegistry {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     base: String,
     authorization: Option<String>,
     client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
-    ids: tokio::sync::Mutex<HashMap<String, u32>>,
+    slots: Mutex<HashMap<String, Slot>>,
 }
 
 impl SchemaRegistry {
@@ -48,7 +69,7 @@ impl SchemaRegistry {
             .https_or_http()
             .enable_http1()
             .build();
-        SchemaRegistry {
+        let inner = Inner {
             base: url.trim_end_matches('/').to_owned(),
             authorization: credentials.map(|(user, password)| {
                 let pair =
@@ -56,24 +77,67 @@ impl SchemaRegistry {
                 format!("Basic {pair}")
             }),
             client: Client::builder(TokioExecutor::new()).build(https),
-            ids: tokio::sync::Mutex::new(HashMap::new()),
+            slots: Mutex::new(HashMap::new()),
+        };
+        SchemaRegistry {
+            inner: Arc::new(inner),
         }
     }
 
     /// The schema id for `topic`'s value subject, registering the schema on first use.
     ///
     /// Registering an identical schema again returns the existing id, so this is idempotent
-    /// across instances and restarts.
+    /// across instances and restarts. A failed registration is forgotten: the next delivery
+    /// for the topic starts a new one.
     pub async fn schema_id(&self, topic: &str) -> Result<u32, RegistryError> {
-        let mut ids = self.ids.lock().await;
-        if let Some(id) = ids.get(topic) {
-            return Ok(*id);
-        }
-        let subject = format!("{topic}-value");
-        let error = |reason: String| RegistryError {
-            subject: subject.clone(),
-            reason,
+        let mut outcome = {
+            let mut slots = self.inner.slots.lock().unwrap_or_else(|e| e.into_inner());
+            match slots.get(topic) {
+                Some(Slot::Known(id)) => return Ok(*id),
+                Some(Slot::Registering(outcome)) => outcome.clone(),
+                None => {
+                    let (report, outcome) = tokio::sync::watch::channel(None);
+                    slots.insert(topic.to_owned(), Slot::Registering(outcome.clone()));
+                    let registry = self.clone();
+                    let topic = topic.to_owned();
+                    tokio::spawn(async move {
+                        let result = registry.inner.register(&topic).await;
+                        let mut slots = registry
+                            .inner
+                            .slots
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner());
+                        match result {
+                            Ok(id) => slots.insert(topic, Slot::Known(id)),
+                            Err(_) => slots.remove(&topic),
+                        };
+                        drop(slots);
+                        report.send_replace(Some(result));
+                    });
+                    outcome
+                }
+            }
         };
+        let shared = outcome.wait_for(Option::is_some).await.map(|o| o.clone());
+        match shared {
+            Ok(Some(Ok(id))) => Ok(id),
+            Ok(Some(Err(reason))) => Err(RegistryError {
+                subject: format!("{topic}-value"),
+                reason,
+            }),
+            // The registration task ended without reporting (runtime shutting down).
+            _ => Err(RegistryError {
+                subject: format!("{topic}-value"),
+                reason: "registration abandoned".to_owned(),
+            }),
+        }
+    }
+}
+
+impl Inner {
+    /// Registers the bundled schema under `<topic>-value`; the error is the reason.
+    async fn register(&self, topic: &str) -> Result<u32, String> {
+        let subject = format!("{topic}-value");
         let body = serde_json::json!({ "schemaType": "AVRO", "schema": AVRO_SCHEMA }).to_string();
         let mut request = http::Request::post(format!("{}/subjects/{subject}/versions", self.base))
             .header(
@@ -89,14 +153,15 @@ impl SchemaRegistry {
         }
         let request = request
             .body(Full::new(Bytes::from(body)))
-            .map_err(|e| error(e.to_string()))?;
-        let (_, answer) = crate::fetch::send(&self.client, request, 64 * 1024, TIMEOUT)
-            .await
-            .map_err(error)?;
-        let registered: Registered = serde_json::from_slice(&answer)
-            .map_err(|e| error(format!("unexpected answer: {e}")))?;
+            .map_err(|e| e.to_string())?;
+        let (_, answer) = crate::fetch::send(&self.client, request, 64 * 1024, TIMEOUT).await?;
+        let registered: Registered = serde_json::from_slice(&answer).map_err(|e| {
+            format!(
+                "unexpected answer: {}",
+                crate::error::bounded_echo(&e.to_string())
+            )
+        })?;
         tracing::info!(subject, id = registered.id, "Avro schema registered");
-        ids.insert(topic.to_owned(), registered.id);
         Ok(registered.id)
     }
 }

@@ -1,82 +1,99 @@
-//! The HTTP server: hyper 1 (HTTP/1.1 and h2c) in front of [`App::handle`], with graceful shutdown.
+//! The HTTP server: hyper 1 (HTTP/1.1 and h2c) in front of [`App`], every connection and
+//! request bounded in time and size before authentication costs anything, graceful shutdown.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
-use crate::app::App;
+use crate::app::{App, Head};
 use crate::error::DeliveryError;
+use crate::limits::{BodyMeter, HttpLimits, InflightPermit};
 
-/// Largest request head (request line plus headers) accepted over HTTP/1.1; oversized heads
-/// are answered 431 by hyper instead of filling memory.
+/// Largest request head (request line plus headers) accepted; oversized heads are answered
+/// 431 (HTTP/1) or the stream is refused (HTTP/2) instead of filling memory.
 const MAX_HEADER_BYTES: usize = 64 * 1024;
-/// An oversized body is read and discarded up to this many bytes so the 413 reaches the client.
+/// An oversized body is read and discarded up to this wire cost so the 413 reaches the client
+/// (closing a connection with unread data makes the kernel reset it, losing the answer).
 const DRAIN_MAX_BYTES: u64 = 64 << 20;
 /// ... and for at most this long.
 const DRAIN_TIME: Duration = Duration::from_secs(5);
 /// After the grace period, how long 503 answers get to reach their clients before exit.
 const ABANDON_FLUSH: Duration = Duration::from_secs(1);
+/// HTTP/2 flow-control windows: what one stream, and one connection, may have sent that the
+/// bridge has not yet read. Bodies are read as they come, so these bound buffering, not size.
+const H2_STREAM_WINDOW: u32 = 256 << 10;
+const H2_CONNECTION_WINDOW: u32 = 1 << 20;
+/// An idle connection asked to close gets this long to do so before it is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// The client preface that starts an HTTP/2 (h2c prior knowledge) connection.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Serves `app` on `listener` until `shutdown` completes, then drains.
 ///
 /// Draining stops accepting, lets in-flight deliveries finish for `SHUTDOWN_TIMEOUT_MS`, then
 /// answers any still waiting with 503 and returns. Nothing is answered 2xx without an ack.
 pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(app.config().header_read_timeout)
-        .max_buf_size(MAX_HEADER_BYTES);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(MAX_HEADER_BYTES as u32)
-        .keep_alive_interval(Duration::from_secs(30));
-    let graceful = GracefulShutdown::new();
+    let limits = app.config().limits.clone();
+    let builder = Arc::new(http_builder(&app));
+    // One permit per open connection: at the maximum, new clients wait in the listen backlog.
+    let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let (stop, stopped) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, _peer) = match accepted {
-                    Ok(pair) => pair,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let app = Arc::clone(&app);
-                let service = service_fn(move |request| serve(Arc::clone(&app), request));
-                let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                let connection = graceful.watch(connection);
-                tokio::spawn(async move {
-                    let _ = connection.await;
-                });
-            }
+        let permit = tokio::select! {
+            permit = Arc::clone(&connections).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
             () = &mut shutdown => break,
-        }
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _peer)) => stream,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(serve_connection(
+            stream,
+            Arc::clone(&app),
+            Arc::clone(&builder),
+            permit,
+            stopped.clone(),
+        ));
     }
     drop(listener);
+    let open = limits.max_connections - connections.available_permits();
     tracing::info!(
-        connections = graceful.count(),
+        connections = open,
         "shutting down: draining in-flight deliveries"
     );
+    stop.send_replace(true);
     let grace = app.config().shutdown_timeout;
-    let drained = tokio::time::timeout(grace, graceful.shutdown())
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    let drained = tokio::time::timeout(grace, connections.acquire_many(all))
         .await
         .is_ok();
     if !drained {
@@ -90,105 +107,342 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
     tracing::info!("stopped");
 }
 
-/// Reads the body within the limit and runs the handler in its own task, so that a panic
-/// becomes a 500 rather than a dropped connection.
+fn http_builder(app: &App) -> auto::Builder<TokioExecutor> {
+    let config = app.config();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout)
+        .max_buf_size(MAX_HEADER_BYTES);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(MAX_HEADER_BYTES as u32)
+        .max_concurrent_streams(config.limits.h2_max_streams)
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW)
+        .keep_alive_interval(Duration::from_secs(30));
+    builder
+}
+
+/// Drives one connection: waits (bounded) for its first bytes, serves it, and closes it when
+/// it idles past `HTTP_IDLE_TIMEOUT_MS` or the server stops.
+async fn serve_connection(
+    stream: TcpStream,
+    app: Arc<App>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    _permit: OwnedSemaphorePermit,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let limits = app.config().limits.clone();
+    let first_bytes_by = Instant::now() + app.config().header_read_timeout;
+    if !await_request_start(&stream, first_bytes_by).await {
+        return; // dropped: closed
+    }
+    let activity = Arc::new(Activity::new());
+    let service = {
+        let activity = Arc::clone(&activity);
+        service_fn(move |request| {
+            let busy = Activity::begin(&activity);
+            serve(Arc::clone(&app), request, busy)
+        })
+    };
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    let mut closing: Option<Instant> = None;
+    loop {
+        let idle_check = activity.idle_deadline(limits.idle_timeout);
+        tokio::select! {
+            _ = connection.as_mut() => return,
+            _ = stopped.wait_for(|stop| *stop), if closing.is_none() => {
+                // Server shutdown: in-flight requests finish; `run` bounds how long.
+                connection.as_mut().graceful_shutdown();
+                closing = Some(Instant::now() + Duration::from_secs(86_400));
+            }
+            () = tokio::time::sleep_until(idle_check), if closing.is_none() => {
+                if activity.idle_deadline(limits.idle_timeout) <= Instant::now() {
+                    connection.as_mut().graceful_shutdown();
+                    closing = Some(Instant::now() + CLOSE_GRACE);
+                }
+            }
+            () = tokio::time::sleep_until(closing.unwrap_or_else(Instant::now)), if closing.is_some() => {
+                if !activity.is_busy() {
+                    return;
+                }
+                closing = Some(Instant::now() + CLOSE_GRACE);
+            }
+        }
+    }
+}
+
+/// Waits until the connection has sent enough to tell HTTP/1 from HTTP/2, or `deadline`
+/// passes (`false`: close it). Bytes are peeked, not consumed, so hyper reads them again.
+async fn await_request_start(stream: &TcpStream, deadline: Instant) -> bool {
+    let mut buffer = [0u8; H2_PREFACE.len()];
+    loop {
+        let seen = match tokio::time::timeout_at(deadline, stream.peek(&mut buffer)).await {
+            Ok(Ok(seen)) => seen,
+            _ => return false,
+        };
+        if seen == 0 {
+            return false;
+        }
+        if !is_partial_h2_preface(&buffer[..seen]) {
+            return true;
+        }
+        // Part of the HTTP/2 preface (or an HTTP/1 request cut after its first letter):
+        // peek returns at once while those bytes sit there, so poll for the rest.
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Whether `seen` is a strict prefix of the HTTP/2 preface (more bytes are needed to decide).
+fn is_partial_h2_preface(seen: &[u8]) -> bool {
+    seen.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(seen)
+}
+
+/// Requests in progress on one connection, and since when it has had none.
+struct Activity {
+    busy: AtomicUsize,
+    idle_since: Mutex<Instant>,
+}
+
+/// Marks one request in progress until dropped.
+struct Busy(Arc<Activity>);
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            busy: AtomicUsize::new(0),
+            idle_since: Mutex::new(Instant::now()),
+        }
+    }
+
+    fn begin(this: &Arc<Self>) -> Busy {
+        this.busy.fetch_add(1, Ordering::AcqRel);
+        Busy(Arc::clone(this))
+    }
+
+    fn is_busy(&self) -> bool {
+        self.busy.load(Ordering::Acquire) > 0
+    }
+
+    /// When the connection will have idled for `timeout` (a moment from now while busy).
+    fn idle_deadline(&self, timeout: Duration) -> Instant {
+        if self.is_busy() {
+            return Instant::now() + timeout;
+        }
+        *self.idle_since.lock().unwrap_or_else(|e| e.into_inner()) + timeout
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        *self.0.idle_since.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        self.0.busy.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A spawned task that is aborted when its awaiting side goes away: a delivery whose client
+/// disconnected stops holding memory (Pub/Sub redelivers what it never got an answer for).
+struct AbortOnDrop<T>(JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// One request: answered from its head when possible (token, method, budget) without reading
+/// the body; otherwise the body is read within the limits and the delivery runs in its own
+/// task, so that a panic becomes a 500 rather than a dropped connection.
 async fn serve(
     app: Arc<App>,
     request: Request<Incoming>,
+    _busy: Busy,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    let (parts, body) = request.into_parts();
-    let version = parts.version;
-    let limit = app.config().max_body_bytes;
-    let declared = parts
+    let (head, body) = request.into_parts();
+    let http1 = head.version < http::Version::HTTP_2;
+    let mut permit = match app.admit(&head).await {
+        Head::Delivery(permit) => permit,
+        Head::Answered(response) => {
+            let unread = !body.is_end_stream();
+            return Ok(finish(response, unread && http1));
+        }
+    };
+    let limits = app.config().limits.clone();
+    let max_body = app.config().max_body_bytes;
+    let declared = head
         .headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let refused_unread = declared.is_some_and(|length| length > DRAIN_MAX_BYTES.max(limit as u64));
-    let body = if refused_unread {
+    let body = match declared {
         // Far too large to be worth reading: refuse at once.
-        Err(DeliveryError::BodyTooLarge { limit })
-    } else {
-        read_body(body, limit).await
+        Some(length) if length > DRAIN_MAX_BYTES.max(max_body as u64) => Err(BodyFailure {
+            error: DeliveryError::BodyTooLarge { limit: max_body },
+            unread: true,
+        }),
+        Some(length) if length > max_body as u64 => {
+            drain(body, &limits).await;
+            Err(BodyFailure {
+                error: DeliveryError::BodyTooLarge { limit: max_body },
+                unread: false,
+            })
+        }
+        // The declared length is taken from the budget before any of it is read.
+        Some(length) => match permit.reserve(length as usize) {
+            Ok(()) => read_body(body, max_body, &limits, &mut permit).await,
+            Err(overloaded) => Err(BodyFailure {
+                error: overloaded.into(),
+                unread: length > 0,
+            }),
+        },
+        None => read_body(body, max_body, &limits, &mut permit).await,
     };
     let response = match body {
         Ok(body) => {
-            let request = Request::from_parts(parts, body);
-            let handler = tokio::spawn(async move { app.handle(request).await });
-            match handler.await {
+            let headers = head.headers.clone();
+            let mut delivery = AbortOnDrop(tokio::spawn({
+                let app = Arc::clone(&app);
+                async move { app.deliver(head, body, permit).await }
+            }));
+            match (&mut delivery.0).await {
                 Ok(response) => response,
                 Err(e) => {
                     tracing::error!(error = %e, "handler panicked");
-                    DeliveryError::Internal.to_response()
+                    app.refuse(DeliveryError::Internal, &headers)
                 }
             }
         }
-        Err(error) => {
-            tracing::warn!(status = error.status().as_u16(), reason = %error, "delivery failed");
-            error.to_response()
+        Err(failure) => {
+            drop(permit);
+            let response = app.refuse(failure.error, &head.headers);
+            return Ok(finish(response, failure.unread && http1));
         }
     };
+    Ok(finish(response, false))
+}
+
+/// The response as hyper sends it; `close` says `Connection: close` because unread body bytes
+/// make the HTTP/1 connection unusable (HTTP/2 resets just the stream on its own).
+fn finish(response: Response<Bytes>, close: bool) -> Response<Full<Bytes>> {
     let mut response = response.map(Full::new);
-    // The unread body makes the connection unusable: say so, so no client sends its next
-    // request on a connection the server is about to close (HTTP/1 only; HTTP/2 streams are
-    // reset on their own).
-    if refused_unread && is_http1(version) {
+    if close {
         response.headers_mut().insert(
             http::header::CONNECTION,
             http::HeaderValue::from_static("close"),
         );
     }
-    Ok(response)
+    response
 }
 
-fn is_http1(version: http::Version) -> bool {
-    version < http::Version::HTTP_2
+/// A body that could not be taken in, and whether bytes of it are left unread.
+struct BodyFailure {
+    error: DeliveryError,
+    unread: bool,
 }
 
-/// Reads a request body of at most `limit` bytes.
+/// Reads a request body of at most `limit` data bytes into memory held by `permit`.
 ///
-/// An oversized body is still read to its end (and thrown away), up to [`DRAIN_MAX_BYTES`] and
-/// [`DRAIN_TIME`]: closing a connection with unread data makes the kernel reset it, and the
-/// client would lose the 413 that tells it why.
-async fn read_body(mut body: Incoming, limit: usize) -> Result<Bytes, DeliveryError> {
-    let mut chunks: Vec<Bytes> = Vec::new();
-    let mut kept = 0usize;
-    let mut seen = 0u64;
-    let mut drain_deadline = None;
+/// Bounded every way a client can stretch it: the pause between frames
+/// (`HTTP_BODY_IDLE_TIMEOUT_MS`), the whole body (`HTTP_BODY_TIMEOUT_MS`), data bytes and wire
+/// cost ([`BodyMeter`]: tiny chunks or frames count their framing), and the in-flight budget.
+/// Small frames are copied into one buffer: keeping them as slices would pin every read buffer.
+async fn read_body(
+    mut body: Incoming,
+    limit: usize,
+    limits: &HttpLimits,
+    permit: &mut InflightPermit,
+) -> Result<Bytes, BodyFailure> {
+    let whole_by = Instant::now() + limits.body_timeout;
+    let mut meter = BodyMeter::new(limit);
+    let mut first: Option<Bytes> = None;
+    let mut joined = BytesMut::new();
     loop {
-        let frame = match drain_deadline {
-            None => body.frame().await,
-            Some(deadline) => match tokio::time::timeout_at(deadline, body.frame()).await {
-                Ok(frame) => frame,
-                Err(_) => break,
-            },
+        let pause_by = (Instant::now() + limits.body_idle_timeout).min(whole_by);
+        let frame = match tokio::time::timeout_at(pause_by, body.frame()).await {
+            Ok(frame) => frame,
+            Err(_) => {
+                let waited = if pause_by == whole_by {
+                    limits.body_timeout
+                } else {
+                    limits.body_idle_timeout
+                };
+                return Err(BodyFailure {
+                    error: DeliveryError::BodyTimeout(waited),
+                    unread: true,
+                });
+            }
         };
         let Some(frame) = frame else { break };
-        let frame = frame.map_err(|e| DeliveryError::BodyUnreadable(e.to_string()))?;
+        let frame = frame.map_err(|e| BodyFailure {
+            error: DeliveryError::BodyUnreadable(crate::error::bounded_echo(&e.to_string())),
+            unread: true,
+        })?;
         let Ok(data) = frame.into_data() else {
             continue;
         };
-        seen += data.len() as u64;
-        if drain_deadline.is_none() && kept + data.len() <= limit {
-            kept += data.len();
-            chunks.push(data);
-        } else {
-            chunks.clear();
-            drain_deadline.get_or_insert_with(|| tokio::time::Instant::now() + DRAIN_TIME);
-            if seen > DRAIN_MAX_BYTES {
-                break;
+        if !meter.add_frame(data.len()) {
+            let wire_left = DRAIN_MAX_BYTES.saturating_sub(meter.wire());
+            let drained = drain_within(body, limits, wire_left).await;
+            return Err(BodyFailure {
+                error: DeliveryError::BodyTooLarge { limit },
+                unread: !drained,
+            });
+        }
+        // Beyond what Content-Length already reserved, the budget grows with the data.
+        let held = first.as_ref().map_or(0, Bytes::len) + joined.len() + data.len();
+        if held > permit.reserved() {
+            permit
+                .reserve(held - permit.reserved())
+                .map_err(|overloaded| BodyFailure {
+                    error: overloaded.into(),
+                    unread: true,
+                })?;
+        }
+        match first.take() {
+            None if joined.is_empty() => first = Some(data),
+            None => joined.extend_from_slice(&data),
+            Some(earlier) => {
+                joined.reserve(earlier.len() + data.len());
+                joined.extend_from_slice(&earlier);
+                joined.extend_from_slice(&data);
             }
         }
     }
-    if drain_deadline.is_some() {
-        return Err(DeliveryError::BodyTooLarge { limit });
+    // One frame (the common case) is handed on as is, without a copy.
+    Ok(first.unwrap_or_else(|| joined.freeze()))
+}
+
+/// Reads and discards an oversized body so its 413 reaches the client, within
+/// [`DRAIN_MAX_BYTES`] of wire cost, [`DRAIN_TIME`] and the body timeouts.
+async fn drain(body: Incoming, limits: &HttpLimits) {
+    let _ = drain_within(body, limits, DRAIN_MAX_BYTES).await;
+}
+
+/// `true` when the body was read to its end.
+async fn drain_within(mut body: Incoming, limits: &HttpLimits, max_wire: u64) -> bool {
+    let until = Instant::now() + DRAIN_TIME.min(limits.body_timeout);
+    let mut wire = 0u64;
+    loop {
+        let pause_by = (Instant::now() + limits.body_idle_timeout).min(until);
+        match tokio::time::timeout_at(pause_by, body.frame()).await {
+            Ok(None) => return true,
+            Ok(Some(Ok(frame))) => {
+                let len = frame.data_ref().map_or(0, Bytes::len) as u64;
+                wire += len + crate::limits::FRAME_OVERHEAD;
+                if wire > max_wire {
+                    return false;
+                }
+            }
+            Ok(Some(Err(_))) | Err(_) => return false,
+        }
     }
-    // One chunk (the common case) is handed on as is; several are joined once.
-    Ok(match chunks.len() {
-        0 => Bytes::new(),
-        1 => chunks.swap_remove(0),
-        _ => Bytes::from(chunks.concat()),
-    })
 }
 
 /// Resolves on SIGTERM (Cloud Run's stop signal) or SIGINT (Ctrl-C).
@@ -210,5 +464,19 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => tracing::info!("SIGINT received"),
         () = terminate => tracing::info!("SIGTERM received"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_strict_prefixes_of_the_h2_preface_wait_for_more() {
+        assert!(is_partial_h2_preface(b"P"));
+        assert!(is_partial_h2_preface(b"PRI * HTTP/2.0\r\n"));
+        assert!(!is_partial_h2_preface(H2_PREFACE));
+        assert!(!is_partial_h2_preface(b"PO"));
+        assert!(!is_partial_h2_preface(b"GET / HTTP/1.1"));
     }
 }

@@ -1,0 +1,328 @@
+//! Bounds on what any client can make the bridge hold: connections, time, body bytes on the
+//! wire, and the memory of deliveries in flight. Pure accounting here; the server applies it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Each body frame (an HTTP/1 chunk or read, an HTTP/2 DATA frame) is charged this much on top
+/// of its data: an HTTP/2 frame header is 9 bytes, a 1-byte HTTP/1 chunk carries 5 bytes of
+/// framing. A body sent in tiny frames therefore reaches the limit long before its data does.
+pub const FRAME_OVERHEAD: u64 = 9;
+
+/// Memory the process needs besides deliveries (runtime, TLS, Kafka client, buffers).
+const BASELINE_MEMORY: u64 = 48 << 20;
+/// In-flight budget when no container memory limit is visible.
+const UNBOUNDED_DEFAULT_INFLIGHT: u64 = 256 << 20;
+/// A body held in memory is copied while it is decoded, encoded and batched for Kafka
+/// (measured: 100 parallel 1 MiB deliveries peaked near 4 × their bytes), so the budget counts
+/// body bytes against a quarter of the memory left after the baseline.
+const AMPLIFICATION: u64 = 4;
+
+/// Time, size and count limits of the HTTP server (all settable, see README "Security model").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// `MAX_CONNECTIONS`: open connections; further clients wait in the listen backlog.
+    pub max_connections: usize,
+    /// `HTTP_BODY_IDLE_TIMEOUT_MS`: longest pause between two pieces of a body.
+    pub body_idle_timeout: Duration,
+    /// `HTTP_BODY_TIMEOUT_MS`: longest time to receive a whole body.
+    pub body_timeout: Duration,
+    /// `HTTP_IDLE_TIMEOUT_MS`: a connection with no request in progress is closed after this.
+    pub idle_timeout: Duration,
+    /// `HTTP2_MAX_CONCURRENT_STREAMS`: requests one HTTP/2 connection may have open at once.
+    pub h2_max_streams: u32,
+    /// `MAX_INFLIGHT_BYTES` and `MAX_INFLIGHT_REQUESTS`.
+    pub inflight: InflightLimits,
+}
+
+/// The memory budget of deliveries in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InflightLimits {
+    /// Body bytes held by deliveries not yet answered.
+    pub max_bytes: u64,
+    /// Deliveries not yet answered.
+    pub max_requests: u32,
+}
+
+impl InflightLimits {
+    /// The byte budget for a container with `memory_limit` bytes (none visible: a fixed
+    /// default); never below one largest body, so every acceptable delivery can pass alone.
+    pub fn default_bytes(memory_limit: Option<u64>, max_body_bytes: usize) -> u64 {
+        let derived = match memory_limit {
+            Some(limit) => limit.saturating_sub(BASELINE_MEMORY) / AMPLIFICATION,
+            None => UNBOUNDED_DEFAULT_INFLIGHT,
+        };
+        derived.max(max_body_bytes as u64)
+    }
+}
+
+/// The container's memory limit from cgroup v2 `memory.max` or cgroup v1
+/// `memory.limit_in_bytes`; `None` when unlimited (`max`, or v1's near-`u64::MAX` value) or unreadable.
+pub fn parse_memory_limit(cgroup_v2: Option<&str>, cgroup_v1: Option<&str>) -> Option<u64> {
+    // cgroup v1 reports "unlimited" as the largest page-aligned i64.
+    const V1_UNLIMITED: u64 = 1 << 60;
+    let parse = |text: &str| text.trim().parse::<u64>().ok();
+    match cgroup_v2.map(str::trim) {
+        Some("max") => None,
+        Some(text) => parse(text),
+        None => cgroup_v1.and_then(parse).filter(|&n| n < V1_UNLIMITED),
+    }
+}
+
+/// Reads the container memory limit of this process (Linux cgroups; elsewhere `None`).
+pub fn container_memory_limit() -> Option<u64> {
+    let read = |path: &str| std::fs::read_to_string(path).ok();
+    parse_memory_limit(
+        read("/sys/fs/cgroup/memory.max").as_deref(),
+        read("/sys/fs/cgroup/memory/memory.limit_in_bytes").as_deref(),
+    )
+}
+
+/// What a body costs against the size limit: its data, and its framing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyMeter {
+    limit: usize,
+    data: usize,
+    wire: u64,
+}
+
+impl BodyMeter {
+    /// A meter for bodies of at most `limit` data bytes.
+    pub fn new(limit: usize) -> Self {
+        BodyMeter {
+            limit,
+            data: 0,
+            wire: 0,
+        }
+    }
+
+    /// Counts one frame of `len` data bytes; `false` once the body is over the limit, counting
+    /// data or wire cost (`data + FRAME_OVERHEAD` per frame, against the limit plus 1/16 and
+    /// 64 KiB of framing allowance, which honest senders' frame sizes never come near).
+    pub fn add_frame(&mut self, len: usize) -> bool {
+        self.data = self.data.saturating_add(len);
+        self.wire = self
+            .wire
+            .saturating_add(len as u64)
+            .saturating_add(FRAME_OVERHEAD);
+        self.data <= self.limit && self.wire <= self.wire_budget()
+    }
+
+    /// Wire cost counted so far.
+    pub fn wire(&self) -> u64 {
+        self.wire
+    }
+
+    fn wire_budget(&self) -> u64 {
+        let limit = self.limit as u64;
+        limit + limit / 16 + (64 << 10)
+    }
+}
+
+/// Deliveries past the in-flight budget: answered 503 so Pub/Sub backs off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Overloaded {
+    /// `MAX_INFLIGHT_REQUESTS` deliveries are already waiting.
+    #[error("{0} deliveries already in flight")]
+    Requests(u32),
+    /// Their bodies already hold `MAX_INFLIGHT_BYTES`.
+    #[error("in-flight deliveries already hold {0} bytes")]
+    Bytes(u64),
+}
+
+/// The shared in-flight budget. Taking from it never waits: a delivery that does not fit is
+/// refused at once rather than queued, because a queue is memory too.
+#[derive(Debug, Clone)]
+pub struct InflightBudget {
+    limits: InflightLimits,
+    requests: Arc<Semaphore>,
+    bytes: Arc<Semaphore>,
+}
+
+/// One delivery's share of the budget, returned when it is dropped (answered or abandoned).
+#[derive(Debug)]
+pub struct InflightPermit {
+    budget: InflightBudget,
+    _request: OwnedSemaphorePermit,
+    bytes: Option<OwnedSemaphorePermit>,
+}
+
+impl InflightBudget {
+    /// A budget of `limits`.
+    pub fn new(limits: InflightLimits) -> Self {
+        InflightBudget {
+            limits,
+            requests: Arc::new(Semaphore::new(limits.max_requests as usize)),
+            bytes: Arc::new(Semaphore::new(
+                limits.max_bytes.min(Semaphore::MAX_PERMITS as u64) as usize,
+            )),
+        }
+    }
+
+    /// Admits one more delivery, holding no bytes yet.
+    pub fn admit(&self) -> Result<InflightPermit, Overloaded> {
+        let request = Arc::clone(&self.requests)
+            .try_acquire_owned()
+            .map_err(|_| Overloaded::Requests(self.limits.max_requests))?;
+        Ok(InflightPermit {
+            budget: self.clone(),
+            _request: request,
+            bytes: None,
+        })
+    }
+
+    /// Deliveries in flight now.
+    pub fn requests_in_flight(&self) -> u64 {
+        u64::from(self.limits.max_requests) - self.requests.available_permits() as u64
+    }
+
+    /// Body bytes held by deliveries in flight now.
+    pub fn bytes_in_flight(&self) -> u64 {
+        self.bytes_capacity() - self.bytes.available_permits() as u64
+    }
+
+    fn bytes_capacity(&self) -> u64 {
+        self.limits.max_bytes.min(Semaphore::MAX_PERMITS as u64)
+    }
+}
+
+impl InflightPermit {
+    /// Grows this delivery's share by `bytes`, or refuses when the budget has no room.
+    pub fn reserve(&mut self, bytes: usize) -> Result<(), Overloaded> {
+        if bytes == 0 {
+            return Ok(());
+        }
+        let refused = Overloaded::Bytes(self.budget.limits.max_bytes);
+        let count = u32::try_from(bytes).map_err(|_| refused)?;
+        let more = Arc::clone(&self.budget.bytes)
+            .try_acquire_many_owned(count)
+            .map_err(|_| refused)?;
+        match &mut self.bytes {
+            Some(held) => held.merge(more),
+            None => self.bytes = Some(more),
+        }
+        Ok(())
+    }
+
+    /// Bytes this delivery holds.
+    pub fn reserved(&self) -> usize {
+        self.bytes
+            .as_ref()
+            .map_or(0, OwnedSemaphorePermit::num_permits)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_limit_from_cgroup_v2_or_v1() {
+        assert_eq!(
+            parse_memory_limit(Some("268435456\n"), None),
+            Some(256 << 20)
+        );
+        assert_eq!(parse_memory_limit(Some("max\n"), Some("1024")), None);
+        assert_eq!(
+            parse_memory_limit(None, Some("536870912\n")),
+            Some(512 << 20)
+        );
+        assert_eq!(parse_memory_limit(None, Some("9223372036854771712")), None);
+        assert_eq!(parse_memory_limit(None, None), None);
+        assert_eq!(parse_memory_limit(Some("garbage"), None), None);
+    }
+
+    #[test]
+    fn byte_budget_follows_the_container_and_fits_one_largest_body() {
+        // 256 MiB container: (256 - 48) / 4 = 52 MiB.
+        assert_eq!(
+            InflightLimits::default_bytes(Some(256 << 20), 16 << 20),
+            52 << 20
+        );
+        assert_eq!(InflightLimits::default_bytes(None, 16 << 20), 256 << 20);
+        // A small container still admits one largest body.
+        assert_eq!(
+            InflightLimits::default_bytes(Some(64 << 20), 16 << 20),
+            16 << 20
+        );
+        assert_eq!(
+            InflightLimits::default_bytes(Some(10 << 20), 1 << 20),
+            1 << 20
+        );
+    }
+
+    #[test]
+    fn meter_counts_data_against_the_limit() {
+        let mut meter = BodyMeter::new(1000);
+        assert!(meter.add_frame(600));
+        assert!(meter.add_frame(400));
+        assert_eq!(meter.wire(), 1000 + 2 * FRAME_OVERHEAD);
+        assert!(!meter.add_frame(1));
+    }
+
+    #[test]
+    fn meter_counts_framing_so_tiny_frames_hit_the_limit_first() {
+        let limit = 1 << 20;
+        let mut meter = BodyMeter::new(limit);
+        let budget = limit as u64 + (limit as u64) / 16 + (64 << 10);
+        let frames_allowed = budget / (1 + FRAME_OVERHEAD);
+        for _ in 0..frames_allowed {
+            assert!(meter.add_frame(1));
+        }
+        assert!(!meter.add_frame(1), "wire {} over {budget}", meter.wire());
+        // Well under a fifth of the limit in data got through.
+        assert!(frames_allowed < (limit as u64) / 5);
+    }
+
+    #[test]
+    fn honest_large_frames_reach_the_data_limit_exactly() {
+        let limit = 16 << 20;
+        let mut meter = BodyMeter::new(limit);
+        // Loopback-sized reads of 1448 bytes: the framing allowance covers them.
+        let mut sent = 0;
+        while sent + 1448 <= limit {
+            assert!(meter.add_frame(1448), "refused at {sent}");
+            sent += 1448;
+        }
+        assert!(meter.add_frame(limit - sent));
+        assert!(!meter.add_frame(1));
+    }
+
+    #[test]
+    fn budget_counts_requests_and_bytes_and_releases_on_drop() {
+        let budget = InflightBudget::new(InflightLimits {
+            max_bytes: 100,
+            max_requests: 2,
+        });
+        let mut first = budget.admit().unwrap();
+        first.reserve(60).unwrap();
+        first.reserve(0).unwrap();
+        assert_eq!(first.reserved(), 60);
+        let mut second = budget.admit().unwrap();
+        assert_eq!(budget.admit().unwrap_err(), Overloaded::Requests(2));
+        assert_eq!(second.reserve(41).unwrap_err(), Overloaded::Bytes(100));
+        second.reserve(40).unwrap();
+        assert_eq!(budget.bytes_in_flight(), 100);
+        assert_eq!(budget.requests_in_flight(), 2);
+        drop(first);
+        assert_eq!(budget.bytes_in_flight(), 40);
+        assert_eq!(budget.requests_in_flight(), 1);
+        assert!(budget.admit().is_ok());
+        drop(second);
+        assert_eq!(budget.bytes_in_flight(), 0);
+        assert_eq!(budget.requests_in_flight(), 0);
+    }
+
+    #[test]
+    fn reservation_larger_than_u32_is_refused_not_truncated() {
+        let budget = InflightBudget::new(InflightLimits {
+            max_bytes: u64::MAX,
+            max_requests: 1,
+        });
+        let mut permit = budget.admit().unwrap();
+        assert!(permit.reserve(usize::MAX).is_err());
+        assert_eq!(permit.reserved(), 0);
+    }
+}
