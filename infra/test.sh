@@ -35,6 +35,10 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 # Benches are compiled and linted by clippy --all-targets; they run only through infra/bench.sh.
 cargo test --lib --bins --tests --examples "$@" 2>&1 | tee "$log"
+echo "== attacks on the release binary: each attack of README's Security model, with what it cost"
+cargo build --release --locked --bin pubsub-kafka-bridge
+target/pyenv/bin/python tests/attacks.py target/release/pubsub-kafka-bridge
+
 # One closing line for every test binary together (several binaries have no tests of their own).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"

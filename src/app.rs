@@ -42,10 +42,12 @@ pub enum Head {
     Delivery(InflightPermit),
 }
 
-/// What one delivery learned, for its log line.
+/// What one delivery learned, for its log line, and its share of the in-flight budget (handed
+/// on to the Kafka client with the record, see [`KafkaProducer::produce_holding`]).
 #[derive(Default)]
 struct DeliveryContext {
     message_id: Option<String>,
+    permit: Option<InflightPermit>,
 }
 
 /// The bridge: verifies, maps, encodes and produces one push delivery per request.
@@ -230,17 +232,23 @@ impl App {
         permit: InflightPermit,
     ) -> Response<Bytes> {
         let request = Request::from_parts(head, body);
-        let response = self.run_pipeline(&request).await;
-        drop(permit);
+        let mut context = DeliveryContext {
+            message_id: None,
+            permit: Some(permit),
+        };
+        let response = self.run_pipeline(&request, &mut context).await;
         self.metrics.record(response.status().as_u16());
         response
     }
 
-    async fn run_pipeline(&self, request: &Request<Bytes>) -> Response<Bytes> {
-        let mut context = DeliveryContext::default();
+    async fn run_pipeline(
+        &self,
+        request: &Request<Bytes>,
+        context: &mut DeliveryContext,
+    ) -> Response<Bytes> {
         let mut abandon = self.abandon.subscribe();
         let outcome = tokio::select! {
-            outcome = self.try_deliver(request, &mut context) => outcome,
+            outcome = self.try_deliver(request, context) => outcome,
             _ = abandon.wait_for(|abandoned| *abandoned) => Err(DeliveryError::ShuttingDown),
         };
         match outcome {
@@ -257,9 +265,10 @@ impl App {
                     .unwrap_or_default()
             }
             Err(error) if error.is_dead_letter() && self.config.kafka.dlq_topic.is_some() => {
-                self.dead_letter(request, error, &context).await
+                let permit = context.permit.take();
+                self.dead_letter(request, error, context, permit).await
             }
-            Err(error) => self.fail(error, &context, request.headers()),
+            Err(error) => self.fail(error, context, request.headers()),
         }
     }
 
@@ -295,7 +304,8 @@ impl App {
         if let Some(fallback) = fallback {
             tracing::warn!(message_id = context.message_id.as_deref(), reason = %fallback, "event time unusable; using publishTime");
         }
-        Ok(self.kafka.produce(topic, record).await?)
+        let permit = context.permit.take();
+        Ok(self.kafka.produce_holding(topic, record, permit).await?)
     }
 
     /// Writes an undeliverable request to the dead-letter topic; 204 once Kafka has it.
@@ -304,6 +314,7 @@ impl App {
         request: &Request<Bytes>,
         error: DeliveryError,
         context: &DeliveryContext,
+        permit: Option<InflightPermit>,
     ) -> Response<Bytes> {
         let Some(topic) = &self.config.kafka.dlq_topic else {
             return self.fail(error, context, request.headers());
@@ -323,7 +334,7 @@ impl App {
             headers,
             timestamp_ms: unix_now_ms(),
         };
-        match self.kafka.produce(topic, record).await {
+        match self.kafka.produce_holding(topic, record, permit).await {
             Ok(ack) => {
                 tracing::warn!(
                     message_id = context.message_id.as_deref(),

@@ -7,9 +7,11 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Each body frame (an HTTP/1 chunk or read, an HTTP/2 DATA frame) is charged this much on top
-/// of its data: an HTTP/2 frame header is 9 bytes, a 1-byte HTTP/1 chunk carries 5 bytes of
-/// framing. A body sent in tiny frames therefore reaches the limit long before its data does.
-pub const FRAME_OVERHEAD: u64 = 9;
+/// of its data. More than its framing (a 9-byte HTTP/2 frame header, 5 bytes around a 1-byte
+/// chunk): what it costs is the work of handling one more frame, so a body sent in tiny
+/// pieces reaches the limit in proportion to that work, long before its data does. Honest
+/// senders' frames (a TCP segment or more) stay well inside the framing allowance.
+pub const FRAME_OVERHEAD: u64 = 64;
 
 /// Memory the process needs besides deliveries (runtime, TLS, Kafka client, buffers).
 const BASELINE_MEMORY: u64 = 48 << 20;
@@ -80,6 +82,17 @@ pub fn container_memory_limit() -> Option<u64> {
     )
 }
 
+/// Where a body stands against its limits after a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyVerdict {
+    /// Still within both limits.
+    Within,
+    /// More data than the limit: an honest oversized body (worth draining for its 413).
+    OverData,
+    /// Within the data limit but over the wire cost: tiny frames (not worth reading further).
+    OverWire,
+}
+
 /// What a body costs against the size limit: its data, and its framing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BodyMeter {
@@ -98,16 +111,22 @@ impl BodyMeter {
         }
     }
 
-    /// Counts one frame of `len` data bytes; `false` once the body is over the limit, counting
-    /// data or wire cost (`data + FRAME_OVERHEAD` per frame, against the limit plus 1/16 and
-    /// 64 KiB of framing allowance, which honest senders' frame sizes never come near).
-    pub fn add_frame(&mut self, len: usize) -> bool {
+    /// Counts one frame of `len` data bytes against the data limit and the wire cost
+    /// (`data + FRAME_OVERHEAD` per frame, against the limit plus 1/8 and 64 KiB of framing
+    /// allowance: a body at the limit passes in frames of 512 bytes or more).
+    pub fn add_frame(&mut self, len: usize) -> BodyVerdict {
         self.data = self.data.saturating_add(len);
         self.wire = self
             .wire
             .saturating_add(len as u64)
             .saturating_add(FRAME_OVERHEAD);
-        self.data <= self.limit && self.wire <= self.wire_budget()
+        if self.data > self.limit {
+            BodyVerdict::OverData
+        } else if self.wire > self.wire_budget() {
+            BodyVerdict::OverWire
+        } else {
+            BodyVerdict::Within
+        }
     }
 
     /// Wire cost counted so far.
@@ -117,7 +136,7 @@ impl BodyMeter {
 
     fn wire_budget(&self) -> u64 {
         let limit = self.limit as u64;
-        limit + limit / 16 + (64 << 10)
+        limit + limit / 8 + (64 << 10)
     }
 }
 
@@ -256,38 +275,47 @@ mod tests {
     #[test]
     fn meter_counts_data_against_the_limit() {
         let mut meter = BodyMeter::new(1000);
-        assert!(meter.add_frame(600));
-        assert!(meter.add_frame(400));
+        assert_eq!(meter.add_frame(600), BodyVerdict::Within);
+        assert_eq!(meter.add_frame(400), BodyVerdict::Within);
         assert_eq!(meter.wire(), 1000 + 2 * FRAME_OVERHEAD);
-        assert!(!meter.add_frame(1));
+        assert_eq!(meter.add_frame(1), BodyVerdict::OverData);
     }
 
     #[test]
     fn meter_counts_framing_so_tiny_frames_hit_the_limit_first() {
         let limit = 1 << 20;
         let mut meter = BodyMeter::new(limit);
-        let budget = limit as u64 + (limit as u64) / 16 + (64 << 10);
+        let budget = limit as u64 + (limit as u64) / 8 + (64 << 10);
         let frames_allowed = budget / (1 + FRAME_OVERHEAD);
         for _ in 0..frames_allowed {
-            assert!(meter.add_frame(1));
+            assert_eq!(meter.add_frame(1), BodyVerdict::Within);
         }
-        assert!(!meter.add_frame(1), "wire {} over {budget}", meter.wire());
-        // Well under a fifth of the limit in data got through.
-        assert!(frames_allowed < (limit as u64) / 5);
+        assert_eq!(
+            meter.add_frame(1),
+            BodyVerdict::OverWire,
+            "wire {}",
+            meter.wire()
+        );
+        // Under a fiftieth of the limit in data got through.
+        assert!(frames_allowed < (limit as u64) / 50);
     }
 
     #[test]
     fn honest_large_frames_reach_the_data_limit_exactly() {
         let limit = 16 << 20;
         let mut meter = BodyMeter::new(limit);
-        // Loopback-sized reads of 1448 bytes: the framing allowance covers them.
+        // 512-byte pieces: the framing allowance covers them.
         let mut sent = 0;
-        while sent + 1448 <= limit {
-            assert!(meter.add_frame(1448), "refused at {sent}");
-            sent += 1448;
+        while sent + 512 <= limit {
+            assert_eq!(
+                meter.add_frame(512),
+                BodyVerdict::Within,
+                "refused at {sent}"
+            );
+            sent += 512;
         }
-        assert!(meter.add_frame(limit - sent));
-        assert!(!meter.add_frame(1));
+        assert_eq!(meter.add_frame(limit - sent), BodyVerdict::Within);
+        assert_eq!(meter.add_frame(1), BodyVerdict::OverData);
     }
 
     #[test]

@@ -22,7 +22,7 @@ use tokio::time::Instant;
 
 use crate::app::{App, Head};
 use crate::error::DeliveryError;
-use crate::limits::{BodyMeter, HttpLimits, InflightPermit};
+use crate::limits::{BodyMeter, BodyVerdict, HttpLimits, InflightPermit};
 
 /// Largest request head (request line plus headers) accepted; oversized heads are answered
 /// 431 (HTTP/1) or the stream is refused (HTTP/2) instead of filling memory.
@@ -387,13 +387,24 @@ async fn read_body(
         let Ok(data) = frame.into_data() else {
             continue;
         };
-        if !meter.add_frame(data.len()) {
-            let wire_left = DRAIN_MAX_BYTES.saturating_sub(meter.wire());
-            let drained = drain_within(body, limits, wire_left).await;
-            return Err(BodyFailure {
-                error: DeliveryError::BodyTooLarge { limit },
-                unread: !drained,
-            });
+        match meter.add_frame(data.len()) {
+            BodyVerdict::Within => {}
+            // An honest oversized body: drained (bounded) so its 413 reaches the client.
+            BodyVerdict::OverData => {
+                let wire_left = DRAIN_MAX_BYTES.saturating_sub(meter.wire());
+                let drained = drain_within(body, limits, wire_left).await;
+                return Err(BodyFailure {
+                    error: DeliveryError::BodyTooLarge { limit },
+                    unread: !drained,
+                });
+            }
+            // Tiny frames: not another one is read.
+            BodyVerdict::OverWire => {
+                return Err(BodyFailure {
+                    error: DeliveryError::BodyTooLarge { limit },
+                    unread: true,
+                });
+            }
         }
         // Beyond what Content-Length already reserved, the budget grows with the data.
         let held = first.as_ref().map_or(0, Bytes::len) + joined.len() + data.len();

@@ -261,3 +261,68 @@ async fn undeliverable_requests_go_to_the_dead_letter_topic_with_their_bytes_and
             .all(|r| r.header("pubsub.message_id").as_deref() != Some("b64"))
     );
 }
+
+#[tokio::test]
+async fn attributes_in_the_pubsub_namespace_are_renamed_on_both_paths() {
+    let broker = Broker::start().await;
+    broker.create_topic("namespace", 1).await;
+    let bridge = Bridge::start(&bridge_env(&broker, "namespace", None)).await;
+    let client = http_client();
+    // Neither message has an ordering key or a delivery attempt of its own: the forged
+    // attributes would otherwise be the only values of those headers.
+    let forged: Vec<(String, String)> = [
+        ("pubsub.ordering_key", "forged-key"),
+        ("pubsub.delivery_attempt", "99"),
+        ("pubsub.message_id", "forged-id"),
+        ("tenant", "acme"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let body = envelope(b"w", &forged, "wrapped-1", "2025-01-02T03:04:05Z", None);
+    assert_eq!(
+        post(&client, &bridge.url(), body.to_string(), None).await.0,
+        204
+    );
+    let request = unwrapped_request(
+        &bridge.url(),
+        b"u",
+        &forged,
+        "unwrapped-1",
+        "2025-01-02T03:04:05Z",
+        None,
+    );
+    let (status, text) = send(&client, request).await;
+    assert_eq!(status, 204, "{text}");
+    let records = broker.read_all("namespace").await;
+    assert_eq!(records.len(), 2);
+    let mut ids = Vec::new();
+    for record in &records {
+        let id = record.header("pubsub.message_id").unwrap();
+        assert_eq!(record.header("pubsub.ordering_key"), None, "{id}");
+        assert_eq!(record.header("pubsub.delivery_attempt"), None, "{id}");
+        assert_eq!(
+            record
+                .header("pubsub.attribute.pubsub.ordering_key")
+                .as_deref(),
+            Some("forged-key"),
+            "{id}"
+        );
+        assert_eq!(
+            record
+                .header("pubsub.attribute.pubsub.delivery_attempt")
+                .as_deref(),
+            Some("99")
+        );
+        assert_eq!(
+            record
+                .header("pubsub.attribute.pubsub.message_id")
+                .as_deref(),
+            Some("forged-id")
+        );
+        assert_eq!(record.header("tenant").as_deref(), Some("acme"));
+        ids.push(id);
+    }
+    ids.sort();
+    assert_eq!(ids, ["unwrapped-1", "wrapped-1"]);
+}

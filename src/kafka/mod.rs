@@ -194,6 +194,27 @@ struct Inner {
     stats: Arc<ProduceStats>,
 }
 
+/// How far one produce got: its partition, and whether the Kafka client holds its record.
+struct ProduceProgress {
+    partition: std::sync::atomic::AtomicI32,
+    handed_over: std::sync::atomic::AtomicBool,
+}
+
+/// A produce task: dropped before its record reached the Kafka client, it is cancelled
+/// (nothing to wait for); after, it runs on, holding what it holds, until Kafka answers.
+struct ProduceTask<T> {
+    handle: tokio::task::JoinHandle<T>,
+    progress: Arc<ProduceProgress>,
+}
+
+impl<T> Drop for ProduceTask<T> {
+    fn drop(&mut self) {
+        if !self.progress.handed_over.load(Ordering::Acquire) {
+            self.handle.abort();
+        }
+    }
+}
+
 /// The bridge's Kafka producer; cheap to clone.
 #[derive(Clone)]
 pub struct KafkaProducer {
@@ -414,15 +435,51 @@ impl KafkaProducer {
     /// Produces `record` to `topic` and waits for its acknowledgement (acks=all), at most
     /// `KAFKA_PRODUCE_TIMEOUT_MS`.
     pub async fn produce(&self, topic: &str, record: KafkaRecord) -> Result<Ack, KafkaError> {
+        self.produce_holding(topic, record, ()).await
+    }
+
+    /// [`Self::produce`], keeping `hold` (the delivery's share of the in-flight budget) until
+    /// the Kafka client has let go of the record.
+    ///
+    /// Once handed to the client, a record stays in its batch until Kafka answers, however long
+    /// that takes, even after the delivery timed out or its client left. The produce therefore
+    /// runs in a task of its own that carries `hold` until then, so the budget keeps counting
+    /// the record's memory and a stalled Kafka cannot make records pile up past it. A produce
+    /// that had not yet handed its record over when the caller gave up is cancelled instead.
+    pub async fn produce_holding<H: Send + 'static>(
+        &self,
+        topic: &str,
+        record: KafkaRecord,
+        hold: H,
+    ) -> Result<Ack, KafkaError> {
         let timeout = self.inner.config.produce_timeout;
-        let mut partition = -1;
-        let result =
-            tokio::time::timeout(timeout, self.produce_inner(topic, record, &mut partition)).await;
+        let progress = Arc::new(ProduceProgress {
+            partition: std::sync::atomic::AtomicI32::new(-1),
+            handed_over: std::sync::atomic::AtomicBool::new(false),
+        });
+        let task = tokio::spawn({
+            let producer = self.clone();
+            let topic = topic.to_owned();
+            let progress = Arc::clone(&progress);
+            async move {
+                let result = producer.produce_inner(&topic, record, &progress).await;
+                drop(hold);
+                result
+            }
+        });
+        let mut task = ProduceTask {
+            handle: task,
+            progress: Arc::clone(&progress),
+        };
+        let result = tokio::time::timeout(timeout, &mut task.handle).await;
         match result {
-            Ok(result) => result,
+            Ok(Ok(result)) => result,
+            Ok(Err(join)) => Err(KafkaError::Unavailable(format!(
+                "produce task failed: {join}"
+            ))),
             Err(_) => Err(KafkaError::Timeout {
                 topic: topic.to_owned(),
-                partition,
+                partition: progress.partition.load(Ordering::Acquire),
                 after: timeout,
             }),
         }
@@ -432,7 +489,7 @@ impl KafkaProducer {
         &self,
         topic: &str,
         record: KafkaRecord,
-        chosen: &mut i32,
+        progress: &ProduceProgress,
     ) -> Result<Ack, KafkaError> {
         let client = self.connected().await;
         let producers = self.topic(&client, topic).await?;
@@ -441,7 +498,9 @@ impl KafkaProducer {
             producers.partitions.len() as u32,
             &producers.unkeyed,
         ) as usize;
-        *chosen = partition as i32;
+        progress
+            .partition
+            .store(partition as i32, Ordering::Release);
         let producer = &producers.partitions[partition];
         let record = Record {
             key: record.key,
@@ -466,6 +525,7 @@ impl KafkaProducer {
                 reason: format!("record of {size} bytes exceeds KAFKA_MAX_RECORD_BYTES={limit}"),
             });
         }
+        progress.handed_over.store(true, Ordering::Release);
         let offset = if size > self.inner.config.max_batch_bytes {
             // Larger than a batch may be: sent on its own so the broker, not the
             // aggregator, decides whether it is too large.
