@@ -75,10 +75,15 @@ pub fn parse_memory_limit(cgroup_v2: Option<&str>, cgroup_v1: Option<&str>) -> O
 
 /// Reads the container memory limit of this process (Linux cgroups; elsewhere `None`).
 pub fn container_memory_limit() -> Option<u64> {
-    let read = |path: &str| std::fs::read_to_string(path).ok();
+    memory_limit_under(std::path::Path::new("/sys/fs/cgroup"))
+}
+
+/// The memory limit from the cgroup files under `root` (v2 `memory.max`, else v1).
+fn memory_limit_under(root: &std::path::Path) -> Option<u64> {
+    let read = |path: &str| std::fs::read_to_string(root.join(path)).ok();
     parse_memory_limit(
-        read("/sys/fs/cgroup/memory.max").as_deref(),
-        read("/sys/fs/cgroup/memory/memory.limit_in_bytes").as_deref(),
+        read("memory.max").as_deref(),
+        read("memory/memory.limit_in_bytes").as_deref(),
     )
 }
 
@@ -249,8 +254,28 @@ mod tests {
             Some(512 << 20)
         );
         assert_eq!(parse_memory_limit(None, Some("9223372036854771712")), None);
+        assert_eq!(
+            parse_memory_limit(None, Some(&(1u64 << 60).to_string())),
+            None
+        );
+        assert_eq!(
+            parse_memory_limit(None, Some(&((1u64 << 60) - 1).to_string())),
+            Some((1 << 60) - 1)
+        );
         assert_eq!(parse_memory_limit(None, None), None);
         assert_eq!(parse_memory_limit(Some("garbage"), None), None);
+    }
+
+    #[test]
+    fn memory_limit_is_read_from_the_cgroup_files() {
+        let root = std::env::temp_dir().join(format!("cgroup-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("memory")).unwrap();
+        assert_eq!(memory_limit_under(&root), None);
+        std::fs::write(root.join("memory/memory.limit_in_bytes"), "536870912\n").unwrap();
+        assert_eq!(memory_limit_under(&root), Some(512 << 20));
+        std::fs::write(root.join("memory.max"), "268435456\n").unwrap();
+        assert_eq!(memory_limit_under(&root), Some(256 << 20));
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
