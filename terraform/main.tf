@@ -32,6 +32,14 @@ locals {
     : "projects/${var.project_id}/secrets/${var.kafka_sasl_password_secret}"
   )
 
+  # The in-flight memory budget the bridge would derive from its cgroup limit, computed from the
+  # instance's memory here so it holds whatever the sandbox exposes: (MiB - 48) / 4, at least
+  # 16 MiB (one largest body). "256Mi" -> 52 MiB.
+  memory_mib = (
+    endswith(var.memory, "Gi") ? tonumber(trimsuffix(var.memory, "Gi")) * 1024 : tonumber(trimsuffix(var.memory, "Mi"))
+  )
+  inflight_bytes = max(floor((local.memory_mib - 48) / 4), 16) * 1048576
+
   # The settings the wiring depends on; tests/terraform reads them from here.
   core_env = {
     KAFKA_BOOTSTRAP_SERVERS  = var.kafka_bootstrap_servers
@@ -46,6 +54,7 @@ locals {
     OIDC_TRUST_CLOUD_RUN_IAM = "true"
     GOOGLE_CLOUD_PROJECT     = var.project_id
     LOG_FORMAT               = "json"
+    MAX_INFLIGHT_BYTES       = tostring(local.inflight_bytes)
   }
 
   env = merge(

@@ -61,9 +61,14 @@ variable "cpu" {
 }
 
 variable "memory" {
-  description = "Memory limit per instance."
+  description = "Memory limit per instance (\"NMi\" or \"NGi\"); the bridge's in-flight budget is derived from it."
   type        = string
   default     = "256Mi"
+
+  validation {
+    condition     = can(regex("^[0-9]+(Mi|Gi)$", var.memory))
+    error_message = "memory must be whole mebibytes or gibibytes, e.g. \"256Mi\" or \"1Gi\"."
+  }
 }
 
 variable "request_timeout_seconds" {

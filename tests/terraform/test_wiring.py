@@ -290,3 +290,11 @@ def test_cloud_run_example_takes_or_creates_the_password_secret(cloud_run):
     version = resource(cloud_run, "google_secret_manager_secret_version", "kafka_password")
     assert version["count"] == "${var.create_kafka_password_secret ? 1 : 0}"
     assert variable(cloud_run, "create_kafka_password_secret")["default"] is False
+
+
+def test_inflight_budget_follows_the_instance_memory(mod):
+    # The arithmetic itself was checked with `terraform console`: 256Mi -> 54525952, 1Gi -> 255852544.
+    assert local_value(mod, "core_env")["MAX_INFLIGHT_BYTES"] == "${tostring(local.inflight_bytes)}"
+    assert "local.memory_mib - 48" in local_value(mod, "inflight_bytes")
+    assert variable(mod, "memory")["default"] == "256Mi"
+    assert variable(mod, "memory").get("validation"), "memory must be validated so the budget can be computed"
