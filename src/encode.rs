@@ -230,18 +230,23 @@ pub struct ProtoTimestamp {
     pub nanos: i32,
 }
 
-fn encode_protobuf(message: PubsubMessage) -> Vec<u8> {
-    use prost::Message as _;
-    let publish_time = chrono::DateTime::parse_from_rfc3339(&message.publish_time)
+/// The publish time at full precision from its RFC 3339 text; from the milliseconds when the
+/// text is absent (an unwrapped push without metadata, stamped with the receive time).
+fn proto_timestamp(publish_time: &str, publish_time_ms: i64) -> ProtoTimestamp {
+    chrono::DateTime::parse_from_rfc3339(publish_time)
         .map(|t| ProtoTimestamp {
             seconds: t.timestamp(),
             nanos: t.timestamp_subsec_nanos() as i32,
         })
-        // The envelope parser already proved the time parses; ms precision is the fallback.
         .unwrap_or(ProtoTimestamp {
-            seconds: message.publish_time_ms.div_euclid(1000),
-            nanos: (message.publish_time_ms.rem_euclid(1000) * 1_000_000) as i32,
-        });
+            seconds: publish_time_ms.div_euclid(1000),
+            nanos: (publish_time_ms.rem_euclid(1000) * 1_000_000) as i32,
+        })
+}
+
+fn encode_protobuf(message: PubsubMessage) -> Vec<u8> {
+    use prost::Message as _;
+    let publish_time = proto_timestamp(&message.publish_time, message.publish_time_ms);
     PubsubMessageProto {
         data: message.data,
         attributes: message.attributes,
@@ -255,6 +260,20 @@ fn encode_protobuf(message: PubsubMessage) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn protobuf_publish_time_keeps_nanoseconds_or_falls_back_to_milliseconds() {
+        let full = proto_timestamp("2021-02-26T19:13:55.749123456Z", 0);
+        assert_eq!((full.seconds, full.nanos), (1_614_366_835, 749_123_456));
+        let fallback = proto_timestamp("", 1_614_366_835_749);
+        assert_eq!(
+            (fallback.seconds, fallback.nanos),
+            (1_614_366_835, 749_000_000)
+        );
+        // Before 1970 the nanos stay positive, as protobuf's Timestamp requires.
+        let early = proto_timestamp("", -1_500);
+        assert_eq!((early.seconds, early.nanos), (-2, 500_000_000));
+    }
     use prost::Message as _;
 
     fn message() -> PubsubMessage {

@@ -221,7 +221,7 @@ pub fn record_timestamp(
             message.publish_time_ms,
             Some(TimestampFallback::Unparsable {
                 attribute: attribute.to_owned(),
-                value: value.clone(),
+                value: crate::error::bounded_echo(value),
             }),
         ),
     }
@@ -484,8 +484,16 @@ mod tests {
             fallback,
             Some(TimestampFallback::Unparsable { .. })
         ));
+        assert_eq!(
+            fallback.as_ref().unwrap().to_string(),
+            "attribute \"junk\"=\"yesterday\" is neither epoch ms nor RFC 3339"
+        );
         let (ts, fallback) = record_timestamp(&m, Some("absent"));
         assert_eq!(ts, m.publish_time_ms);
+        assert_eq!(
+            fallback.as_ref().unwrap().to_string(),
+            "attribute \"absent\" missing"
+        );
         assert!(matches!(fallback, Some(TimestampFallback::Missing { .. })));
         assert_eq!(record_timestamp(&m, None), (m.publish_time_ms, None));
     }

@@ -288,7 +288,42 @@ async fn a_verified_token_is_checked_once_and_then_served_from_cache() {
     // One token verified → one cache entry, however many deliveries used it.
     let hits = s.jwks.hits.load(Ordering::SeqCst);
     assert!(hits <= 2, "JWKS fetched {hits} times");
-    assert_eq!(s.broker.read_all("token-cache").await.len(), 20);
+    let verified = |s: &Setup| {
+        let (client, url) = (s.client.clone(), format!("{}metrics", s.bridge.url()));
+        async move {
+            let (_, text) = get(&client, &url).await;
+            text.lines()
+                .find_map(|l| l.strip_prefix("pubsub_kafka_bridge_verified_tokens "))
+                .map(|v| v.parse::<u64>().unwrap())
+        }
+    };
+    assert_eq!(verified(&s).await, Some(1));
+    let other = mint(&key(1), &with(&[("jti", json!("second token"))]));
+    let (status, _) = post(&s.client, &s.bridge.url(), body("m20"), Some(&other)).await;
+    assert_eq!(status, 204);
+    assert_eq!(verified(&s).await, Some(2));
+    // A refused token is not cached as verified.
+    let (status, _) = post(
+        &s.client,
+        &s.bridge.url(),
+        body("m21"),
+        Some(&tampered(&other)),
+    )
+    .await;
+    assert_eq!(status, 401);
+    assert_eq!(verified(&s).await, Some(2));
+    assert_eq!(s.broker.read_all("token-cache").await.len(), 21);
+}
+
+#[tokio::test]
+async fn keys_fetched_at_startup_serve_when_the_jwks_endpoint_is_gone_by_the_first_delivery() {
+    let mut s = setup("warm-up", None).await;
+    s.bridge.app.warm_up().await;
+    s.jwks.stop();
+    let token = mint(&key(1), &google_claims());
+    let (status, text) = post(&s.client, &s.bridge.url(), body("first"), Some(&token)).await;
+    assert_eq!(status, 204, "{text}");
+    assert_eq!(s.broker.read_all("warm-up").await.len(), 1);
 }
 
 #[tokio::test]
