@@ -386,12 +386,7 @@ impl Config {
                 key_source: parse_key_source(env.get("KAFKA_KEY"))?,
                 attribute_headers: parse_attribute_headers(env.get("KAFKA_ATTRIBUTE_HEADERS"))?,
                 attribute_prefix,
-                metadata_headers: !matches!(
-                    env.get("KAFKA_METADATA_HEADERS")
-                        .map(|v| v.to_ascii_lowercase())
-                        .as_deref(),
-                    Some("false" | "0" | "no")
-                ),
+                metadata_headers: env.bool_or("KAFKA_METADATA_HEADERS", true)?,
                 timestamp_attribute: env.get("KAFKA_TIMESTAMP_ATTRIBUTE"),
             },
             value_format: parse_value_format(
@@ -479,9 +474,16 @@ impl Env<'_> {
         Ok(value)
     }
 
+    /// A strict boolean, `false` when unset: anything but true/false (1/0, yes/no) is an
+    /// error, so a typo never flips a setting silently.
     fn bool(&self, var: &'static str) -> Result<bool, ConfigError> {
+        self.bool_or(var, false)
+    }
+
+    fn bool_or(&self, var: &'static str, default: bool) -> Result<bool, ConfigError> {
         match self.get(var).map(|v| v.to_ascii_lowercase()).as_deref() {
-            None | Some("false") | Some("0") | Some("no") => Ok(false),
+            None => Ok(default),
+            Some("false") | Some("0") | Some("no") => Ok(false),
             Some("true") | Some("1") | Some("yes") => Ok(true),
             Some(other) => Err(invalid(var, other, "expected true or false")),
         }
@@ -962,6 +964,83 @@ mod tests {
         ("OIDC_AUDIENCE", "https://bridge.example"),
         ("OIDC_ALLOWED_EMAILS", "push@p.iam.gserviceaccount.com"),
     ];
+
+    fn base_with(extra: &[(&'static str, &'static str)]) -> Result<Config, ConfigError> {
+        let mut vars = BASE.to_vec();
+        vars.extend_from_slice(extra);
+        config(&vars)
+    }
+
+    #[test]
+    fn booleans_are_strict_so_a_typo_never_flips_a_setting() {
+        assert!(base_with(&[]).unwrap().record.metadata_headers);
+        for off in ["false", "0", "no", "FALSE"] {
+            let c = base_with(&[("KAFKA_METADATA_HEADERS", off)]).unwrap();
+            assert!(!c.record.metadata_headers, "{off}");
+        }
+        assert!(
+            base_with(&[("KAFKA_METADATA_HEADERS", "true")])
+                .unwrap()
+                .record
+                .metadata_headers
+        );
+        let error = base_with(&[("KAFKA_METADATA_HEADERS", "flase")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("KAFKA_METADATA_HEADERS=\"flase\""),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn server_limits_have_defaults_and_refuse_a_budget_below_one_body() {
+        let c = base_with(&[]).unwrap();
+        assert_eq!(c.limits.max_connections, 1024);
+        assert_eq!(c.limits.h2_max_streams, 64);
+        assert_eq!(c.limits.body_idle_timeout, Duration::from_secs(10));
+        assert_eq!(c.limits.body_timeout, Duration::from_secs(60));
+        assert_eq!(c.limits.idle_timeout, Duration::from_secs(120));
+        assert_eq!(c.limits.inflight.max_requests, 1000);
+        assert_eq!(c.limits.inflight.max_bytes, 256 << 20);
+        let map: HashMap<String, String> = BASE
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let in_256_mib = Config::from_lookup_in_container(|k| map.get(k).cloned(), Some(256 << 20));
+        assert_eq!(in_256_mib.unwrap().limits.inflight.max_bytes, 52 << 20);
+        let c = base_with(&[
+            ("MAX_INFLIGHT_BYTES", "33554432"),
+            ("MAX_INFLIGHT_REQUESTS", "7"),
+            ("MAX_CONNECTIONS", "9"),
+            ("HTTP2_MAX_CONCURRENT_STREAMS", "3"),
+            ("HTTP_BODY_IDLE_TIMEOUT_MS", "1500"),
+            ("HTTP_BODY_TIMEOUT_MS", "2500"),
+            ("HTTP_IDLE_TIMEOUT_MS", "3500"),
+        ])
+        .unwrap();
+        assert_eq!(c.limits.inflight.max_bytes, 32 << 20);
+        assert_eq!(c.limits.inflight.max_requests, 7);
+        assert_eq!(c.limits.max_connections, 9);
+        assert_eq!(c.limits.h2_max_streams, 3);
+        assert_eq!(c.limits.body_idle_timeout, Duration::from_millis(1500));
+        assert_eq!(c.limits.body_timeout, Duration::from_millis(2500));
+        assert_eq!(c.limits.idle_timeout, Duration::from_millis(3500));
+        // Exactly one largest body is enough; one byte less is not.
+        assert!(base_with(&[("MAX_BODY_BYTES", "4096"), ("MAX_INFLIGHT_BYTES", "4096")]).is_ok());
+        let error = base_with(&[("MAX_BODY_BYTES", "4096"), ("MAX_INFLIGHT_BYTES", "4095")])
+            .unwrap_err()
+            .to_string();
+        assert!(error.starts_with("MAX_INFLIGHT_BYTES"), "{error}");
+        let error = base_with(&[("KAFKA_ATTRIBUTE_HEADER_PREFIX", "PubSub.")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("KAFKA_ATTRIBUTE_HEADER_PREFIX"),
+            "{error}"
+        );
+        assert!(base_with(&[("KAFKA_ATTRIBUTE_HEADER_PREFIX", "attr.")]).is_ok());
+    }
 
     #[test]
     fn defaults_follow_the_contract() {
