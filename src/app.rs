@@ -29,6 +29,10 @@ pub enum StartupError {
     /// The token verifier's settings cannot be used.
     #[error(transparent)]
     Verifier(#[from] crate::auth::VerifierSetupError),
+    /// The Kafka TLS material (CA, client certificate or key file) cannot be used: found at
+    /// startup, not by a connection retried forever in the background.
+    #[error(transparent)]
+    KafkaTls(#[from] crate::kafka::security::SecurityError),
 }
 
 /// What the request head decides, before a byte of the body is read.
@@ -66,6 +70,9 @@ pub struct App {
 impl App {
     /// Builds the app and starts connecting to Kafka in the background (needs a Tokio runtime).
     pub fn new(config: Config) -> Result<Self, StartupError> {
+        if config.kafka.security.protocol.uses_tls() {
+            crate::kafka::security::tls_config(&config.kafka.security)?;
+        }
         let verifier = match &config.auth {
             AuthConfig::Oidc(oidc) => {
                 if oidc.allowed_emails.is_none() {
@@ -434,6 +441,29 @@ fn unix_now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bad_kafka_ca_file_stops_startup_naming_its_variable() {
+        let path = std::env::temp_dir().join(format!("not-a-ca-{}.pem", std::process::id()));
+        std::fs::write(&path, "not a certificate\n").unwrap();
+        let vars: std::collections::HashMap<String, String> = [
+            ("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9093"),
+            ("KAFKA_TOPIC", "t"),
+            ("OIDC_DISABLED", "true"),
+            ("KAFKA_SECURITY_PROTOCOL", "SSL"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .chain([(
+            "KAFKA_SSL_CA_LOCATION".to_owned(),
+            path.display().to_string(),
+        )])
+        .collect();
+        let config = Config::from_map(&vars).unwrap();
+        let error = App::new(config).err().expect("startup refused").to_string();
+        std::fs::remove_file(&path).unwrap();
+        assert!(error.starts_with("KAFKA_SSL_CA_LOCATION ("), "{error}");
+    }
 
     #[test]
     fn trace_id_comes_from_either_header() {
