@@ -215,7 +215,8 @@ class Jwks(http.server.BaseHTTPRequestHandler):
                                      "e": b64u(numbers.e.to_bytes(3, "big"))}]}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
-        self.send_header("Cache-Control", "public, max-age=3600")
+        # Short-lived keys (the bridge's floor is 10 s) so the stale-key attack can be made.
+        self.send_header("Cache-Control", "public, max-age=10")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -439,9 +440,33 @@ def kafka_stalled(bridge, tansu):
 
 
 def hung_jwks(bridge):
-    print("\n== JWKS endpoint hangs; 8 deliveries signed by a key id it has not published")
-    time.sleep(5.5)  # past the refresh rate limit since the last fetch
+    print("\n== JWKS endpoint hangs while the cached keys are stale; 3,000 forged tokens on 4 connections")
+    time.sleep(11)  # keys (max-age 10 s) are stale now
     Jwks.hang, hits = True, Jwks.hits
+
+    def flood(part):
+        s = socket.create_connection(("127.0.0.1", bridge.port))
+        statuses = set()
+        for i in range(750):
+            token = mint({"jti": f"{part}-{i}"}, sign=False)
+            s.sendall(head_bytes("POST", "/", {"Authorization": f"Bearer {token}", "Content-Length": "0"}))
+            statuses.add(read_response(s)[0])
+        s.close()
+        return statuses
+
+    started = time.time()
+    with Peak(bridge) as peak:
+        with futures.ThreadPoolExecutor(4) as pool:
+            statuses = set().union(*pool.map(flood, range(4)))
+    took = time.time() - started
+    check(statuses == {401} and Jwks.hits - hits <= 1,
+          f"all answered {statuses} in {took:.1f} s from the stale keys; JWKS fetches started: {Jwks.hits - hits} "
+          f"(one background refresh, never one per request); RSS +{peak.growth_mib():.1f} MiB "
+          "(before the fix: +325 MiB in 40 s, kept)")
+
+    print("\n== JWKS endpoint hangs; 8 deliveries signed by a key id it has not published")
+    time.sleep(10.5)  # the background refresh times out (5 s), then the 5 s rate limit passes
+    hits = Jwks.hits
     started = time.time()
     with futures.ThreadPoolExecutor(8) as pool:
         results = list(pool.map(lambda _: push(bridge, envelope(b"k"), mint(kid="rotated")), range(8)))
