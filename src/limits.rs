@@ -74,6 +74,8 @@ pub fn parse_memory_limit(cgroup_v2: Option<&str>, cgroup_v1: Option<&str>) -> O
 }
 
 /// Reads the container memory limit of this process (Linux cgroups; elsewhere `None`).
+///
+/// Only the path is fixed here; what is read from it is tested through [`memory_limit_under`].
 pub fn container_memory_limit() -> Option<u64> {
     memory_limit_under(std::path::Path::new("/sys/fs/cgroup"))
 }
@@ -323,6 +325,17 @@ mod tests {
         );
         // Under a fiftieth of the limit in data got through.
         assert!(frames_allowed < (limit as u64) / 50);
+    }
+
+    #[test]
+    fn wire_cost_exactly_at_the_budget_passes() {
+        // Limit 1024: budget 1024 + 128 + 65536 = 66688 = 1042 empty frames of 64.
+        let mut meter = BodyMeter::new(1024);
+        for _ in 0..1042 {
+            assert_eq!(meter.add_frame(0), BodyVerdict::Within);
+        }
+        assert_eq!(meter.wire(), 66_688);
+        assert_eq!(meter.add_frame(0), BodyVerdict::OverWire);
     }
 
     #[test]
