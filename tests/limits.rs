@@ -277,3 +277,33 @@ async fn deliveries_beyond_the_inflight_budget_are_answered_503_unread() {
     assert_eq!(bridge.app.metrics().count(503), 1);
     assert_eq!(broker.read_all("limits").await.len(), 2);
 }
+
+#[tokio::test]
+async fn idle_connections_are_closed_after_the_idle_timeout_http2_included() {
+    let broker = Broker::start().await;
+    let jwks = JwksServer::start(&[key(1)]).await;
+    let bridge = bridge_with(&broker, &jwks, &[("HTTP_IDLE_TIMEOUT_MS", "500")]).await;
+    let stream = TcpStream::connect(bridge.addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    let connection = tokio::spawn(connection);
+    let request = http::Request::get(format!("http://{}/healthz", bridge.addr))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    drop(response);
+    // Idle from now on (HTTP/2 PINGs do not count): the bridge ends the connection.
+    let started = Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(5), connection).await;
+    assert!(ended.is_ok(), "HTTP/2 connection still open after 5 s idle");
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        started.elapsed()
+    );
+}
