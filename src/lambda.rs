@@ -1,4 +1,4 @@
-//! AWS Lambda adapter: a `lambda_http` request in, [`App::handle`], a `lambda_http` response out.
+//! AWS Lambda adapter: a `lambda_http` request in, [`Service::handle`], a `lambda_http` response out.
 //!
 //! It only translates bodies: the verification, mapping and produce logic are the server's own.
 //! It never returns `Err`: an error there would be an invocation failure, not a status.
@@ -6,10 +6,11 @@
 use bytes::Bytes;
 use lambda_http::{Body, Request, Response};
 
-use crate::App;
+use crate::Service;
+use crate::kafka::Produce;
 
-/// Runs one Function URL / API Gateway / ALB request through the shared handler.
-pub async fn handle(app: &App, request: Request) -> Response<Body> {
+/// Runs one Function URL / API Gateway / ALB request through the shared service.
+pub async fn handle<P: Produce>(service: &Service<P>, request: Request) -> Response<Body> {
     let (parts, body) = request.into_parts();
     let body = match body {
         Body::Empty => Bytes::new(),
@@ -19,7 +20,7 @@ pub async fn handle(app: &App, request: Request) -> Response<Body> {
         #[allow(unreachable_patterns)]
         _ => Bytes::new(),
     };
-    let response = app.handle(http::Request::from_parts(parts, body)).await;
+    let response = service.handle(http::Request::from_parts(parts, body)).await;
     let (parts, body) = response.into_parts();
     let body = if body.is_empty() {
         Body::Empty

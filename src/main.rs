@@ -8,12 +8,12 @@ use pubsub_kafka_bridge::server;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let app = match pubsub_kafka_bridge::start_from_env("pubsub-kafka-bridge") {
-        Ok(app) => app,
+    let service = match pubsub_kafka_bridge::start_from_env("pubsub-kafka-bridge") {
+        Ok(service) => service,
         Err(code) => return code,
     };
     // Listen on both stacks: Cloud Run and most container hosts route over IPv4, some over IPv6.
-    let port = app.config().port;
+    let port = service.config().port;
     let listener = match bind(port).await {
         Ok(listener) => listener,
         Err(e) => {
@@ -21,10 +21,10 @@ async fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    tracing::info!(addr = ?listener.local_addr().ok(), topics = ?app.config().route.topics(), "listening");
-    let warm = Arc::clone(&app);
-    tokio::spawn(async move { warm.warm_up().await });
-    server::run(listener, app, server::shutdown_signal()).await;
+    tracing::info!(addr = ?listener.local_addr().ok(), topics = ?service.config().route.topics(), "listening");
+    let warm = Arc::clone(&service);
+    tokio::spawn(async move { warm.app().warm_up().await });
+    server::run(listener, service, server::shutdown_signal()).await;
     ExitCode::SUCCESS
 }
 

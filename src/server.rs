@@ -1,4 +1,4 @@
-//! The HTTP server: hyper 1 (HTTP/1.1 and h2c) in front of [`App`], every connection and
+//! The HTTP server: hyper 1 (HTTP/1.1 and h2c) in front of [`Service`], every connection and
 //! request bounded in time and size before authentication costs anything, graceful shutdown.
 
 use std::convert::Infallible;
@@ -17,12 +17,12 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::app::{App, Head};
 use crate::error::DeliveryError;
+use crate::kafka::Produce;
 use crate::limits::{BodyMeter, BodyVerdict, HttpLimits, InflightPermit};
+use crate::service::{Head, Service};
 
 /// Largest request head (request line plus headers) accepted; oversized heads are answered
 /// 431 (HTTP/1) or the stream is refused (HTTP/2) instead of filling memory.
@@ -43,13 +43,17 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// The client preface that starts an HTTP/2 (h2c prior knowledge) connection.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// Serves `app` on `listener` until `shutdown` completes, then drains.
+/// Serves `service` on `listener` until `shutdown` completes, then drains.
 ///
 /// Draining stops accepting, lets in-flight deliveries finish for `SHUTDOWN_TIMEOUT_MS`, then
 /// answers any still waiting with 503 and returns. Nothing is answered 2xx without an ack.
-pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
-    let limits = app.config().limits.clone();
-    let builder = Arc::new(http_builder(&app));
+pub async fn run<P: Produce>(
+    listener: TcpListener,
+    service: Arc<Service<P>>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let limits = service.config().limits.clone();
+    let builder = Arc::new(http_builder(service.config()));
     // One permit per open connection: at the maximum, new clients wait in the listen backlog.
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let (stop, stopped) = watch::channel(false);
@@ -78,7 +82,7 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
         let _ = stream.set_nodelay(true);
         tokio::spawn(serve_connection(
             stream,
-            Arc::clone(&app),
+            Arc::clone(&service),
             Arc::clone(&builder),
             permit,
             stopped.clone(),
@@ -91,7 +95,7 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
         "shutting down: draining in-flight deliveries"
     );
     stop.send_replace(true);
-    let grace = app.config().shutdown_timeout;
+    let grace = service.config().shutdown_timeout;
     let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
     let drained = tokio::time::timeout(grace, connections.acquire_many(all))
         .await
@@ -101,14 +105,13 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
             ?grace,
             "grace period over: answering waiting deliveries 503"
         );
-        app.abandon_in_flight();
+        service.abandon_in_flight();
         tokio::time::sleep(ABANDON_FLUSH).await;
     }
     tracing::info!("stopped");
 }
 
-fn http_builder(app: &App) -> auto::Builder<TokioExecutor> {
-    let config = app.config();
+fn http_builder(config: &crate::Config) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -128,15 +131,15 @@ fn http_builder(app: &App) -> auto::Builder<TokioExecutor> {
 
 /// Drives one connection: waits (bounded) for its first bytes, serves it, and closes it when
 /// it idles past `HTTP_IDLE_TIMEOUT_MS` or the server stops.
-async fn serve_connection(
+async fn serve_connection<P: Produce>(
     stream: TcpStream,
-    app: Arc<App>,
+    service: Arc<Service<P>>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     _permit: OwnedSemaphorePermit,
     mut stopped: watch::Receiver<bool>,
 ) {
-    let limits = app.config().limits.clone();
-    let first_bytes_by = Instant::now() + app.config().header_read_timeout;
+    let limits = service.config().limits.clone();
+    let first_bytes_by = Instant::now() + service.config().header_read_timeout;
     if !await_request_start(&stream, first_bytes_by).await {
         return; // dropped: closed
     }
@@ -145,7 +148,7 @@ async fn serve_connection(
         let activity = Arc::clone(&activity);
         service_fn(move |request| {
             let busy = Activity::begin(&activity);
-            serve(Arc::clone(&app), request, busy)
+            serve(Arc::clone(&service), request, busy)
         })
     };
     let connection = builder.serve_connection(TokioIo::new(stream), service);
@@ -247,35 +250,26 @@ impl Drop for Busy {
     }
 }
 
-/// A spawned task that is aborted when its awaiting side goes away: a delivery whose client
-/// disconnected stops holding memory (Pub/Sub redelivers what it never got an answer for).
-struct AbortOnDrop<T>(JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// One request: answered from its head when possible (token, method, budget) without reading
-/// the body; otherwise the body is read within the limits and the delivery runs in its own
-/// task, so that a panic becomes a 500 rather than a dropped connection.
-async fn serve(
-    app: Arc<App>,
+/// the body; otherwise the body is read within the limits and the delivery runs. When the
+/// client goes away hyper drops this future, which cancels the delivery and frees its memory
+/// (Pub/Sub redelivers what it never got an answer for).
+async fn serve<P: Produce>(
+    service: Arc<Service<P>>,
     request: Request<Incoming>,
     _busy: Busy,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let (head, body) = request.into_parts();
     let http1 = head.version < http::Version::HTTP_2;
-    let mut permit = match app.admit(&head).await {
+    let mut permit = match service.admit(&head).await {
         Head::Delivery(permit) => permit,
         Head::Answered(response) => {
             let unread = !body.is_end_stream();
             return Ok(finish(response, unread && http1));
         }
     };
-    let limits = app.config().limits.clone();
-    let max_body = app.config().max_body_bytes;
+    let limits = service.config().limits.clone();
+    let max_body = service.config().max_body_bytes;
     let declared = head
         .headers
         .get(http::header::CONTENT_LENGTH)
@@ -304,28 +298,14 @@ async fn serve(
         },
         None => read_body(body, max_body, &limits, &mut permit).await,
     };
-    let response = match body {
-        Ok(body) => {
-            let headers = head.headers.clone();
-            let mut delivery = AbortOnDrop(tokio::spawn({
-                let app = Arc::clone(&app);
-                async move { app.deliver(head, body, permit).await }
-            }));
-            match (&mut delivery.0).await {
-                Ok(response) => response,
-                Err(e) => {
-                    tracing::error!(error = %e, "handler panicked");
-                    app.refuse(DeliveryError::Internal, &headers)
-                }
-            }
-        }
+    match body {
+        Ok(body) => Ok(finish(service.deliver(head, body, permit).await, false)),
         Err(failure) => {
             drop(permit);
-            let response = app.refuse(failure.error, &head.headers);
-            return Ok(finish(response, failure.unread && http1));
+            let response = service.refuse(failure.error, &head.headers);
+            Ok(finish(response, failure.unread && http1))
         }
-    };
-    Ok(finish(response, false))
+    }
 }
 
 /// The response as hyper sends it; `close` says `Connection: close` because unread body bytes

@@ -98,14 +98,17 @@ async fn partition_count_changes_are_picked_up_without_a_restart() {
             .0,
         204
     );
-    assert_eq!(bridge.app.kafka().partition_count("grow"), Some(2));
+    assert_eq!(
+        bridge.service.app().producer().partition_count("grow"),
+        Some(2)
+    );
 
     // The topic grows to 6 partitions (tansu has no CreatePartitions: recreate it).
     let controller = broker.client().await.unwrap().controller_client().unwrap();
     controller.delete_topic("grow", 5_000).await.unwrap();
     broker.create_topic("grow", 6).await;
     let deadline = Instant::now() + Duration::from_secs(10);
-    while bridge.app.kafka().partition_count("grow") != Some(6) {
+    while bridge.service.app().producer().partition_count("grow") != Some(6) {
         assert!(Instant::now() < deadline, "partition count not refreshed");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

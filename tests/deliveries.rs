@@ -106,7 +106,7 @@ async fn thousand_concurrent_deliveries_land_exactly_once_as_the_contract_maps_t
     for (id, status, text) in &statuses {
         assert_eq!(*status, 204, "{id}: {text}");
     }
-    let (requests, produced) = bridge.app.kafka().stats().snapshot();
+    let (requests, produced) = bridge.service.app().producer().stats().snapshot();
     assert_eq!(produced, 1000);
     assert!(
         requests < produced,

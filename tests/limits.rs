@@ -274,7 +274,7 @@ async fn deliveries_beyond_the_inflight_budget_are_answered_503_unread() {
     assert!(answer.starts_with("HTTP/1.1 204 "), "{answer}");
     assert_eq!(metric("pubsub_kafka_bridge_inflight_bytes ").await, 0);
     assert_eq!(metric("pubsub_kafka_bridge_inflight_requests ").await, 0);
-    assert_eq!(bridge.app.metrics().count(503), 1);
+    assert_eq!(bridge.service.metrics().count(503), 1);
     assert_eq!(broker.read_all("limits").await.len(), 2);
 }
 

@@ -129,8 +129,10 @@ async fn bridge_presents_gmks_token_in_the_sasl_handshake() {
     ] {
         env.insert(k.to_owned(), v);
     }
-    let app = pubsub_kafka_bridge::App::new(pubsub_kafka_bridge::Config::from_map(&env).unwrap())
-        .unwrap();
+    let app = pubsub_kafka_bridge::Service::new(
+        pubsub_kafka_bridge::App::new(pubsub_kafka_bridge::Config::from_map(&env).unwrap())
+            .unwrap(),
+    );
     let deadline = Instant::now() + Duration::from_secs(15);
     while broker.auth_payloads().is_empty() {
         assert!(Instant::now() < deadline, "no SaslAuthenticate received");

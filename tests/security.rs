@@ -104,7 +104,9 @@ async fn untrusted_broker_certificate_fails_cleanly_with_503() {
     env.insert("KAFKA_SSL_CA_LOCATION".into(), other.path("other-ca.pem"));
     env.insert("KAFKA_PRODUCE_TIMEOUT_MS".into(), "1500".into());
     let config = pubsub_kafka_bridge::Config::from_map(&env).unwrap();
-    let app = Arc::new(pubsub_kafka_bridge::App::new(config).unwrap());
+    let app = Arc::new(pubsub_kafka_bridge::Service::new(
+        pubsub_kafka_bridge::App::new(config).unwrap(),
+    ));
     let started = Instant::now();
     let response = app
         .handle(
@@ -144,9 +146,10 @@ async fn mutual_tls_presents_the_configured_client_certificate() {
     no_cert.insert("KAFKA_SECURITY_PROTOCOL".into(), "SSL".into());
     no_cert.insert("KAFKA_SSL_CA_LOCATION".into(), ca.path("ca.pem"));
     no_cert.insert("KAFKA_PRODUCE_TIMEOUT_MS".into(), "1500".into());
-    let app =
+    let app = pubsub_kafka_bridge::Service::new(
         pubsub_kafka_bridge::App::new(pubsub_kafka_bridge::Config::from_map(&no_cert).unwrap())
-            .unwrap();
+            .unwrap(),
+    );
     let response = app
         .handle(
             http::Request::post("/")
@@ -263,9 +266,10 @@ async fn plain_and_scram_sha_256_fail_cleanly_where_the_broker_refuses_them() {
     broker.create_topic("mechanisms", 1).await;
     for mechanism in ["PLAIN", "SCRAM-SHA-256"] {
         let env = sasl_env(&broker, "mechanisms", "SASL_PLAINTEXT", mechanism, PASSWORD);
-        let app =
+        let app = pubsub_kafka_bridge::Service::new(
             pubsub_kafka_bridge::App::new(pubsub_kafka_bridge::Config::from_map(&env).unwrap())
-                .unwrap();
+                .unwrap(),
+        );
         let response = app
             .handle(
                 http::Request::post("/")
@@ -290,8 +294,10 @@ async fn oauthbearer_connection_asks_the_metadata_server_and_fails_cleanly_on_ta
     env.insert("KAFKA_SASL_MECHANISM".into(), "OAUTHBEARER".into());
     env.insert("GCE_METADATA_HOST".into(), metadata.host());
     env.insert("KAFKA_PRODUCE_TIMEOUT_MS".into(), "2000".into());
-    let app = pubsub_kafka_bridge::App::new(pubsub_kafka_bridge::Config::from_map(&env).unwrap())
-        .unwrap();
+    let app = pubsub_kafka_bridge::Service::new(
+        pubsub_kafka_bridge::App::new(pubsub_kafka_bridge::Config::from_map(&env).unwrap())
+            .unwrap(),
+    );
     let response = app
         .handle(
             http::Request::post("/")
@@ -437,8 +443,10 @@ async fn wrong_password_in_the_secret_fails_cleanly() {
         &metadata,
     );
     env.insert("KAFKA_PRODUCE_TIMEOUT_MS".into(), "1500".into());
-    let app = pubsub_kafka_bridge::App::new(pubsub_kafka_bridge::Config::from_map(&env).unwrap())
-        .unwrap();
+    let app = pubsub_kafka_bridge::Service::new(
+        pubsub_kafka_bridge::App::new(pubsub_kafka_bridge::Config::from_map(&env).unwrap())
+            .unwrap(),
+    );
     let response = app
         .handle(
             http::Request::post("/")

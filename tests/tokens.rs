@@ -318,7 +318,7 @@ async fn a_verified_token_is_checked_once_and_then_served_from_cache() {
 #[tokio::test]
 async fn keys_fetched_at_startup_serve_when_the_jwks_endpoint_is_gone_by_the_first_delivery() {
     let mut s = setup("warm-up", None).await;
-    s.bridge.app.warm_up().await;
+    s.bridge.service.app().warm_up().await;
     s.jwks.stop();
     let token = mint(&key(1), &google_claims());
     let (status, text) = post(&s.client, &s.bridge.url(), body("first"), Some(&token)).await;

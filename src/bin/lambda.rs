@@ -9,15 +9,15 @@ use pubsub_kafka_bridge::lambda;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let app = match pubsub_kafka_bridge::start_from_env("pubsub-kafka-bridge-lambda") {
-        Ok(app) => app,
+    let service = match pubsub_kafka_bridge::start_from_env("pubsub-kafka-bridge-lambda") {
+        Ok(service) => service,
         Err(code) => return code,
     };
     // Keys and the Kafka connection are made during the init phase, before the first event.
-    app.warm_up().await;
+    service.app().warm_up().await;
     let handler = service_fn(move |request| {
-        let app = Arc::clone(&app);
-        async move { Ok::<_, Infallible>(lambda::handle(&app, request).await) }
+        let service = Arc::clone(&service);
+        async move { Ok::<_, Infallible>(lambda::handle(&service, request).await) }
     });
     match lambda_http::run(handler).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -30,6 +30,7 @@ use rskafka::record::Record;
 use tokio::sync::watch;
 
 use crate::config::{CompressionCodec, KafkaConfig};
+use crate::limits::InflightPermit;
 use crate::record::KafkaRecord;
 use partition::{RoundRobin, choose_partition};
 
@@ -212,6 +213,48 @@ impl<T> Drop for ProduceTask<T> {
         if !self.progress.handed_over.load(Ordering::Acquire) {
             self.handle.abort();
         }
+    }
+}
+
+/// The pipeline's one seam to Kafka: what [`crate::App`] needs of a producer.
+///
+/// [`KafkaProducer`] is the real one. A trait (not an enum) because the other implementations
+/// live outside the product: the handler tests' scripted producer and the instruction-count
+/// benchmark's in-memory one, which let the whole pipeline run without a broker.
+pub trait Produce: Send + Sync + 'static {
+    /// Produces `record` to `topic` and waits for its acknowledgement (acks=all), at most
+    /// `KAFKA_PRODUCE_TIMEOUT_MS`, keeping `hold` (the delivery's share of the in-flight
+    /// budget) until the producer has let go of the record.
+    fn produce(
+        &self,
+        topic: &str,
+        record: KafkaRecord,
+        hold: Option<InflightPermit>,
+    ) -> impl Future<Output = Result<Ack, KafkaError>> + Send;
+
+    /// Whether the cluster answered within `window` (readiness).
+    fn reached_within(&self, window: Duration) -> bool;
+
+    /// `(produce requests, records)` acknowledged so far (metrics).
+    fn produced(&self) -> (u64, u64);
+}
+
+impl Produce for KafkaProducer {
+    fn produce(
+        &self,
+        topic: &str,
+        record: KafkaRecord,
+        hold: Option<InflightPermit>,
+    ) -> impl Future<Output = Result<Ack, KafkaError>> + Send {
+        self.produce_holding(topic, record, hold)
+    }
+
+    fn reached_within(&self, window: Duration) -> bool {
+        KafkaProducer::reached_within(self, window)
+    }
+
+    fn produced(&self) -> (u64, u64) {
+        self.stats().snapshot()
     }
 }
 
@@ -433,13 +476,8 @@ impl KafkaProducer {
     }
 
     /// Produces `record` to `topic` and waits for its acknowledgement (acks=all), at most
-    /// `KAFKA_PRODUCE_TIMEOUT_MS`.
-    pub async fn produce(&self, topic: &str, record: KafkaRecord) -> Result<Ack, KafkaError> {
-        self.produce_holding(topic, record, ()).await
-    }
-
-    /// [`Self::produce`], keeping `hold` (the delivery's share of the in-flight budget) until
-    /// the Kafka client has let go of the record.
+    /// `KAFKA_PRODUCE_TIMEOUT_MS`, keeping `hold` (the delivery's share of the in-flight
+    /// budget) until the Kafka client has let go of the record.
     ///
     /// Once handed to the client, a record stays in its batch until Kafka answers, however long
     /// that takes, even after the delivery timed out or its client left. The produce therefore

@@ -22,7 +22,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use pubsub_kafka_bridge::{App, Config};
+use pubsub_kafka_bridge::{App, Config, Service};
 use rskafka::client::partition::{PartitionClient, UnknownTopicHandling};
 use rskafka::client::{Client as KafkaClient, ClientBuilder};
 use rskafka::record::Record;
@@ -487,7 +487,7 @@ impl Drop for JwksServer {
 /// The bridge running in this process on a loopback port.
 pub struct Bridge {
     pub addr: SocketAddr,
-    pub app: Arc<App>,
+    pub service: Arc<Service>,
     stop: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
 }
@@ -522,20 +522,20 @@ pub fn bridge_env(
 impl Bridge {
     pub async fn start(env: &HashMap<String, String>) -> Bridge {
         let config = Config::from_map(env).expect("valid test config");
-        let app = Arc::new(App::new(config).unwrap());
+        let service = Arc::new(Service::new(App::new(config).unwrap()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(pubsub_kafka_bridge::server::run(
             listener,
-            Arc::clone(&app),
+            Arc::clone(&service),
             async {
                 let _ = stopped.await;
             },
         ));
         let bridge = Bridge {
             addr,
-            app,
+            service,
             stop: Some(stop),
             server: Some(server),
         };

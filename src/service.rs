@@ -1,0 +1,304 @@
+//! The one service both runtimes run: routes a request, bounds it, runs the [`App`] pipeline,
+//! and turns every outcome into a response, its log line and its count, in one place.
+//!
+//! The hyper server streams bodies ([`Service::admit`], read the body, [`Service::deliver`]);
+//! Lambda hands over a body already in memory ([`Service::handle`]). Either way a panic in the
+//! pipeline is caught here and answered 500 (counted, logged), without a task per request.
+
+use std::panic::AssertUnwindSafe;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::FutureExt as _;
+use http::request::Parts;
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use tokio::sync::watch;
+
+use crate::app::{Acked, App, Outcome};
+use crate::config::Config;
+use crate::error::DeliveryError;
+use crate::kafka::{KafkaProducer, Produce};
+use crate::limits::{InflightBudget, InflightPermit};
+use crate::metrics::{Gauges, Metrics};
+
+/// What the request head decides, before a byte of the body is read.
+#[derive(Debug)]
+pub enum Head {
+    /// Answered from the head alone: health, readiness, metrics, a wrong method, a token that
+    /// fails verification, or a full in-flight budget.
+    Answered(Response<Bytes>),
+    /// A verified delivery with its place in the in-flight budget: read the body into the
+    /// permit ([`InflightPermit::reserve`]), then [`Service::deliver`].
+    Delivery(InflightPermit),
+}
+
+/// The pipeline with everything around it that does not depend on the transport.
+pub struct Service<P = KafkaProducer> {
+    app: App<P>,
+    metrics: Metrics,
+    inflight: InflightBudget,
+    /// Flips to `true` when the shutdown grace period is over: waiting deliveries answer 503.
+    abandon: watch::Sender<bool>,
+}
+
+impl<P> std::fmt::Debug for Service<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("inflight_requests", &self.inflight.requests_in_flight())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P: Produce> Service<P> {
+    /// The service around `app`.
+    pub fn new(app: App<P>) -> Self {
+        Service {
+            inflight: InflightBudget::new(app.config().limits.inflight),
+            metrics: Metrics::default(),
+            abandon: watch::Sender::new(false),
+            app,
+        }
+    }
+
+    /// The pipeline.
+    pub fn app(&self) -> &App<P> {
+        &self.app
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        self.app.config()
+    }
+
+    /// The in-flight budget (its gauges for tests and metrics).
+    pub fn inflight(&self) -> &InflightBudget {
+        &self.inflight
+    }
+
+    /// Delivery counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Ends the shutdown grace period: deliveries still waiting for Kafka answer 503.
+    pub fn abandon_in_flight(&self) {
+        self.abandon.send_replace(true);
+    }
+
+    /// Handles one request whose body is already in memory (Lambda, tests).
+    pub async fn handle(&self, request: Request<Bytes>) -> Response<Bytes> {
+        let (head, body) = request.into_parts();
+        let mut permit = match self.admit(&head).await {
+            Head::Answered(response) => return response,
+            Head::Delivery(permit) => permit,
+        };
+        let limit = self.config().max_body_bytes;
+        if body.len() > limit {
+            return self.refuse(DeliveryError::BodyTooLarge { limit }, &head.headers);
+        }
+        if let Err(overloaded) = permit.reserve(body.len()) {
+            return self.refuse(overloaded.into(), &head.headers);
+        }
+        self.deliver(head, body, permit).await
+    }
+
+    /// Decides what the head alone can: routes, method, token, room in the in-flight budget.
+    ///
+    /// The token is verified here, before the body is read, so an unauthenticated client never
+    /// gets a `100 Continue`, never has its body read, and never holds in-flight budget.
+    pub async fn admit(&self, head: &Parts) -> Head {
+        match (&head.method, head.uri.path()) {
+            (&Method::GET | &Method::HEAD, "/healthz") => {
+                return Head::Answered(plain(StatusCode::OK, "ok"));
+            }
+            (&Method::GET | &Method::HEAD, "/readyz") => return Head::Answered(self.readiness()),
+            (&Method::GET, "/metrics") => return Head::Answered(self.metrics_text()),
+            (&Method::POST, _) => {}
+            (method, _) => {
+                let method = crate::error::bounded_echo(method.as_str());
+                return Head::Answered(
+                    self.refuse(DeliveryError::MethodNotAllowed(method), &head.headers),
+                );
+            }
+        }
+        if let Err(e) = self.app.authorize(&head.headers).await {
+            return Head::Answered(self.refuse(e, &head.headers));
+        }
+        match self.inflight.admit() {
+            Ok(permit) => Head::Delivery(permit),
+            Err(overloaded) => Head::Answered(self.refuse(overloaded.into(), &head.headers)),
+        }
+    }
+
+    /// Runs an admitted delivery through the pipeline and answers it; `permit` (its share of
+    /// the in-flight budget) is released with the answer, or by the producer after it.
+    ///
+    /// Dropping the returned future (the client went away) cancels the delivery: Pub/Sub
+    /// redelivers what it got no answer for.
+    pub async fn deliver(
+        &self,
+        head: Parts,
+        body: Bytes,
+        permit: InflightPermit,
+    ) -> Response<Bytes> {
+        let mut abandon = self.abandon.subscribe();
+        let pipeline =
+            AssertUnwindSafe(self.app.deliver(&head.headers, &body, permit)).catch_unwind();
+        let outcome = tokio::select! {
+            outcome = pipeline => outcome.unwrap_or_else(|_| {
+                tracing::error!("delivery pipeline panicked");
+                Outcome { message_id: None, result: Err(DeliveryError::Internal) }
+            }),
+            _ = abandon.wait_for(|abandoned| *abandoned) => {
+                Outcome { message_id: None, result: Err(DeliveryError::ShuttingDown) }
+            }
+        };
+        let response = match outcome.result {
+            Ok(Acked::Record(ack)) => {
+                tracing::debug!(
+                    message_id = outcome.message_id.as_deref(),
+                    partition = ack.partition,
+                    offset = ack.offset,
+                    "delivered"
+                );
+                no_content()
+            }
+            Ok(Acked::DeadLetter { ack, error }) => {
+                tracing::warn!(
+                    message_id = outcome.message_id.as_deref(),
+                    reason = %error,
+                    code = error.code(),
+                    dlq_topic = self.config().kafka.dlq_topic.as_deref(),
+                    partition = ack.partition,
+                    offset = ack.offset,
+                    trace = self.trace(&head.headers).as_deref(),
+                    "delivery dead-lettered"
+                );
+                no_content()
+            }
+            Err(error) => self.fail(&error, outcome.message_id.as_deref(), &head.headers),
+        };
+        self.metrics.record(response.status().as_u16());
+        response
+    }
+
+    /// Answers a delivery that failed before its pipeline ran (method, token, body, budget):
+    /// one log line, counted in the metrics.
+    pub fn refuse(&self, error: DeliveryError, headers: &HeaderMap) -> Response<Bytes> {
+        let response = self.fail(&error, None, headers);
+        self.metrics.record(response.status().as_u16());
+        response
+    }
+
+    /// Logs the one line a failed delivery gets and builds its response.
+    fn fail(
+        &self,
+        error: &DeliveryError,
+        message_id: Option<&str>,
+        headers: &HeaderMap,
+    ) -> Response<Bytes> {
+        let status = error.status().as_u16();
+        let trace = self.trace(headers);
+        if error.level() == tracing::Level::ERROR {
+            tracing::error!(message_id, status, code = error.code(), reason = %error, trace = trace.as_deref(), "delivery failed");
+        } else {
+            tracing::warn!(message_id, status, code = error.code(), reason = %error, trace = trace.as_deref(), "delivery failed");
+        }
+        error.to_response()
+    }
+
+    /// Cloud Logging trace name from `X-Cloud-Trace-Context` or `traceparent`.
+    fn trace(&self, headers: &HeaderMap) -> Option<String> {
+        let id = trace_id(headers)?;
+        Some(match &self.config().gcp_project {
+            Some(project) => format!("projects/{project}/traces/{id}"),
+            None => id.to_owned(),
+        })
+    }
+
+    fn metrics_text(&self) -> Response<Bytes> {
+        let (produce_requests, produced_records) = self.app.producer().produced();
+        let gauges = Gauges {
+            produce_requests,
+            produced_records,
+            cached_tokens: self.app.cached_tokens(),
+            inflight_requests: self.inflight.requests_in_flight(),
+            inflight_bytes: self.inflight.bytes_in_flight(),
+        };
+        Response::builder()
+            .header(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")
+            .body(Bytes::from(self.metrics.render(gauges)))
+            .unwrap_or_default()
+    }
+
+    fn readiness(&self) -> Response<Bytes> {
+        // Metadata is re-read every refresh interval; two missed reads mean Kafka is gone.
+        let window = (self.config().kafka.metadata_refresh * 2).max(Duration::from_secs(10));
+        if self.app.producer().reached_within(window) {
+            plain(StatusCode::OK, "ready")
+        } else {
+            plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "kafka not reached recently",
+            )
+        }
+    }
+}
+
+/// The trace id of a request: `X-Cloud-Trace-Context: TRACE/SPAN;o=1` or W3C `traceparent`.
+pub fn trace_id(headers: &HeaderMap) -> Option<&str> {
+    let valid = |id: &str| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit());
+    if let Some(value) = headers
+        .get("x-cloud-trace-context")
+        .and_then(|v| v.to_str().ok())
+    {
+        let id = value.split(['/', ';']).next().unwrap_or_default();
+        if valid(id) {
+            return Some(id);
+        }
+    }
+    let value = headers.get("traceparent").and_then(|v| v.to_str().ok())?;
+    let id = value.split('-').nth(1)?;
+    valid(id).then_some(id)
+}
+
+fn no_content() -> Response<Bytes> {
+    Response::builder()
+        .status(StatusCode::NO_CONTENT)
+        .body(Bytes::new())
+        .unwrap_or_default()
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response<Bytes> {
+    Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, "text/plain")
+        .body(Bytes::from_static(text.as_bytes()))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trace_id_comes_from_either_header() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-cloud-trace-context",
+            "105445aa7843bc8bf206b12000100000/1;o=1".parse().unwrap(),
+        );
+        assert_eq!(trace_id(&headers), Some("105445aa7843bc8bf206b12000100000"));
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(trace_id(&headers), Some("0af7651916cd43dd8448eb211c80319c"));
+        let mut headers = HeaderMap::new();
+        headers.insert("traceparent", "garbage".parse().unwrap());
+        assert_eq!(trace_id(&headers), None);
+    }
+}
