@@ -4,6 +4,7 @@
 
 pub mod metadata;
 pub mod sasl_responder;
+pub mod scripted;
 pub mod tls;
 
 use std::collections::HashMap;
