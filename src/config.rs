@@ -35,6 +35,35 @@ pub enum ConfigError {
         /// What is wrong with it.
         reason: String,
     },
+    /// More than one setting is wrong: each on its own line.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Several(Vec<ConfigError>),
+}
+
+impl ConfigError {
+    /// One error as itself, more as [`ConfigError::Several`].
+    fn from_many(mut errors: Vec<ConfigError>) -> Self {
+        match errors.len() {
+            1 => errors.remove(0),
+            _ => ConfigError::Several(errors),
+        }
+    }
+
+    /// The variable named (the first one, when several are wrong).
+    pub fn var(&self) -> &'static str {
+        match self {
+            Self::Missing { var, .. } | Self::Invalid { var, .. } => var,
+            Self::Several(errors) => errors.first().map_or("", ConfigError::var),
+        }
+    }
+
+    /// Every single error, in the order the settings are read.
+    pub fn each(&self) -> Vec<&ConfigError> {
+        match self {
+            Self::Several(errors) => errors.iter().collect(),
+            one => vec![one],
+        }
+    }
 }
 
 /// Kafka compression codec for produce requests.
@@ -140,6 +169,23 @@ pub struct KafkaSecurity {
 }
 
 impl KafkaSecurity {
+    /// The protocol and SASL mechanism, as an operator names them (never a credential).
+    pub fn describe(&self) -> String {
+        let protocol = match self.protocol {
+            SecurityProtocol::Plaintext => "PLAINTEXT",
+            SecurityProtocol::Ssl => "SSL",
+            SecurityProtocol::SaslPlaintext => "SASL_PLAINTEXT",
+            SecurityProtocol::SaslSsl => "SASL_SSL",
+        };
+        match &self.sasl {
+            None => protocol.to_owned(),
+            Some(SaslMechanism::Plain { .. }) => format!("{protocol}, PLAIN"),
+            Some(SaslMechanism::ScramSha256 { .. }) => format!("{protocol}, SCRAM-SHA-256"),
+            Some(SaslMechanism::ScramSha512 { .. }) => format!("{protocol}, SCRAM-SHA-512"),
+            Some(SaslMechanism::OauthBearer) => format!("{protocol}, OAUTHBEARER"),
+        }
+    }
+
     /// Puts `password` into the SASL credentials (a password read from Secret Manager).
     pub fn set_password(&mut self, new: String) {
         if let Some(
@@ -210,6 +256,15 @@ pub struct SchemaRegistryConfig {
     pub credentials: Option<(String, String)>,
 }
 
+impl SchemaRegistryConfig {
+    /// The basic-auth `Authorization` value, when credentials are set.
+    pub fn authorization(&self) -> Option<String> {
+        self.credentials
+            .as_ref()
+            .map(|(user, password)| crate::registry::basic_authorization(user, password))
+    }
+}
+
 impl std::fmt::Debug for SchemaRegistryConfig {
     /// Never prints the password.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -238,6 +293,26 @@ pub enum LogFormat {
     Json,
 }
 
+/// Binds each named `Result` to its value, or returns every error among them at once.
+macro_rules! all_or_errors {
+    ($($name:ident),* $(,)?) => {
+        let mut errors = Vec::new();
+        $(
+            let $name = match $name {
+                Ok(value) => Some(value),
+                Err(error) => {
+                    errors.push(error);
+                    None
+                }
+            };
+        )*
+        $(
+            let Some($name) = $name else {
+                return Err(ConfigError::from_many(errors));
+            };
+        )*
+    };
+}
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -263,6 +338,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// `LOG_FORMAT`.
     pub log_format: LogFormat,
+    /// `RUST_LOG`: the log filter (`None`: the default filter).
+    pub log_filter: Option<String>,
     /// `SCHEMA_REGISTRY_URL` with optional `SCHEMA_REGISTRY_USERNAME`/`SCHEMA_REGISTRY_PASSWORD`.
     pub schema_registry: Option<SchemaRegistryConfig>,
     /// `GOOGLE_CLOUD_PROJECT`: used to build Cloud Logging trace names.
@@ -297,106 +374,134 @@ impl Config {
         memory_limit: Option<u64>,
     ) -> Result<Self, ConfigError> {
         let env = Env(&lookup);
-        let route = parse_route(&env)?;
+        // Every setting is parsed on its own, so one run reports every bad setting at once.
+        let route = parse_route(&env);
         let dlq_topic = env.get("KAFKA_DLQ_TOPIC");
-        let mut preload_topics = route.topics();
-        preload_topics.extend(dlq_topic.clone());
-        let kafka = KafkaConfig {
-            bootstrap_servers: parse_bootstrap(&env.required(
+        let bootstrap_servers = env
+            .required(
                 "KAFKA_BOOTSTRAP_SERVERS",
                 "comma-separated host:port list of Kafka brokers",
-            )?)?,
-            preload_topics,
-            dlq_topic,
-            compression: parse_compression(env.get("KAFKA_COMPRESSION"))?,
-            // 0 measured best (infra/bench.sh, 64 concurrent pushes): records still share produce
-            // requests, because those arriving while one is in flight wait for the next.
-            linger: Duration::from_millis(env.number("KAFKA_LINGER_MS", 0, 0, 10_000)?),
-            produce_timeout: Duration::from_millis(env.number(
-                "KAFKA_PRODUCE_TIMEOUT_MS",
-                10_000,
-                100,
-                600_000,
-            )?),
-            max_batch_bytes: env.number("KAFKA_MAX_BATCH_BYTES", 1 << 20, 1024, 1 << 30)? as usize,
-            max_record_bytes: match env.number("KAFKA_MAX_RECORD_BYTES", 0, 0, 1 << 31)? {
-                0 => None,
-                n => Some(n as usize),
-            },
-            metadata_refresh: Duration::from_millis(env.number(
-                "KAFKA_METADATA_REFRESH_MS",
-                30_000,
-                100,
-                86_400_000,
-            )?),
-            client_id: env
-                .get("KAFKA_CLIENT_ID")
-                .unwrap_or_else(|| "pubsub-kafka-bridge".to_owned()),
-            security: parse_security(&env)?,
-        };
-        let auth = parse_auth(&env)?;
+            )
+            .and_then(|raw| parse_bootstrap(&raw));
+        let compression = parse_compression(env.get("KAFKA_COMPRESSION"));
+        // 0 measured best (infra/bench.sh, 64 concurrent pushes): records still share produce
+        // requests, because those arriving while one is in flight wait for the next.
+        let linger = env.millis("KAFKA_LINGER_MS", 0, 0, 10_000);
+        let produce_timeout = env.millis("KAFKA_PRODUCE_TIMEOUT_MS", 10_000, 100, 600_000);
+        let max_batch_bytes = env.number("KAFKA_MAX_BATCH_BYTES", 1 << 20, 1024, 1 << 30);
+        let max_record_bytes = env.number("KAFKA_MAX_RECORD_BYTES", 0, 0, 1 << 31);
+        let metadata_refresh = env.millis("KAFKA_METADATA_REFRESH_MS", 30_000, 100, 86_400_000);
+        let security = parse_security(&env);
+        let auth = parse_auth(&env);
         let on_cloud_run = env.get("K_SERVICE").is_some();
         let log_format = match env.get("LOG_FORMAT").as_deref() {
-            None if on_cloud_run => LogFormat::Json,
-            None => LogFormat::Text,
-            Some("json") => LogFormat::Json,
-            Some("text") => LogFormat::Text,
-            Some(other) => return Err(invalid("LOG_FORMAT", other, "expected json or text")),
+            None if on_cloud_run => Ok(LogFormat::Json),
+            None => Ok(LogFormat::Text),
+            Some("json") => Ok(LogFormat::Json),
+            Some("text") => Ok(LogFormat::Text),
+            Some(other) => Err(invalid("LOG_FORMAT", other, "expected json or text")),
         };
-        let max_body_bytes = env.number("MAX_BODY_BYTES", 16 << 20, 1024, 1 << 30)? as usize;
-        let limits = parse_http_limits(&env, max_body_bytes, memory_limit)?;
+        let max_body_bytes = env.number("MAX_BODY_BYTES", 16 << 20, 1024, 1 << 30);
+        let limits = match &max_body_bytes {
+            Ok(max_body_bytes) => parse_http_limits(&env, *max_body_bytes as usize, memory_limit),
+            // Reported once, as MAX_BODY_BYTES.
+            Err(_) => parse_http_limits(&env, 0, memory_limit),
+        };
         let attribute_prefix = env.get("KAFKA_ATTRIBUTE_HEADER_PREFIX").unwrap_or_default();
-        if crate::record::is_reserved_header(&attribute_prefix) {
-            return Err(invalid(
+        let attribute_prefix = if crate::record::is_reserved_header(&attribute_prefix) {
+            Err(invalid(
                 "KAFKA_ATTRIBUTE_HEADER_PREFIX",
                 &attribute_prefix,
                 "the pubsub. header namespace is reserved for the bridge's own headers",
-            ));
-        }
-        Ok(Config {
-            port: env.number("PORT", 8080, 0, 65_535)? as u16,
-            max_body_bytes,
-            limits,
-            header_read_timeout: Duration::from_millis(env.number(
-                "HTTP_HEADER_READ_TIMEOUT_MS",
-                10_000,
-                100,
-                600_000,
-            )?),
-            shutdown_timeout: Duration::from_millis(env.number(
-                "SHUTDOWN_TIMEOUT_MS",
-                8_000,
-                0,
-                3_600_000,
-            )?),
+            ))
+        } else {
+            Ok(attribute_prefix)
+        };
+        let port = env.number("PORT", 8080, 0, 65_535);
+        let header_read_timeout = env.millis("HTTP_HEADER_READ_TIMEOUT_MS", 10_000, 100, 600_000);
+        let shutdown_timeout = env.millis("SHUTDOWN_TIMEOUT_MS", 8_000, 0, 3_600_000);
+        let push_payload = match env.get("PUSH_PAYLOAD").as_deref() {
+            None | Some("auto") => Ok(PushPayload::Auto),
+            Some("wrapped") => Ok(PushPayload::Wrapped),
+            Some("unwrapped") => Ok(PushPayload::Unwrapped),
+            Some(other) => Err(invalid(
+                "PUSH_PAYLOAD",
+                other,
+                "expected auto, wrapped or unwrapped",
+            )),
+        };
+        let key_source = parse_key_source(env.get("KAFKA_KEY"));
+        let attribute_headers = parse_attribute_headers(env.get("KAFKA_ATTRIBUTE_HEADERS"));
+        let metadata_headers = env.bool_or("KAFKA_METADATA_HEADERS", true);
+        let value_format = env
+            .bool("KAFKA_JSON_EMBED_DATA")
+            .and_then(|embed| parse_value_format(env.get("KAFKA_VALUE_FORMAT"), embed));
+        let schema_registry = parse_schema_registry(&env, value_format_is_avro(&env));
+        all_or_errors!(
             route,
-            push_payload: match env.get("PUSH_PAYLOAD").as_deref() {
-                None | Some("auto") => PushPayload::Auto,
-                Some("wrapped") => PushPayload::Wrapped,
-                Some("unwrapped") => PushPayload::Unwrapped,
-                Some(other) => {
-                    return Err(invalid(
-                        "PUSH_PAYLOAD",
-                        other,
-                        "expected auto, wrapped or unwrapped",
-                    ));
-                }
-            },
-            record: RecordOptions {
-                key_source: parse_key_source(env.get("KAFKA_KEY"))?,
-                attribute_headers: parse_attribute_headers(env.get("KAFKA_ATTRIBUTE_HEADERS"))?,
-                attribute_prefix,
-                metadata_headers: env.bool_or("KAFKA_METADATA_HEADERS", true)?,
-                timestamp_attribute: env.get("KAFKA_TIMESTAMP_ATTRIBUTE"),
-            },
-            value_format: parse_value_format(
-                env.get("KAFKA_VALUE_FORMAT"),
-                env.bool("KAFKA_JSON_EMBED_DATA")?,
-            )?,
-            kafka,
+            bootstrap_servers,
+            compression,
+            linger,
+            produce_timeout,
+            max_batch_bytes,
+            max_record_bytes,
+            metadata_refresh,
+            security,
             auth,
             log_format,
-            schema_registry: parse_schema_registry(&env, value_format_is_avro(&env))?,
+            max_body_bytes,
+            limits,
+            attribute_prefix,
+            port,
+            header_read_timeout,
+            shutdown_timeout,
+            push_payload,
+            key_source,
+            attribute_headers,
+            metadata_headers,
+            value_format,
+            schema_registry
+        );
+        let mut preload_topics = route.topics();
+        preload_topics.extend(dlq_topic.clone());
+        Ok(Config {
+            port: port as u16,
+            max_body_bytes: max_body_bytes as usize,
+            limits,
+            header_read_timeout,
+            shutdown_timeout,
+            route,
+            push_payload,
+            record: RecordOptions {
+                key_source,
+                attribute_headers,
+                attribute_prefix,
+                metadata_headers,
+                timestamp_attribute: env.get("KAFKA_TIMESTAMP_ATTRIBUTE"),
+            },
+            value_format,
+            kafka: KafkaConfig {
+                bootstrap_servers,
+                preload_topics,
+                dlq_topic,
+                compression,
+                linger,
+                produce_timeout,
+                max_batch_bytes: max_batch_bytes as usize,
+                max_record_bytes: match max_record_bytes {
+                    0 => None,
+                    n => Some(n as usize),
+                },
+                metadata_refresh,
+                client_id: env
+                    .get("KAFKA_CLIENT_ID")
+                    .unwrap_or_else(|| "pubsub-kafka-bridge".to_owned()),
+                security,
+            },
+            auth,
+            log_format,
+            log_filter: env.get("RUST_LOG"),
+            schema_registry,
             gcp_project: env
                 .get("GOOGLE_CLOUD_PROJECT")
                 .or_else(|| env.get("GCP_PROJECT")),
@@ -410,10 +515,7 @@ fn parse_http_limits(
     max_body_bytes: usize,
     memory_limit: Option<u64>,
 ) -> Result<HttpLimits, ConfigError> {
-    let ms = |var, default, min, max| {
-        env.number(var, default, min, max)
-            .map(Duration::from_millis)
-    };
+    let ms = |var, default, min, max| env.millis(var, default, min, max);
     let max_bytes = env.number(
         "MAX_INFLIGHT_BYTES",
         InflightLimits::default_bytes(memory_limit, max_body_bytes),
@@ -472,6 +574,18 @@ impl Env<'_> {
             return Err(invalid(var, &raw, &format!("expected {min}..={max}")));
         }
         Ok(value)
+    }
+
+    /// A duration in milliseconds (`*_MS`).
+    fn millis(
+        &self,
+        var: &'static str,
+        default: u64,
+        min: u64,
+        max: u64,
+    ) -> Result<Duration, ConfigError> {
+        self.number(var, default, min, max)
+            .map(Duration::from_millis)
     }
 
     /// A strict boolean, `false` when unset: anything but true/false (1/0, yes/no) is an
@@ -1083,9 +1197,7 @@ mod tests {
     }
 
     fn error_var(vars: &[(&str, &str)]) -> &'static str {
-        match config(vars).unwrap_err() {
-            ConfigError::Missing { var, .. } | ConfigError::Invalid { var, .. } => var,
-        }
+        config(vars).unwrap_err().var()
     }
 
     #[test]

@@ -20,6 +20,8 @@
 
 pub mod app;
 pub mod auth;
+pub mod check;
+pub mod cli;
 pub mod config;
 pub mod encode;
 pub mod envelope;
@@ -39,16 +41,33 @@ pub mod service;
 pub use app::App;
 pub use service::Service;
 
-/// Reads the configuration, installs logging and builds the [`Service`]: what both binaries do first.
+/// Reads the command line and the environment: the command and its configuration.
 ///
-/// On failure the reason has been printed (a configuration error names its variable) and the
-/// exit code is returned.
-pub fn start_from_env(program: &str) -> Result<std::sync::Arc<Service>, std::process::ExitCode> {
-    let config = Config::from_env().map_err(|e| {
-        eprintln!("{program}: configuration error: {e}");
-        std::process::ExitCode::from(2)
+/// On failure the reason has been printed (help and version too, to stdout, exit 0; every
+/// configuration error on its own line naming its variable, exit 2) and the exit code is
+/// returned.
+pub fn configure(
+    program: &str,
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+) -> Result<(cli::Command, Config), std::process::ExitCode> {
+    let invocation = cli::parse(args).map_err(|e| {
+        let _ = e.print();
+        std::process::ExitCode::from(if e.use_stderr() { 2 } else { 0 })
     })?;
-    logging::init(config.log_format);
+    let config = invocation
+        .config(limits::container_memory_limit())
+        .map_err(|e| {
+            for error in e.each() {
+                eprintln!("{program}: configuration error: {error}");
+            }
+            std::process::ExitCode::from(2)
+        })?;
+    Ok((invocation.command, config))
+}
+
+/// Installs logging and builds the [`Service`]: what both binaries do after [`configure`].
+pub fn start(config: Config) -> Result<std::sync::Arc<Service>, std::process::ExitCode> {
+    logging::init(config.log_format, config.log_filter.as_deref());
     App::new(config)
         .map(|app| std::sync::Arc::new(Service::new(app)))
         .map_err(|e| {

@@ -20,9 +20,10 @@ pub const TRACE_FIELD: &str = "trace";
 pub const DEFAULT_FILTER: &str = "info,rskafka=warn,rskafka::client::producer::broadcast=error";
 
 /// Installs the global subscriber; `RUST_LOG` filters (default [`DEFAULT_FILTER`]).
-pub fn init(format: LogFormat) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+pub fn init(format: LogFormat, filter: Option<&str>) {
+    let filter = filter
+        .and_then(|f| EnvFilter::try_new(f).ok())
+        .unwrap_or_else(|| EnvFilter::new(DEFAULT_FILTER));
     // Colour codes only on a terminal: piped or collected logs stay plain text.
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let builder = tracing_subscriber::fmt()

@@ -1,14 +1,24 @@
-//! `pubsub-kafka-bridge`: the HTTP server binary (Cloud Run, or any container host).
+//! `pubsub-kafka-bridge`: the HTTP server binary (Cloud Run, or any container host), and
+//! `pubsub-kafka-bridge check`, which tries the settings against the real services.
 
 use std::net::{Ipv6Addr, SocketAddr};
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use pubsub_kafka_bridge::cli::Command;
 use pubsub_kafka_bridge::server;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let service = match pubsub_kafka_bridge::start_from_env("pubsub-kafka-bridge") {
+    let (command, config) =
+        match pubsub_kafka_bridge::configure("pubsub-kafka-bridge", std::env::args_os()) {
+            Ok(configured) => configured,
+            Err(code) => return code,
+        };
+    if command == Command::Check {
+        return pubsub_kafka_bridge::check::run(&config).await;
+    }
+    let service = match pubsub_kafka_bridge::start(config) {
         Ok(service) => service,
         Err(code) => return code,
     };

@@ -44,6 +44,12 @@ enum Slot {
     Registering(tokio::sync::watch::Receiver<Outcome>),
 }
 
+/// The `Authorization` value of HTTP basic auth (Confluent Cloud: API key and secret).
+pub fn basic_authorization(user: &str, password: &str) -> String {
+    let pair = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    format!("Basic {pair}")
+}
+
 /// Registers the schema per topic and caches the ids.
 ///
 /// One registration per topic at a time, run in its own task and shared by every delivery
@@ -71,11 +77,7 @@ impl SchemaRegistry {
             .build();
         let inner = Inner {
             base: url.trim_end_matches('/').to_owned(),
-            authorization: credentials.map(|(user, password)| {
-                let pair =
-                    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-                format!("Basic {pair}")
-            }),
+            authorization: credentials.map(|(user, password)| basic_authorization(user, password)),
             client: Client::builder(TokioExecutor::new()).build(https),
             slots: Mutex::new(HashMap::new()),
         };

@@ -158,9 +158,69 @@ mod tests {
         let mut cache = TokenCache::new(2);
         cache.insert("a", 0, 1_000, 0);
         cache.insert("b", 1, 1_000, 0);
+        assert!(!cache.is_empty());
+        // "b" is the most recent: replacing it must not push out "a", the least recent.
+        cache.insert("b", 3, 1_000, 0);
         cache.insert("a", 2, 1_000, 0);
         assert_eq!(cache.get("a", 0), Some(2));
-        assert_eq!(cache.get("b", 0), Some(1));
+        assert_eq!(cache.get("b", 0), Some(3));
+    }
+
+    #[test]
+    fn an_entry_expiring_at_the_insert_is_dropped_before_a_live_one_is_evicted() {
+        let mut cache = TokenCache::new(2);
+        cache.insert("live", 0, 100, 0);
+        cache.insert("ending", 1, 10, 0);
+        // At 10 "ending" is expired (as `get` sees it), so it goes, not the older "live".
+        cache.insert("new", 2, 100, 10);
+        assert_eq!(cache.get("live", 10), Some(0));
+        assert_eq!(cache.get("new", 10), Some(2));
+    }
+
+    #[test]
+    fn an_insert_below_capacity_keeps_everything_it_holds() {
+        let mut cache = TokenCache::new(4);
+        cache.insert("short", 0, 10, 0);
+        cache.insert("long", 1, 100, 50);
+        // Nothing is scanned or dropped until the cache is full.
+        assert_eq!(cache.len(), 2);
+    }
+
+    /// Entries that tie on recency would be evicted in the map's (random) iteration order, so
+    /// each case runs on many fresh maps: a use or an insert that fails to move the clock shows
+    /// as a wrong eviction in almost every run.
+    #[test]
+    fn recency_is_exact_whatever_the_hash_order() {
+        for round in 0..64 {
+            let mut cache = TokenCache::new(2);
+            cache.insert("first", 0, 1_000, 0);
+            cache.insert("second", 1, 1_000, 0);
+            cache.insert("third", 2, 1_000, 0);
+            assert_eq!(
+                cache.get("first", 0),
+                None,
+                "round {round}: oldest insert evicted"
+            );
+            assert_eq!(cache.get("second", 0), Some(1), "round {round}");
+
+            let mut cache = TokenCache::new(3);
+            for (i, token) in ["a", "b", "c"].into_iter().enumerate() {
+                cache.insert(token, i, 1_000, 0);
+            }
+            cache.get("a", 0);
+            cache.get("b", 0);
+            cache.insert("d", 3, 1_000, 0);
+            assert_eq!(
+                cache.get("c", 0),
+                None,
+                "round {round}: the one not used went"
+            );
+            assert_eq!(
+                (cache.get("a", 0), cache.get("b", 0), cache.get("d", 0)),
+                (Some(0), Some(1), Some(3)),
+                "round {round}"
+            );
+        }
     }
 
     #[test]

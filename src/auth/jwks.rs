@@ -184,6 +184,16 @@ impl JwksCache {
         result
     }
 
+    /// Signing keys held now.
+    pub fn key_count(&self) -> usize {
+        self.inner
+            .keys
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys
+            .len()
+    }
+
     /// JWKS fetches finished so far (tests and metrics).
     pub fn fetches(&self) -> u64 {
         self.inner.fetches.load(Ordering::Acquire)

@@ -270,6 +270,24 @@ mod tests {
     }
 
     #[test]
+    fn tokens_up_to_the_size_limit_are_read_and_longer_ones_refused_unread() {
+        let base = token(rs256(), google_claims(), "");
+        let at_limit = format!("{base}{}", "s".repeat(MAX_TOKEN_BYTES - base.len()));
+        assert_eq!(at_limit.len(), MAX_TOKEN_BYTES);
+        assert!(
+            parse(&at_limit).is_ok(),
+            "a token of exactly the limit is read"
+        );
+        let over = format!("{at_limit}s");
+        assert_eq!(
+            parse(&over).err(),
+            Some(TokenRejection::Malformed("token too long"))
+        );
+        // Google ID tokens are about 1 KiB, but long emails and claims grow them: 8 KiB is read.
+        assert_eq!(MAX_TOKEN_BYTES, 8192);
+    }
+
+    #[test]
     fn refuses_malformed_tokens() {
         let good = token(rs256(), google_claims(), "x");
         for bad in [

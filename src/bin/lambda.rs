@@ -9,7 +9,11 @@ use pubsub_kafka_bridge::lambda;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let service = match pubsub_kafka_bridge::start_from_env("pubsub-kafka-bridge-lambda") {
+    // Lambda starts the binary without arguments: the settings are its environment.
+    let program = "pubsub-kafka-bridge-lambda";
+    let service = match pubsub_kafka_bridge::configure(program, [program.into()])
+        .and_then(|(_, config)| pubsub_kafka_bridge::start(config))
+    {
         Ok(service) => service,
         Err(code) => return code,
     };

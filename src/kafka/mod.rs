@@ -216,6 +216,28 @@ impl<T> Drop for ProduceTask<T> {
     }
 }
 
+/// Connects to the cluster with the configured security: what the producer does at startup
+/// and what `pubsub-kafka-bridge check` tries.
+pub async fn connect(config: &KafkaConfig) -> Result<Client, String> {
+    let mut builder = ClientBuilder::new(config.bootstrap_servers.clone())
+        .client_id(config.client_id.as_str())
+        // rskafka retries forever by default; a delivery must get an answer before
+        // Pub/Sub's ack deadline, so retries end with the produce timeout.
+        .backoff_config(BackoffConfig {
+            init_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(1),
+            base: 2.,
+            deadline: Some(config.produce_timeout),
+        });
+    let mut security = config.security.clone();
+    if let Some((endpoint, name)) = &config.security.password_secret {
+        let password = secret::access(endpoint, name, &config.security.metadata_host).await?;
+        security.set_password(password);
+    }
+    builder = security::apply(builder, &security).map_err(|e| e.to_string())?;
+    builder.build().await.map_err(|e| e.to_string())
+}
+
 /// The pipeline's one seam to Kafka: what [`crate::App`] needs of a producer.
 ///
 /// [`KafkaProducer`] is the real one. A trait (not an enum) because the other implementations
@@ -325,24 +347,7 @@ impl KafkaProducer {
     }
 
     async fn connect(&self) -> Result<Client, String> {
-        let config = &self.inner.config;
-        let mut builder = ClientBuilder::new(config.bootstrap_servers.clone())
-            .client_id(config.client_id.as_str())
-            // rskafka retries forever by default; a delivery must get an answer before
-            // Pub/Sub's ack deadline, so retries end with the produce timeout.
-            .backoff_config(BackoffConfig {
-                init_backoff: Duration::from_millis(50),
-                max_backoff: Duration::from_secs(1),
-                base: 2.,
-                deadline: Some(config.produce_timeout),
-            });
-        let mut security = config.security.clone();
-        if let Some((endpoint, name)) = &config.security.password_secret {
-            let password = secret::access(endpoint, name, &config.security.metadata_host).await?;
-            security.set_password(password);
-        }
-        builder = security::apply(builder, &security).map_err(|e| e.to_string())?;
-        builder.build().await.map_err(|e| e.to_string())
+        connect(&self.inner.config).await
     }
 
     fn touch(&self) {
