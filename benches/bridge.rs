@@ -4,6 +4,10 @@
 //!
 //! Everything runs on this machine: tansu on loopback, the bridge as its own process, the load
 //! generator here. Figures are printed, never asserted.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "the bench reads its own settings and whole answers"
+)]
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -58,9 +62,9 @@ struct Bodies {
 }
 
 impl Bodies {
-    fn new(size: usize, run: &str) -> Bodies {
+    fn new(size: usize, run: &str) -> Self {
         let payload: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
-        Bodies {
+        Self {
             encoded: base64::engine::general_purpose::STANDARD.encode(payload),
             run: run.to_owned(),
         }

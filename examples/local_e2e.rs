@@ -22,6 +22,7 @@ async fn main() {
     println!("JWKS endpoint at {}", jwks.url);
 
     let port = free_port();
+    #[allow(clippy::disallowed_methods, reason = "the example's own setting")]
     let binary =
         std::env::var("BRIDGE_BIN").unwrap_or_else(|_| "target/release/pubsub-kafka-bridge".into());
     let mut bridge = Command::new(&binary)
@@ -49,7 +50,7 @@ async fn main() {
 
     let token = mint(&key(1), &google_claims());
     type Sample<'a> = (&'a str, &'a [u8], Vec<(String, String)>, Option<&'a str>);
-    let samples: Vec<Sample> = vec![
+    let samples: Vec<Sample<'_>> = vec![
         (
             "1001",
             b"hello from pub/sub",

@@ -107,7 +107,7 @@ impl<P: Produce> App<P> {
                 None
             }
         };
-        Ok(App {
+        Ok(Self {
             encoder: Encoder::new(config.value_format),
             producer,
             verifier,

@@ -32,7 +32,7 @@ pub struct CheckLine {
 
 impl CheckLine {
     fn pass(what: impl Into<String>, detail: impl Into<String>) -> Self {
-        CheckLine {
+        Self {
             ok: true,
             what: what.into(),
             detail: detail.into(),
@@ -40,7 +40,7 @@ impl CheckLine {
     }
 
     fn fail(what: impl Into<String>, detail: impl Into<String>) -> Self {
-        CheckLine {
+        Self {
             ok: false,
             what: what.into(),
             detail: detail.into(),

@@ -463,6 +463,10 @@ impl Invocation {
     ///
     /// Names that are not settings (`K_SERVICE`, which says the process runs on Cloud Run)
     /// are read from the process environment.
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the one read of the environment beside clap's, for names that are not settings"
+    )]
     pub fn config(&self, memory_limit: Option<u64>) -> Result<Config, ConfigError> {
         Config::from_lookup_in_container(
             |name| {

@@ -37,15 +37,15 @@ pub enum ConfigError {
     },
     /// More than one setting is wrong: each on its own line.
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
-    Several(Vec<ConfigError>),
+    Several(Vec<Self>),
 }
 
 impl ConfigError {
     /// One error as itself, more as [`ConfigError::Several`].
-    fn from_many(mut errors: Vec<ConfigError>) -> Self {
+    fn from_many(mut errors: Vec<Self>) -> Self {
         match errors.len() {
             1 => errors.remove(0),
-            _ => ConfigError::Several(errors),
+            _ => Self::Several(errors),
         }
     }
 
@@ -53,12 +53,12 @@ impl ConfigError {
     pub fn var(&self) -> &'static str {
         match self {
             Self::Missing { var, .. } | Self::Invalid { var, .. } => var,
-            Self::Several(errors) => errors.first().map_or("", ConfigError::var),
+            Self::Several(errors) => errors.first().map_or("", Self::var),
         }
     }
 
     /// Every single error, in the order the settings are read.
-    pub fn each(&self) -> Vec<&ConfigError> {
+    pub fn each(&self) -> Vec<&Self> {
         match self {
             Self::Several(errors) => errors.iter().collect(),
             one => vec![one],
@@ -349,14 +349,6 @@ pub struct Config {
 }
 
 impl Config {
-    /// Reads the process environment.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup_in_container(
-            |name| std::env::var(name).ok(),
-            crate::limits::container_memory_limit(),
-        )
-    }
-
     /// Reads settings from a map (tests and embedders).
     pub fn from_map(map: &HashMap<String, String>) -> Result<Self, ConfigError> {
         Self::from_lookup(|name| map.get(name).cloned())
@@ -464,7 +456,7 @@ impl Config {
         );
         let mut preload_topics = route.topics();
         preload_topics.extend(dlq_topic.clone());
-        Ok(Config {
+        Ok(Self {
             port: port as u16,
             max_body_bytes: max_body_bytes as usize,
             limits,
@@ -511,7 +503,7 @@ impl Config {
 
 /// The server's limits; the in-flight byte budget defaults from the container's memory.
 fn parse_http_limits(
-    env: &Env,
+    env: &Env<'_>,
     max_body_bytes: usize,
     memory_limit: Option<u64>,
 ) -> Result<HttpLimits, ConfigError> {

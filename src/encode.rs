@@ -63,7 +63,7 @@ impl Encoder {
             let header = RabinFingerprintHeader::from_schema(&schema).build_header();
             AvroWriter { schema, header }
         });
-        Encoder { format, avro }
+        Self { format, avro }
     }
 
     /// The configured format.

@@ -24,6 +24,7 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    #[allow(clippy::disallowed_methods, reason = "bounded by Limited")]
     let exchange = async {
         let response = client.request(request).await.map_err(|e| e.to_string())?;
         let (parts, body) = response.into_parts();

@@ -23,7 +23,7 @@ const UNBOUNDED_DEFAULT_INFLIGHT: u64 = 256 << 20;
 const AMPLIFICATION: u64 = 4;
 
 /// Time, size and count limits of the HTTP server (all settable, see README "Security model").
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HttpLimits {
     /// `MAX_CONNECTIONS`: open connections; further clients wait in the listen backlog.
     pub max_connections: usize,
@@ -75,7 +75,7 @@ pub fn parse_memory_limit(cgroup_v2: Option<&str>, cgroup_v1: Option<&str>) -> O
 
 /// Reads the container memory limit of this process (Linux cgroups; elsewhere `None`).
 ///
-/// Only the path is fixed here; what is read from it is tested through [`memory_limit_under`].
+/// Only the path is fixed here; what is read from it is tested through `memory_limit_under`.
 pub fn container_memory_limit() -> Option<u64> {
     memory_limit_under(std::path::Path::new("/sys/fs/cgroup"))
 }
@@ -111,7 +111,7 @@ pub struct BodyMeter {
 impl BodyMeter {
     /// A meter for bodies of at most `limit` data bytes.
     pub fn new(limit: usize) -> Self {
-        BodyMeter {
+        Self {
             limit,
             data: 0,
             wire: 0,
@@ -178,7 +178,7 @@ pub struct InflightPermit {
 impl InflightBudget {
     /// A budget of `limits`.
     pub fn new(limits: InflightLimits) -> Self {
-        InflightBudget {
+        Self {
             limits,
             requests: Arc::new(Semaphore::new(limits.max_requests as usize)),
             bytes: Arc::new(Semaphore::new(

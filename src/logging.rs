@@ -123,7 +123,7 @@ mod tests {
         }
     }
     impl<'a> MakeWriter<'a> for Capture {
-        type Writer = Capture;
+        type Writer = Self;
         fn make_writer(&'a self) -> Self::Writer {
             self.clone()
         }

@@ -81,7 +81,7 @@ pub struct RecordOptions {
 impl Default for RecordOptions {
     /// The contract's mapping: ordering key, every attribute, metadata headers, publishTime.
     fn default() -> Self {
-        RecordOptions {
+        Self {
             key_source: KeySource::OrderingKey,
             attribute_headers: AttributeHeaders::All,
             attribute_prefix: String::new(),

@@ -50,6 +50,14 @@ pub fn basic_authorization(user: &str, password: &str) -> String {
     format!("Basic {pair}")
 }
 
+impl std::fmt::Debug for SchemaRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SchemaRegistry")
+            .field("url", &self.inner.base)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Registers the schema per topic and caches the ids.
 ///
 /// One registration per topic at a time, run in its own task and shared by every delivery
@@ -81,7 +89,7 @@ impl SchemaRegistry {
             client: Client::builder(TokioExecutor::new()).build(https),
             slots: Mutex::new(HashMap::new()),
         };
-        SchemaRegistry {
+        Self {
             inner: Arc::new(inner),
         }
     }

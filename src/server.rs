@@ -52,7 +52,7 @@ pub async fn run<P: Produce>(
     service: Arc<Service<P>>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let limits = service.config().limits.clone();
+    let limits = service.config().limits;
     let builder = Arc::new(http_builder(service.config()));
     // One permit per open connection: at the maximum, new clients wait in the listen backlog.
     let connections = Arc::new(Semaphore::new(limits.max_connections));
@@ -138,7 +138,7 @@ async fn serve_connection<P: Produce>(
     _permit: OwnedSemaphorePermit,
     mut stopped: watch::Receiver<bool>,
 ) {
-    let limits = service.config().limits.clone();
+    let limits = service.config().limits;
     let first_bytes_by = Instant::now() + service.config().header_read_timeout;
     if !await_request_start(&stream, first_bytes_by).await {
         return; // dropped: closed
@@ -219,7 +219,7 @@ struct Busy(Arc<Activity>);
 
 impl Activity {
     fn new() -> Self {
-        Activity {
+        Self {
             busy: AtomicUsize::new(0),
             idle_since: Mutex::new(Instant::now()),
         }
@@ -268,7 +268,7 @@ async fn serve<P: Produce>(
             return Ok(finish(response, unread && http1));
         }
     };
-    let limits = service.config().limits.clone();
+    let limits = service.config().limits;
     let max_body = service.config().max_body_bytes;
     let declared = head
         .headers

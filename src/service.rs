@@ -52,7 +52,7 @@ impl<P> std::fmt::Debug for Service<P> {
 impl<P: Produce> Service<P> {
     /// The service around `app`.
     pub fn new(app: App<P>) -> Self {
-        Service {
+        Self {
             inflight: InflightBudget::new(app.config().limits.inflight),
             metrics: Metrics::default(),
             abandon: watch::Sender::new(false),

@@ -1,5 +1,9 @@
 //! Every value format, read back from tansu and decoded by independent decoders (Python's
 //! fastavro, google-cloud-pubsub's PubsubMessage, json) field by field.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests read their own settings and whole answers"
+)]
 
 mod common;
 

@@ -48,6 +48,7 @@ impl RuntimeApi {
         addr.to_string()
     }
 
+    #[allow(clippy::disallowed_methods, reason = "a test's own Runtime API")]
     async fn serve(
         &self,
         req: http::Request<hyper::body::Incoming>,

@@ -2,6 +2,10 @@
 //! loopback and through the `lambda_http` adapter gives the same status, headers, body and
 //! records (Kafka replaced by the scripted producer, each side with its own).
 #![cfg(feature = "lambda")]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "the test collects the answers it compares"
+)]
 
 mod common;
 

@@ -325,11 +325,11 @@ struct SecretManager {
 }
 
 impl SecretManager {
-    async fn start(password: &'static str, denials: usize) -> SecretManager {
+    async fn start(password: &'static str, denials: usize) -> Self {
         use http_body_util::Full;
         use hyper::service::service_fn;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let server = SecretManager {
+        let server = Self {
             addr: listener.local_addr().unwrap(),
             requests: Arc::default(),
             paths: Arc::default(),

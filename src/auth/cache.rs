@@ -16,6 +16,15 @@ struct Entry<V> {
     last_used: u64,
 }
 
+impl<V> std::fmt::Debug for TokenCache<V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenCache")
+            .field("capacity", &self.capacity)
+            .field("len", &self.entries.len())
+            .finish_non_exhaustive()
+    }
+}
+
 /// Token → verdict, at most `capacity` entries.
 pub struct TokenCache<V> {
     capacity: usize,
@@ -27,7 +36,7 @@ pub struct TokenCache<V> {
 impl<V: Clone> TokenCache<V> {
     /// An empty cache holding at most `capacity` (at least 1) tokens.
     pub fn new(capacity: usize) -> Self {
-        TokenCache {
+        Self {
             capacity: capacity.max(1),
             entries: HashMap::new(),
             clock: 0,

@@ -47,6 +47,15 @@ pub enum JwksError {
     },
 }
 
+impl std::fmt::Debug for KeyLookup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Found(_) => "Found(..)",
+            Self::Unknown => "Unknown",
+        })
+    }
+}
+
 /// A lookup outcome.
 #[derive(Clone)]
 pub enum KeyLookup {
@@ -76,6 +85,14 @@ struct Inner {
     background: AtomicBool,
 }
 
+impl std::fmt::Debug for JwksCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwksCache")
+            .field("url", &self.inner.url)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Shared, cheaply cloned cache of the JWKS endpoint's RSA keys.
 #[derive(Clone)]
 pub struct JwksCache {
@@ -100,7 +117,7 @@ impl JwksCache {
         };
         let https = builder.https_or_http().enable_http1().build();
         let client = Client::builder(TokioExecutor::new()).build(https);
-        JwksCache {
+        Self {
             inner: Arc::new(Inner {
                 url,
                 client,

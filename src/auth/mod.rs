@@ -146,6 +146,14 @@ fn read_roots(path: &std::path::Path) -> Result<rustls::RootCertStore, String> {
     Ok(roots)
 }
 
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier")
+            .field("audience", &self.config.audience)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Verifies push tokens against the configured audience, issuers, allow-list and JWKS.
 pub struct Verifier {
     config: OidcConfig,
@@ -168,7 +176,7 @@ impl Verifier {
             Some(path) => Some(read_roots(path).map_err(VerifierSetupError::JwksCa)?),
             None => None,
         };
-        Ok(Verifier {
+        Ok(Self {
             config,
             keys: JwksCache::new(url, roots),
             accepted: Mutex::new(TokenCache::new(TOKEN_CACHE_CAPACITY)),

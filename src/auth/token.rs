@@ -17,7 +17,7 @@ pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 pub const MAX_KID_BYTES: usize = 128;
 
 /// Why a token is refused before its signature is looked at.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum TokenRejection {
     /// Not three base64url parts of JSON, or too long.
     #[error("malformed token: {0}")]
@@ -63,8 +63,8 @@ pub enum Audience {
 impl Audience {
     fn contains(&self, wanted: &str) -> bool {
         match self {
-            Audience::One(aud) => aud == wanted,
-            Audience::Many(auds) => auds.iter().any(|aud| aud == wanted),
+            Self::One(aud) => aud == wanted,
+            Self::Many(auds) => auds.iter().any(|aud| aud == wanted),
         }
     }
 }

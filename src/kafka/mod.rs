@@ -272,11 +272,19 @@ impl Produce for KafkaProducer {
     }
 
     fn reached_within(&self, window: Duration) -> bool {
-        KafkaProducer::reached_within(self, window)
+        Self::reached_within(self, window)
     }
 
     fn produced(&self) -> (u64, u64) {
         self.stats().snapshot()
+    }
+}
+
+impl std::fmt::Debug for KafkaProducer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaProducer")
+            .field("brokers", &self.inner.config.bootstrap_servers)
+            .finish_non_exhaustive()
     }
 }
 
@@ -299,7 +307,7 @@ impl KafkaProducer {
             CompressionCodec::Lz4 => Compression::Lz4,
             CompressionCodec::Zstd => Compression::Zstd,
         };
-        let producer = KafkaProducer {
+        let producer = Self {
             inner: Arc::new(Inner {
                 config,
                 compression,

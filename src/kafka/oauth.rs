@@ -66,6 +66,14 @@ pub fn gmk_token(access_token: &str, email: &str, iat: u64, exp: u64) -> String 
     )
 }
 
+impl std::fmt::Debug for GoogleTokenProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GoogleTokenProvider")
+            .field("host", &self.host)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Fetches and caches the GMK token of the default service account.
 pub struct GoogleTokenProvider {
     host: String,
@@ -79,7 +87,7 @@ impl GoogleTokenProvider {
     /// A provider asking `metadata_host` (`host[:port]`, normally `metadata.google.internal`);
     /// `principal` overrides the email the metadata server names.
     pub fn new(metadata_host: &str, principal: Option<String>) -> Self {
-        GoogleTokenProvider {
+        Self {
             host: metadata_host.to_owned(),
             client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
             principal: match principal {

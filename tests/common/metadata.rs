@@ -27,9 +27,9 @@ pub struct MetadataServer {
 }
 
 impl MetadataServer {
-    pub async fn start(expires_in: u64) -> MetadataServer {
+    pub async fn start(expires_in: u64) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let server = MetadataServer {
+        let server = Self {
             addr: listener.local_addr().unwrap(),
             requests: Arc::default(),
             email_requests: Arc::default(),

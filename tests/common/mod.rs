@@ -1,6 +1,8 @@
 //! Real parts for the integration tests: a tansu broker on a free loopback port, a JWKS
 //! server with real RSA keys, token minting, the bridge in-process, and an HTTP client.
 #![allow(dead_code)]
+// Tests read their own environment (TANSU_BIN) and collect the bridge's answers whole.
+#![allow(clippy::disallowed_methods)]
 
 pub mod metadata;
 pub mod sasl_responder;
@@ -72,13 +74,13 @@ pub struct Broker {
 
 impl Broker {
     /// A broker with in-memory storage.
-    pub async fn start() -> Broker {
+    pub async fn start() -> Self {
         let workdir = std::env::temp_dir().join(format!("pkb-tansu-{}", free_port()));
         Self::start_with(workdir, "memory://tansu/".into()).await
     }
 
     /// A broker with sqlite storage in a fresh directory: data survives a restart.
-    pub async fn start_sqlite() -> Broker {
+    pub async fn start_sqlite() -> Self {
         let workdir = std::env::temp_dir().join(format!(
             "pkb-tansu-sqlite-{}-{}",
             std::process::id(),
@@ -87,9 +89,9 @@ impl Broker {
         Self::start_with(workdir, "sqlite://tansu.db".into()).await
     }
 
-    async fn start_with(workdir: PathBuf, storage: String) -> Broker {
+    async fn start_with(workdir: PathBuf, storage: String) -> Self {
         std::fs::create_dir_all(&workdir).unwrap();
-        let mut broker = Broker {
+        let mut broker = Self {
             port: free_port(),
             child: None,
             workdir,
@@ -104,14 +106,14 @@ impl Broker {
     }
 
     /// A sqlite broker that is not started yet (set `args`/`advertised_port`, then `start_now`).
-    pub fn sqlite_unstarted() -> Broker {
+    pub fn sqlite_unstarted() -> Self {
         let workdir = std::env::temp_dir().join(format!(
             "pkb-tansu-sqlite-{}-{}",
             std::process::id(),
             free_port()
         ));
         std::fs::create_dir_all(&workdir).unwrap();
-        Broker {
+        Self {
             port: free_port(),
             child: None,
             workdir,
@@ -395,7 +397,7 @@ pub struct JwksServer {
 }
 
 impl JwksServer {
-    pub async fn start(keys: &[TestKey]) -> JwksServer {
+    pub async fn start(keys: &[TestKey]) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let set = Arc::new(Mutex::new(
@@ -456,7 +458,7 @@ impl JwksServer {
                 });
             }
         });
-        JwksServer {
+        Self {
             url: format!("http://{addr}/oauth2/v3/certs"),
             keys: set,
             hits,
@@ -521,7 +523,7 @@ pub fn bridge_env(
 }
 
 impl Bridge {
-    pub async fn start(env: &HashMap<String, String>) -> Bridge {
+    pub async fn start(env: &HashMap<String, String>) -> Self {
         let config = Config::from_map(env).expect("valid test config");
         let service = Arc::new(Service::new(App::new(config).unwrap()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -534,7 +536,7 @@ impl Bridge {
                 let _ = stopped.await;
             },
         ));
-        let bridge = Bridge {
+        let bridge = Self {
             addr,
             service,
             stop: Some(stop),

@@ -32,10 +32,10 @@ pub struct SaslResponder {
 impl SaslResponder {
     /// Listens on a loopback port; offers `mechanisms`; refuses every authentication (after
     /// recording it), so clients retry and never get further.
-    pub async fn start(mechanisms: &[&str]) -> SaslResponder {
+    pub async fn start(mechanisms: &[&str]) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let exchanges: Arc<Mutex<Vec<Exchange>>> = Arc::default();
-        let responder = SaslResponder {
+        let responder = Self {
             addr: listener.local_addr().unwrap(),
             exchanges: Arc::clone(&exchanges),
         };

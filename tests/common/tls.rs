@@ -18,7 +18,7 @@ pub struct TestCa {
 }
 
 impl TestCa {
-    pub fn new(dir: &Path, name: &str) -> TestCa {
+    pub fn new(dir: &Path, name: &str) -> Self {
         std::fs::create_dir_all(dir).unwrap();
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -27,7 +27,7 @@ impl TestCa {
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let pem = params.self_signed(&key).unwrap().pem();
         std::fs::write(dir.join(format!("{name}.pem")), &pem).unwrap();
-        TestCa {
+        Self {
             dir: dir.to_owned(),
             params,
             key,
