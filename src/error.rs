@@ -175,12 +175,11 @@ mod tests {
                 503,
             ),
             (
-                KafkaError::Rejected {
+                KafkaError::OverRecordLimit {
                     topic: "t".into(),
                     partition: 0,
-                    retriable: false,
-                    code: "record_too_large",
-                    reason: "MessageTooLarge".into(),
+                    size: 2,
+                    limit: 1,
                 }
                 .into(),
                 422,

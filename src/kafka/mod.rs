@@ -34,7 +34,8 @@ use crate::limits::InflightPermit;
 use crate::record::KafkaRecord;
 use partition::{RoundRobin, choose_partition};
 
-/// Why a record was not acknowledged.
+/// Why a record was not acknowledged. The client's own error is kept as the source, and
+/// [`KafkaError::class`] sorts every variant into retriable or permanent, once.
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaError {
     /// No connection to the cluster (yet, or any more).
@@ -51,77 +52,106 @@ pub enum KafkaError {
     Timeout {
         /// The topic.
         topic: String,
-        /// The partition.
+        /// The partition (-1: not chosen yet).
         partition: i32,
         /// The timeout.
         after: Duration,
     },
-    /// The broker answered with an error.
-    #[error("{topic}/{partition} rejected the record ({code}): {reason}")]
-    Rejected {
+    /// The client or the broker failed a request for `topic` (metadata, a partition's
+    /// connection, or a produce sent on its own).
+    #[error("{topic}{}: {source}", partition.map(|p| format!("/{p}")).unwrap_or_default())]
+    Client {
+        /// The topic.
+        topic: String,
+        /// The partition, when the request had one.
+        partition: Option<i32>,
+        /// The client's error.
+        #[source]
+        source: Arc<ClientError>,
+    },
+    /// The batching producer failed the record.
+    #[error("{topic}/{partition}: {source}")]
+    Producer {
         /// The topic.
         topic: String,
         /// The partition.
         partition: i32,
-        /// Whether trying again later can succeed.
-        retriable: bool,
-        /// Stable machine-readable code.
-        code: &'static str,
-        /// The broker's or client's words.
-        reason: String,
+        /// The producer's error.
+        #[source]
+        source: ProducerError,
+    },
+    /// Larger than `KAFKA_MAX_RECORD_BYTES`: refused before sending.
+    #[error("{topic}/{partition}: record of {size} bytes exceeds KAFKA_MAX_RECORD_BYTES={limit}")]
+    OverRecordLimit {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// The record's approximate size on the wire.
+        size: usize,
+        /// The limit.
+        limit: usize,
     },
 }
 
+/// Whether a failure can pass on a redelivery, and its stable code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorClass {
+    /// Whether a redelivery can succeed (503) or never will (4xx, dead letter).
+    pub retriable: bool,
+    /// Stable machine-readable code.
+    pub code: &'static str,
+}
+
+const fn class(retriable: bool, code: &'static str) -> ErrorClass {
+    ErrorClass { retriable, code }
+}
+
 impl KafkaError {
+    /// The one classification of every Kafka failure.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Self::Unavailable(_) => class(true, "kafka_unavailable"),
+            Self::UnknownTopic { .. } => class(true, "unknown_topic"),
+            Self::Timeout { .. } => class(true, "kafka_timeout"),
+            Self::OverRecordLimit { .. } => class(false, "record_too_large"),
+            Self::Client { source, .. } => classify_client(source),
+            Self::Producer { source, .. } => match source {
+                ProducerError::Client(client) => classify_client(client),
+                ProducerError::TooLarge => class(false, "record_too_large"),
+                ProducerError::Aggregator(_) | ProducerError::FlushError(_) => {
+                    class(true, "kafka_unavailable")
+                }
+            },
+        }
+    }
+
     /// Whether a redelivery can succeed (503) or never will (4xx, dead letter).
     pub fn is_retriable(&self) -> bool {
-        match self {
-            Self::Rejected { retriable, .. } => *retriable,
-            _ => true,
-        }
+        self.class().retriable
     }
 
     /// Stable machine-readable code.
     pub fn code(&self) -> &'static str {
-        match self {
-            Self::Unavailable(_) => "kafka_unavailable",
-            Self::UnknownTopic { .. } => "unknown_topic",
-            Self::Timeout { .. } => "kafka_timeout",
-            Self::Rejected { code, .. } => code,
-        }
+        self.class().code
     }
 }
 
-/// Sorts a client error into retriable or permanent, once, here.
-fn classify(error: &ClientError) -> (bool, &'static str) {
+/// What the broker's (or the transport's) answer means for a redelivery.
+fn classify_client(error: &ClientError) -> ErrorClass {
     match error {
         ClientError::ServerError { protocol_error, .. } => match protocol_error {
             ProtocolError::MessageTooLarge | ProtocolError::RecordListTooLarge => {
-                (false, "record_too_large")
+                class(false, "record_too_large")
             }
             ProtocolError::CorruptMessage
             | ProtocolError::InvalidRecord
-            | ProtocolError::InvalidTimestamp => (false, "record_rejected"),
-            ProtocolError::InvalidTopicException => (false, "invalid_topic"),
+            | ProtocolError::InvalidTimestamp => class(false, "record_rejected"),
+            ProtocolError::InvalidTopicException => class(false, "invalid_topic"),
             // Authorization and everything else may be fixed by an operator or a leader move.
-            _ => (true, "broker_error"),
+            _ => class(true, "broker_error"),
         },
-        _ => (true, "kafka_unavailable"),
-    }
-}
-
-fn producer_error(topic: &str, partition: i32, error: &ProducerError) -> KafkaError {
-    let (retriable, code) = match error {
-        ProducerError::Client(client_error) => classify(client_error),
-        ProducerError::TooLarge => (false, "record_too_large"),
-        _ => (true, "kafka_unavailable"),
-    };
-    KafkaError::Rejected {
-        topic: topic.to_owned(),
-        partition,
-        retriable,
-        code,
-        reason: error.to_string(),
+        _ => class(true, "kafka_unavailable"),
     }
 }
 
@@ -438,10 +468,11 @@ impl KafkaProducer {
                 if let Some(t) = existing.clone() {
                     return Ok(t);
                 }
-                let topics = client
-                    .list_topics()
-                    .await
-                    .map_err(|e| KafkaError::Unavailable(e.to_string()))?;
+                let topics = client.list_topics().await.map_err(|e| KafkaError::Client {
+                    topic: topic.to_owned(),
+                    partition: None,
+                    source: Arc::new(e),
+                })?;
                 self.touch();
                 topics
                     .into_iter()
@@ -461,7 +492,11 @@ impl KafkaProducer {
             let partition_client = client
                 .partition_client(topic, partition as i32, UnknownTopicHandling::Error)
                 .await
-                .map_err(|e| KafkaError::Unavailable(format!("{topic}/{partition}: {e}")))?;
+                .map_err(|e| KafkaError::Client {
+                    topic: topic.to_owned(),
+                    partition: Some(partition as i32),
+                    source: Arc::new(e),
+                })?;
             let partition_client = Arc::new(partition_client);
             let counting = CountingClient {
                 inner: Arc::clone(&partition_client),
@@ -568,12 +603,11 @@ impl KafkaProducer {
         let dead_letter = self.inner.config.dlq_topic.as_deref() == Some(topic);
         let limit = self.inner.config.max_record_bytes.filter(|_| !dead_letter);
         if let Some(limit) = limit.filter(|limit| size > *limit) {
-            return Err(KafkaError::Rejected {
+            return Err(KafkaError::OverRecordLimit {
                 topic: topic.to_owned(),
                 partition: partition as i32,
-                retriable: false,
-                code: "record_too_large",
-                reason: format!("record of {size} bytes exceeds KAFKA_MAX_RECORD_BYTES={limit}"),
+                size,
+                limit,
             });
         }
         progress.handed_over.store(true, Ordering::Release);
@@ -584,15 +618,10 @@ impl KafkaProducer {
                 .client
                 .produce(vec![record], self.inner.compression)
                 .await
-                .map_err(|e| {
-                    let (retriable, code) = classify(&e);
-                    KafkaError::Rejected {
-                        topic: topic.to_owned(),
-                        partition: partition as i32,
-                        retriable,
-                        code,
-                        reason: e.to_string(),
-                    }
+                .map_err(|e| KafkaError::Client {
+                    topic: topic.to_owned(),
+                    partition: Some(partition as i32),
+                    source: Arc::new(e),
                 })?
                 .first()
                 .copied()
@@ -602,7 +631,11 @@ impl KafkaProducer {
                 .batch
                 .produce(record)
                 .await
-                .map_err(|e| producer_error(topic, partition as i32, &e))?
+                .map_err(|source| KafkaError::Producer {
+                    topic: topic.to_owned(),
+                    partition: partition as i32,
+                    source,
+                })?
         };
         self.touch();
         Ok(Ack {
@@ -646,30 +679,58 @@ impl KafkaProducer {
 mod tests {
     use super::*;
 
-    fn server_error(protocol_error: ProtocolError) -> ClientError {
-        ClientError::ServerError {
+    fn server_error(protocol_error: ProtocolError) -> Arc<ClientError> {
+        Arc::new(ClientError::ServerError {
             protocol_error,
             error_message: None,
             request: rskafka::client::error::RequestContext::Topic("t".into()),
             response: None,
             is_virtual: false,
+        })
+    }
+
+    fn via_client(source: Arc<ClientError>) -> KafkaError {
+        KafkaError::Client {
+            topic: "t".into(),
+            partition: Some(0),
+            source,
+        }
+    }
+
+    fn via_producer(source: ProducerError) -> KafkaError {
+        KafkaError::Producer {
+            topic: "t".into(),
+            partition: 0,
+            source,
         }
     }
 
     #[test]
-    fn too_large_and_invalid_records_are_permanent() {
+    fn too_large_and_invalid_records_are_permanent_whichever_path_reports_them() {
+        for (protocol_error, code) in [
+            (ProtocolError::MessageTooLarge, "record_too_large"),
+            (ProtocolError::RecordListTooLarge, "record_too_large"),
+            (ProtocolError::InvalidRecord, "record_rejected"),
+            (ProtocolError::CorruptMessage, "record_rejected"),
+            (ProtocolError::InvalidTimestamp, "record_rejected"),
+            (ProtocolError::InvalidTopicException, "invalid_topic"),
+        ] {
+            let expected = class(false, code);
+            assert_eq!(via_client(server_error(protocol_error)).class(), expected);
+            let batched = ProducerError::Client(server_error(protocol_error));
+            assert_eq!(via_producer(batched).class(), expected);
+        }
         assert_eq!(
-            classify(&server_error(ProtocolError::MessageTooLarge)),
-            (false, "record_too_large")
+            via_producer(ProducerError::TooLarge).class(),
+            class(false, "record_too_large")
         );
-        assert_eq!(
-            classify(&server_error(ProtocolError::RecordListTooLarge)),
-            (false, "record_too_large")
-        );
-        assert_eq!(
-            classify(&server_error(ProtocolError::InvalidRecord)),
-            (false, "record_rejected")
-        );
+        let over = KafkaError::OverRecordLimit {
+            topic: "t".into(),
+            partition: 0,
+            size: 2,
+            limit: 1,
+        };
+        assert_eq!(over.class(), class(false, "record_too_large"));
     }
 
     #[test]
@@ -680,8 +741,31 @@ mod tests {
             ProtocolError::RequestTimedOut,
             ProtocolError::TopicAuthorizationFailed,
         ] {
-            assert!(classify(&server_error(e)).0);
+            assert_eq!(
+                via_client(server_error(e)).class(),
+                class(true, "broker_error")
+            );
         }
-        assert!(classify(&ClientError::Timeout).0);
+        let transport = Arc::new(ClientError::Timeout);
+        assert_eq!(
+            via_client(Arc::clone(&transport)).class(),
+            class(true, "kafka_unavailable")
+        );
+        assert_eq!(
+            via_producer(ProducerError::Client(transport)).class(),
+            class(true, "kafka_unavailable")
+        );
+        assert_eq!(
+            via_producer(ProducerError::FlushError("x".into())).class(),
+            class(true, "kafka_unavailable")
+        );
+    }
+
+    #[test]
+    fn the_client_error_is_kept_as_the_source() {
+        let error = via_client(server_error(ProtocolError::MessageTooLarge));
+        let source = std::error::Error::source(&error).expect("a source");
+        assert!(source.to_string().contains("MessageTooLarge"), "{source}");
+        assert!(error.to_string().starts_with("t/0: "), "{error}");
     }
 }

@@ -11,6 +11,8 @@ use std::time::Duration;
 use pubsub_kafka_bridge::kafka::{Ack, KafkaError, Produce};
 use pubsub_kafka_bridge::limits::InflightPermit;
 use pubsub_kafka_bridge::record::KafkaRecord;
+use rskafka::client::error::{Error as ClientError, ProtocolError, RequestContext};
+use rskafka::client::producer::Error as ProducerError;
 
 /// What the producer does with the next record.
 #[derive(Debug, Clone)]
@@ -89,18 +91,26 @@ impl Produce for ScriptedProducer {
                 .unwrap()
                 .pop_front()
                 .unwrap_or(Step::Ack);
-            let refused = |retriable, code: &'static str| KafkaError::Rejected {
+            // Real rskafka errors, classified by the bridge as a broker's answer would be.
+            let refused = |source| KafkaError::Producer {
                 topic: topic.clone(),
                 partition: 0,
-                retriable,
-                code,
-                reason: format!("scripted {code}"),
+                source,
+            };
+            let broker = |protocol_error| {
+                ProducerError::Client(Arc::new(ClientError::ServerError {
+                    protocol_error,
+                    error_message: None,
+                    request: RequestContext::Topic(topic.clone()),
+                    response: None,
+                    is_virtual: false,
+                }))
             };
             match step {
                 Step::Ack => {}
                 Step::AckAfter(pause) => tokio::time::sleep(pause).await,
-                Step::Retriable => return Err(refused(true, "broker_error")),
-                Step::TooLarge => return Err(refused(false, "record_too_large")),
+                Step::Retriable => return Err(refused(broker(ProtocolError::NotLeaderOrFollower))),
+                Step::TooLarge => return Err(refused(broker(ProtocolError::MessageTooLarge))),
                 Step::Hang => std::future::pending::<()>().await,
                 Step::Panic => panic!("scripted panic in produce"),
             }
