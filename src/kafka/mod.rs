@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use chrono::TimeZone;
@@ -349,36 +349,48 @@ impl KafkaProducer {
                 stats: Arc::default(),
             }),
         };
-        tokio::spawn(producer.clone().maintain());
+        tokio::spawn(Self::maintain(Arc::downgrade(&producer.inner)));
         producer
     }
 
-    /// Connects (retrying with backoff), loads the configured topics, then re-reads metadata forever.
-    async fn maintain(self) {
+    /// Connects (retrying with backoff), loads the configured topics, then re-reads metadata
+    /// until the producer is dropped.
+    ///
+    /// The task owns only a weak handle and holds a strong one just while it works, so it ends
+    /// (and with it the connections) at its next step after the last producer handle is gone.
+    async fn maintain(inner: Weak<Inner>) {
+        let upgrade = || inner.upgrade().map(|inner| Self { inner });
         let mut backoff = Duration::from_millis(100);
-        let client = loop {
-            match self.connect().await {
-                Ok(client) => break Arc::new(client),
+        let (producer, client) = loop {
+            let Some(producer) = upgrade() else { return };
+            match producer.connect().await {
+                Ok(client) => break (producer, Arc::new(client)),
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in = ?backoff, "cannot reach Kafka");
+                    drop(producer);
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         };
-        tracing::info!(brokers = ?self.inner.config.bootstrap_servers, "connected to Kafka");
-        self.touch();
-        self.inner.client.send_replace(Some(Arc::clone(&client)));
-        for topic in self.inner.config.preload_topics.clone() {
-            if let Err(e) = self.topic(&client, &topic).await {
+        tracing::info!(brokers = ?producer.inner.config.bootstrap_servers, "connected to Kafka");
+        producer.touch();
+        producer
+            .inner
+            .client
+            .send_replace(Some(Arc::clone(&client)));
+        for topic in producer.inner.config.preload_topics.clone() {
+            if let Err(e) = producer.topic(&client, &topic).await {
                 tracing::warn!(topic, error = %e, "topic not ready yet");
             }
         }
-        let mut interval = tokio::time::interval(self.inner.config.metadata_refresh);
+        let mut interval = tokio::time::interval(producer.inner.config.metadata_refresh);
+        drop(producer);
         interval.tick().await;
         loop {
             interval.tick().await;
-            if let Err(e) = self.refresh_metadata(&client).await {
+            let Some(producer) = upgrade() else { return };
+            if let Err(e) = producer.refresh_metadata(&client).await {
                 tracing::warn!(error = %e, "Kafka metadata refresh failed");
             }
         }
@@ -767,5 +779,41 @@ mod tests {
         let source = std::error::Error::source(&error).expect("a source");
         assert!(source.to_string().contains("MessageTooLarge"), "{source}");
         assert!(error.to_string().starts_with("t/0: "), "{error}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_connection_task_ends_with_its_producer() {
+        let tasks = || {
+            tokio::runtime::Handle::current()
+                .metrics()
+                .num_alive_tasks()
+        };
+        let before = tasks();
+        let unreachable = {
+            let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            socket.local_addr().unwrap().to_string()
+        };
+        let vars: std::collections::HashMap<String, String> = [
+            ("KAFKA_BOOTSTRAP_SERVERS", unreachable.as_str()),
+            ("KAFKA_TOPIC", "t"),
+            ("OIDC_DISABLED", "true"),
+            ("KAFKA_PRODUCE_TIMEOUT_MS", "100"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let config = crate::Config::from_map(&vars).unwrap();
+        let producer = KafkaProducer::start(config.kafka);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(tasks() > before, "retrying to connect in the background");
+        drop(producer);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while tasks() > before {
+            assert!(
+                Instant::now() < deadline,
+                "the background task outlived its producer"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
