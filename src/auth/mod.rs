@@ -338,5 +338,19 @@ mod tests {
             panic!("refused")
         };
         assert!(echo.len() <= MAX_EMAIL_ECHO && long.starts_with(&echo));
+        assert!(
+            echo.len() > MAX_EMAIL_ECHO - 4,
+            "cut at a char boundary, not emptied"
+        );
+        let Err(AuthError::EmailNotAllowed { email }) =
+            check_email(&claims(Some("other@p.iam"), Some(true)), Some(&[]))
+        else {
+            panic!("refused")
+        };
+        assert_eq!(
+            email.as_deref(),
+            Some("other@p.iam"),
+            "a short email is echoed whole"
+        );
     }
 }
