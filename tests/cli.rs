@@ -246,3 +246,33 @@ async fn check_passes_only_when_kafka_every_topic_the_jwks_and_the_registry_answ
         lines[1]
     );
 }
+
+#[test]
+fn an_unusable_kafka_ca_file_stops_startup_naming_its_variable() {
+    let ca = std::env::temp_dir().join(format!("not-a-ca-{}.pem", free_port()));
+    std::fs::write(&ca, "not a certificate\n").unwrap();
+    let env: HashMap<String, String> = [
+        ("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9093".to_owned()),
+        ("KAFKA_TOPIC", "t".to_owned()),
+        ("OIDC_DISABLED", "true".to_owned()),
+        ("KAFKA_SECURITY_PROTOCOL", "SSL".to_owned()),
+        ("KAFKA_SSL_CA_LOCATION", ca.display().to_string()),
+        ("PORT", free_port().to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let started = std::time::Instant::now();
+    let output = run(&[], &env);
+    std::fs::remove_file(&ca).unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "stopped, not retried"
+    );
+    let (out, err) = text(&output);
+    assert!(
+        format!("{out}{err}").contains("KAFKA_SSL_CA_LOCATION ("),
+        "{out}{err}"
+    );
+}
