@@ -320,7 +320,7 @@ async fn token_cache(jwks: &JwksServer) -> (f64, f64) {
             audience: AUDIENCE.into(),
             allowed_emails: Some(vec![PUSH_EMAIL.into()]),
             trust_cloud_run_iam: false,
-            jwks_url: jwks.url.clone(),
+            jwks_url: jwks.url.parse().unwrap(),
             issuers: vec!["https://accounts.google.com".into()],
             leeway_seconds: 30,
             jwks_ca_location: None,

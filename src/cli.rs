@@ -523,4 +523,26 @@ mod tests {
         unique.dedup();
         assert_eq!(unique.len(), variables.len(), "a variable named twice");
     }
+
+    #[test]
+    fn help_states_the_defaults_the_configuration_uses() {
+        let command = Cli::command();
+        for number in crate::config::numbers::ALL {
+            let arg = command
+                .get_arguments()
+                .find(|arg| arg.get_env().and_then(|e| e.to_str()) == Some(number.var))
+                .unwrap_or_else(|| panic!("{} is not on the command line", number.var));
+            let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+            let stated = if number.var == "KAFKA_MAX_RECORD_BYTES" {
+                "[default: unset".to_owned() // 0: no limit of the bridge's own
+            } else {
+                format!("[default: {}]", number.default)
+            };
+            assert!(
+                help.contains(&stated),
+                "{}: {help:?} lacks {stated:?}",
+                number.var
+            );
+        }
+    }
 }

@@ -81,6 +81,22 @@ pub enum CompressionCodec {
     Zstd,
 }
 
+impl std::str::FromStr for CompressionCodec {
+    type Err = &'static str;
+
+    /// `none`, `gzip`, `snappy`, `lz4` or `zstd`, in any case.
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        match raw.to_ascii_lowercase().as_str() {
+            "none" => Ok(Self::None),
+            "gzip" => Ok(Self::Gzip),
+            "snappy" => Ok(Self::Snappy),
+            "lz4" => Ok(Self::Lz4),
+            "zstd" => Ok(Self::Zstd),
+            _ => Err("expected none, gzip, snappy, lz4 or zstd"),
+        }
+    }
+}
+
 /// How the bridge talks to the brokers (`KAFKA_SECURITY_PROTOCOL`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SecurityProtocol {
@@ -102,6 +118,21 @@ impl SecurityProtocol {
     /// Whether SASL authentication runs on the connection.
     pub fn uses_sasl(self) -> bool {
         matches!(self, Self::SaslPlaintext | Self::SaslSsl)
+    }
+}
+
+impl std::str::FromStr for SecurityProtocol {
+    type Err = &'static str;
+
+    /// `PLAINTEXT`, `SSL`, `SASL_PLAINTEXT` or `SASL_SSL`, in any case.
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        match raw.to_ascii_uppercase().as_str() {
+            "PLAINTEXT" => Ok(Self::Plaintext),
+            "SSL" => Ok(Self::Ssl),
+            "SASL_PLAINTEXT" => Ok(Self::SaslPlaintext),
+            "SASL_SSL" => Ok(Self::SaslSsl),
+            _ => Err("expected PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"),
+        }
     }
 }
 
@@ -238,7 +269,7 @@ pub struct OidcConfig {
     /// verifying it (claims are still checked).
     pub trust_cloud_run_iam: bool,
     /// `OIDC_JWKS_URL`.
-    pub jwks_url: String,
+    pub jwks_url: http::Uri,
     /// `OIDC_ISSUERS`.
     pub issuers: Vec<String>,
     /// `OIDC_LEEWAY_SECONDS`: clock skew tolerated on `exp`/`nbf`/`iat`.
@@ -291,6 +322,170 @@ pub enum LogFormat {
     Text,
     /// Cloud Logging structured JSON lines.
     Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = &'static str;
+
+    /// `json` or `text`.
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        match raw {
+            "json" => Ok(Self::Json),
+            "text" => Ok(Self::Text),
+            _ => Err("expected json or text"),
+        }
+    }
+}
+
+/// A whole-number setting: its variable, default and accepted range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Number {
+    /// The environment variable.
+    pub var: &'static str,
+    /// The value when unset.
+    pub default: u64,
+    /// The smallest value accepted.
+    pub min: u64,
+    /// The largest value accepted.
+    pub max: u64,
+}
+
+/// Every whole-number setting with a fixed default, in one place (`numbers::ALL` for checks).
+pub mod numbers {
+    use super::Number;
+
+    /// `KAFKA_LINGER_MS`.
+    pub const KAFKA_LINGER_MS: Number = Number {
+        var: "KAFKA_LINGER_MS",
+        default: 0,
+        min: 0,
+        max: 10_000,
+    };
+    /// `KAFKA_PRODUCE_TIMEOUT_MS`.
+    pub const KAFKA_PRODUCE_TIMEOUT_MS: Number = Number {
+        var: "KAFKA_PRODUCE_TIMEOUT_MS",
+        default: 10_000,
+        min: 100,
+        max: 600_000,
+    };
+    /// `KAFKA_MAX_BATCH_BYTES`.
+    pub const KAFKA_MAX_BATCH_BYTES: Number = Number {
+        var: "KAFKA_MAX_BATCH_BYTES",
+        default: 1 << 20,
+        min: 1024,
+        max: 1 << 30,
+    };
+    /// `KAFKA_MAX_RECORD_BYTES`.
+    pub const KAFKA_MAX_RECORD_BYTES: Number = Number {
+        var: "KAFKA_MAX_RECORD_BYTES",
+        default: 0,
+        min: 0,
+        max: 1 << 31,
+    };
+    /// `KAFKA_METADATA_REFRESH_MS`.
+    pub const KAFKA_METADATA_REFRESH_MS: Number = Number {
+        var: "KAFKA_METADATA_REFRESH_MS",
+        default: 30_000,
+        min: 100,
+        max: 86_400_000,
+    };
+    /// `MAX_BODY_BYTES`.
+    pub const MAX_BODY_BYTES: Number = Number {
+        var: "MAX_BODY_BYTES",
+        default: 16 << 20,
+        min: 1024,
+        max: 1 << 30,
+    };
+    /// `PORT`.
+    pub const PORT: Number = Number {
+        var: "PORT",
+        default: 8080,
+        min: 0,
+        max: 65_535,
+    };
+    /// `HTTP_HEADER_READ_TIMEOUT_MS`.
+    pub const HTTP_HEADER_READ_TIMEOUT_MS: Number = Number {
+        var: "HTTP_HEADER_READ_TIMEOUT_MS",
+        default: 10_000,
+        min: 100,
+        max: 600_000,
+    };
+    /// `SHUTDOWN_TIMEOUT_MS`.
+    pub const SHUTDOWN_TIMEOUT_MS: Number = Number {
+        var: "SHUTDOWN_TIMEOUT_MS",
+        default: 8_000,
+        min: 0,
+        max: 3_600_000,
+    };
+    /// `MAX_CONNECTIONS`.
+    pub const MAX_CONNECTIONS: Number = Number {
+        var: "MAX_CONNECTIONS",
+        default: 1024,
+        min: 1,
+        max: 1 << 20,
+    };
+    /// `HTTP_BODY_IDLE_TIMEOUT_MS`.
+    pub const HTTP_BODY_IDLE_TIMEOUT_MS: Number = Number {
+        var: "HTTP_BODY_IDLE_TIMEOUT_MS",
+        default: 10_000,
+        min: 100,
+        max: 600_000,
+    };
+    /// `HTTP_BODY_TIMEOUT_MS`.
+    pub const HTTP_BODY_TIMEOUT_MS: Number = Number {
+        var: "HTTP_BODY_TIMEOUT_MS",
+        default: 60_000,
+        min: 100,
+        max: 3_600_000,
+    };
+    /// `HTTP_IDLE_TIMEOUT_MS`.
+    pub const HTTP_IDLE_TIMEOUT_MS: Number = Number {
+        var: "HTTP_IDLE_TIMEOUT_MS",
+        default: 120_000,
+        min: 100,
+        max: 3_600_000,
+    };
+    /// `HTTP2_MAX_CONCURRENT_STREAMS`.
+    pub const HTTP2_MAX_CONCURRENT_STREAMS: Number = Number {
+        var: "HTTP2_MAX_CONCURRENT_STREAMS",
+        default: 64,
+        min: 1,
+        max: 10_000,
+    };
+    /// `MAX_INFLIGHT_REQUESTS`.
+    pub const MAX_INFLIGHT_REQUESTS: Number = Number {
+        var: "MAX_INFLIGHT_REQUESTS",
+        default: 1000,
+        min: 1,
+        max: 1 << 20,
+    };
+    /// `OIDC_LEEWAY_SECONDS`.
+    pub const OIDC_LEEWAY_SECONDS: Number = Number {
+        var: "OIDC_LEEWAY_SECONDS",
+        default: 30,
+        min: 0,
+        max: 600,
+    };
+
+    /// All of them.
+    pub const ALL: &[Number] = &[
+        KAFKA_LINGER_MS,
+        KAFKA_PRODUCE_TIMEOUT_MS,
+        KAFKA_MAX_BATCH_BYTES,
+        KAFKA_MAX_RECORD_BYTES,
+        KAFKA_METADATA_REFRESH_MS,
+        MAX_BODY_BYTES,
+        PORT,
+        HTTP_HEADER_READ_TIMEOUT_MS,
+        SHUTDOWN_TIMEOUT_MS,
+        MAX_CONNECTIONS,
+        HTTP_BODY_IDLE_TIMEOUT_MS,
+        HTTP_BODY_TIMEOUT_MS,
+        HTTP_IDLE_TIMEOUT_MS,
+        HTTP2_MAX_CONCURRENT_STREAMS,
+        MAX_INFLIGHT_REQUESTS,
+        OIDC_LEEWAY_SECONDS,
+    ];
 }
 
 /// Binds each named `Result` to its value, or returns every error among them at once.
@@ -375,25 +570,26 @@ impl Config {
                 "comma-separated host:port list of Kafka brokers",
             )
             .and_then(|raw| parse_bootstrap(&raw));
-        let compression = parse_compression(env.get("KAFKA_COMPRESSION"));
+        let compression = env.parse_or("KAFKA_COMPRESSION", CompressionCodec::None);
         // 0 measured best (infra/bench.sh, 64 concurrent pushes): records still share produce
         // requests, because those arriving while one is in flight wait for the next.
-        let linger = env.millis("KAFKA_LINGER_MS", 0, 0, 10_000);
-        let produce_timeout = env.millis("KAFKA_PRODUCE_TIMEOUT_MS", 10_000, 100, 600_000);
-        let max_batch_bytes = env.number("KAFKA_MAX_BATCH_BYTES", 1 << 20, 1024, 1 << 30);
-        let max_record_bytes = env.number("KAFKA_MAX_RECORD_BYTES", 0, 0, 1 << 31);
-        let metadata_refresh = env.millis("KAFKA_METADATA_REFRESH_MS", 30_000, 100, 86_400_000);
+        let linger = env.millis(&numbers::KAFKA_LINGER_MS);
+        let produce_timeout = env.millis(&numbers::KAFKA_PRODUCE_TIMEOUT_MS);
+        let max_batch_bytes = env.number(&numbers::KAFKA_MAX_BATCH_BYTES);
+        let max_record_bytes = env.number(&numbers::KAFKA_MAX_RECORD_BYTES);
+        let metadata_refresh = env.millis(&numbers::KAFKA_METADATA_REFRESH_MS);
         let security = parse_security(&env);
         let auth = parse_auth(&env);
         let on_cloud_run = env.get("K_SERVICE").is_some();
-        let log_format = match env.get("LOG_FORMAT").as_deref() {
-            None if on_cloud_run => Ok(LogFormat::Json),
-            None => Ok(LogFormat::Text),
-            Some("json") => Ok(LogFormat::Json),
-            Some("text") => Ok(LogFormat::Text),
-            Some(other) => Err(invalid("LOG_FORMAT", other, "expected json or text")),
-        };
-        let max_body_bytes = env.number("MAX_BODY_BYTES", 16 << 20, 1024, 1 << 30);
+        let log_format = env.parse_or(
+            "LOG_FORMAT",
+            if on_cloud_run {
+                LogFormat::Json
+            } else {
+                LogFormat::Text
+            },
+        );
+        let max_body_bytes = env.number(&numbers::MAX_BODY_BYTES);
         let limits = match &max_body_bytes {
             Ok(max_body_bytes) => parse_http_limits(&env, *max_body_bytes as usize, memory_limit),
             // Reported once, as MAX_BODY_BYTES.
@@ -409,26 +605,18 @@ impl Config {
         } else {
             Ok(attribute_prefix)
         };
-        let port = env.number("PORT", 8080, 0, 65_535);
-        let header_read_timeout = env.millis("HTTP_HEADER_READ_TIMEOUT_MS", 10_000, 100, 600_000);
-        let shutdown_timeout = env.millis("SHUTDOWN_TIMEOUT_MS", 8_000, 0, 3_600_000);
-        let push_payload = match env.get("PUSH_PAYLOAD").as_deref() {
-            None | Some("auto") => Ok(PushPayload::Auto),
-            Some("wrapped") => Ok(PushPayload::Wrapped),
-            Some("unwrapped") => Ok(PushPayload::Unwrapped),
-            Some(other) => Err(invalid(
-                "PUSH_PAYLOAD",
-                other,
-                "expected auto, wrapped or unwrapped",
-            )),
-        };
-        let key_source = parse_key_source(env.get("KAFKA_KEY"));
-        let attribute_headers = parse_attribute_headers(env.get("KAFKA_ATTRIBUTE_HEADERS"));
+        let port = env.number(&numbers::PORT);
+        let header_read_timeout = env.millis(&numbers::HTTP_HEADER_READ_TIMEOUT_MS);
+        let shutdown_timeout = env.millis(&numbers::SHUTDOWN_TIMEOUT_MS);
+        let push_payload = env.parse_or("PUSH_PAYLOAD", PushPayload::Auto);
+        let key_source = env.parse_or("KAFKA_KEY", KeySource::OrderingKey);
+        let attribute_headers = env.parse_or("KAFKA_ATTRIBUTE_HEADERS", AttributeHeaders::All);
         let metadata_headers = env.bool_or("KAFKA_METADATA_HEADERS", true);
         let value_format = env
-            .bool("KAFKA_JSON_EMBED_DATA")
-            .and_then(|embed| parse_value_format(env.get("KAFKA_VALUE_FORMAT"), embed));
-        let schema_registry = parse_schema_registry(&env, value_format_is_avro(&env));
+            .parse_or("KAFKA_VALUE_FORMAT", ValueFormat::Raw)
+            .and_then(|format| with_json_embedding(format, env.bool("KAFKA_JSON_EMBED_DATA")?));
+        let schema_registry =
+            parse_schema_registry(&env, matches!(value_format, Ok(ValueFormat::Avro)));
         all_or_errors!(
             route,
             bootstrap_servers,
@@ -507,8 +695,7 @@ fn parse_http_limits(
     max_body_bytes: usize,
     memory_limit: Option<u64>,
 ) -> Result<HttpLimits, ConfigError> {
-    let ms = |var, default, min, max| env.millis(var, default, min, max);
-    let max_bytes = env.number(
+    let max_bytes = env.number_in(
         "MAX_INFLIGHT_BYTES",
         InflightLimits::default_bytes(memory_limit, max_body_bytes),
         1024,
@@ -524,14 +711,14 @@ fn parse_http_limits(
         ));
     }
     Ok(HttpLimits {
-        max_connections: env.number("MAX_CONNECTIONS", 1024, 1, 1 << 20)? as usize,
-        body_idle_timeout: ms("HTTP_BODY_IDLE_TIMEOUT_MS", 10_000, 100, 600_000)?,
-        body_timeout: ms("HTTP_BODY_TIMEOUT_MS", 60_000, 100, 3_600_000)?,
-        idle_timeout: ms("HTTP_IDLE_TIMEOUT_MS", 120_000, 100, 3_600_000)?,
-        h2_max_streams: env.number("HTTP2_MAX_CONCURRENT_STREAMS", 64, 1, 10_000)? as u32,
+        max_connections: env.number(&numbers::MAX_CONNECTIONS)? as usize,
+        body_idle_timeout: env.millis(&numbers::HTTP_BODY_IDLE_TIMEOUT_MS)?,
+        body_timeout: env.millis(&numbers::HTTP_BODY_TIMEOUT_MS)?,
+        idle_timeout: env.millis(&numbers::HTTP_IDLE_TIMEOUT_MS)?,
+        h2_max_streams: env.number(&numbers::HTTP2_MAX_CONCURRENT_STREAMS)? as u32,
         inflight: InflightLimits {
             max_bytes,
-            max_requests: env.number("MAX_INFLIGHT_REQUESTS", 1000, 1, 1 << 20)? as u32,
+            max_requests: env.number(&numbers::MAX_INFLIGHT_REQUESTS)? as u32,
         },
     })
 }
@@ -549,7 +736,11 @@ impl Env<'_> {
         self.get(var).ok_or(ConfigError::Missing { var, hint })
     }
 
-    fn number(
+    fn number(&self, setting: &Number) -> Result<u64, ConfigError> {
+        self.number_in(setting.var, setting.default, setting.min, setting.max)
+    }
+
+    fn number_in(
         &self,
         var: &'static str,
         default: u64,
@@ -568,16 +759,21 @@ impl Env<'_> {
         Ok(value)
     }
 
-    /// A duration in milliseconds (`*_MS`).
-    fn millis(
+    /// A value of a type with its own parser (`FromStr`, next to the type); `default` when unset.
+    fn parse_or<T: std::str::FromStr<Err = &'static str>>(
         &self,
         var: &'static str,
-        default: u64,
-        min: u64,
-        max: u64,
-    ) -> Result<Duration, ConfigError> {
-        self.number(var, default, min, max)
-            .map(Duration::from_millis)
+        default: T,
+    ) -> Result<T, ConfigError> {
+        match self.get(var) {
+            None => Ok(default),
+            Some(raw) => raw.parse().map_err(|reason| invalid(var, &raw, reason)),
+        }
+    }
+
+    /// A duration in milliseconds (`*_MS`).
+    fn millis(&self, setting: &Number) -> Result<Duration, ConfigError> {
+        self.number(setting).map(Duration::from_millis)
     }
 
     /// A strict boolean, `false` when unset: anything but true/false (1/0, yes/no) is an
@@ -605,15 +801,15 @@ fn invalid(var: &'static str, value: &str, reason: &str) -> ConfigError {
 }
 
 /// Keys and secrets come over https; plain http only on loopback (tests, local stand-ins).
-fn require_https(var: &'static str, url: &str) -> Result<(), ConfigError> {
+fn require_https(var: &'static str, url: &str) -> Result<http::Uri, ConfigError> {
     let uri: http::Uri = url.parse().map_err(|_| invalid(var, url, "not a URL"))?;
     let loopback = matches!(
         uri.host(),
         Some("127.0.0.1" | "localhost" | "[::1]" | "::1")
     );
     match uri.scheme_str() {
-        Some("https") => Ok(()),
-        Some("http") if loopback => Ok(()),
+        Some("https") => Ok(uri),
+        Some("http") if loopback => Ok(uri),
         _ => Err(invalid(var, url, "must be https (http only on loopback)")),
     }
 }
@@ -648,45 +844,6 @@ fn parse_bootstrap(raw: &str) -> Result<Vec<String>, ConfigError> {
         ));
     }
     Ok(servers)
-}
-
-fn parse_compression(raw: Option<String>) -> Result<CompressionCodec, ConfigError> {
-    Ok(
-        match raw.as_deref().map(str::to_ascii_lowercase).as_deref() {
-            None | Some("none") => CompressionCodec::None,
-            Some("gzip") => CompressionCodec::Gzip,
-            Some("snappy") => CompressionCodec::Snappy,
-            Some("lz4") => CompressionCodec::Lz4,
-            Some("zstd") => CompressionCodec::Zstd,
-            Some(_) => {
-                return Err(invalid(
-                    "KAFKA_COMPRESSION",
-                    raw.as_deref().unwrap_or_default(),
-                    "expected none, gzip, snappy, lz4 or zstd",
-                ));
-            }
-        },
-    )
-}
-
-fn parse_key_source(raw: Option<String>) -> Result<KeySource, ConfigError> {
-    match raw.as_deref() {
-        None | Some("ordering_key") => Ok(KeySource::OrderingKey),
-        Some("message_id") => Ok(KeySource::MessageId),
-        Some("none") => Ok(KeySource::None),
-        Some(other) => match other.strip_prefix("attribute:") {
-            Some(name) if !name.is_empty() => Ok(KeySource::Attribute(name.to_owned())),
-            _ => Err(invalid(
-                "KAFKA_KEY",
-                other,
-                "expected ordering_key, message_id, attribute:NAME or none",
-            )),
-        },
-    }
-}
-
-fn value_format_is_avro(env: &Env<'_>) -> bool {
-    env.get("KAFKA_VALUE_FORMAT").as_deref() == Some("avro")
 }
 
 fn parse_schema_registry(
@@ -777,65 +934,23 @@ fn parse_route(env: &Env<'_>) -> Result<TopicRoute, ConfigError> {
     }
 }
 
-fn parse_attribute_headers(raw: Option<String>) -> Result<AttributeHeaders, ConfigError> {
-    match raw.as_deref() {
-        None | Some("all") => Ok(AttributeHeaders::All),
-        Some("none") => Ok(AttributeHeaders::None),
-        Some(other) => match other.strip_prefix("only:") {
-            Some(list) if !split_list(list).is_empty() => {
-                Ok(AttributeHeaders::Only(split_list(list)))
-            }
-            _ => Err(invalid(
-                "KAFKA_ATTRIBUTE_HEADERS",
-                other,
-                "expected all, none or only:NAME,NAME",
-            )),
-        },
-    }
-}
-
-fn parse_value_format(
-    raw: Option<String>,
-    embed_json_data: bool,
-) -> Result<ValueFormat, ConfigError> {
-    if embed_json_data && raw.as_deref() != Some("json") {
-        return Err(invalid(
+/// `KAFKA_JSON_EMBED_DATA` applied to the value format it belongs to.
+fn with_json_embedding(format: ValueFormat, embed: bool) -> Result<ValueFormat, ConfigError> {
+    match format {
+        ValueFormat::Json { .. } => Ok(ValueFormat::Json {
+            embed_json_data: embed,
+        }),
+        _ if embed => Err(invalid(
             "KAFKA_JSON_EMBED_DATA",
             "true",
             "only applies with KAFKA_VALUE_FORMAT=json",
-        ));
-    }
-    match raw.as_deref() {
-        None | Some("raw") => Ok(ValueFormat::Raw),
-        Some("json") => Ok(ValueFormat::Json { embed_json_data }),
-        Some("avro") => Ok(ValueFormat::Avro),
-        Some("protobuf") => Ok(ValueFormat::Protobuf),
-        Some(other) => Err(invalid(
-            "KAFKA_VALUE_FORMAT",
-            other,
-            "expected raw, json, avro or protobuf",
         )),
+        other => Ok(other),
     }
 }
 
 fn parse_security(env: &Env<'_>) -> Result<KafkaSecurity, ConfigError> {
-    let protocol = match env
-        .get("KAFKA_SECURITY_PROTOCOL")
-        .map(|v| v.to_ascii_uppercase())
-        .as_deref()
-    {
-        None | Some("PLAINTEXT") => SecurityProtocol::Plaintext,
-        Some("SSL") => SecurityProtocol::Ssl,
-        Some("SASL_PLAINTEXT") => SecurityProtocol::SaslPlaintext,
-        Some("SASL_SSL") => SecurityProtocol::SaslSsl,
-        Some(other) => {
-            return Err(invalid(
-                "KAFKA_SECURITY_PROTOCOL",
-                other,
-                "expected PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL",
-            ));
-        }
-    };
+    let protocol = env.parse_or("KAFKA_SECURITY_PROTOCOL", SecurityProtocol::Plaintext)?;
     let mechanism = env
         .get("KAFKA_SASL_MECHANISM")
         .map(|v| v.to_ascii_uppercase());
@@ -995,7 +1110,7 @@ fn parse_auth(env: &Env<'_>) -> Result<AuthConfig, ConfigError> {
     let jwks_url = env
         .get("OIDC_JWKS_URL")
         .unwrap_or_else(|| DEFAULT_JWKS_URL.to_owned());
-    require_https("OIDC_JWKS_URL", &jwks_url)?;
+    let jwks_url = require_https("OIDC_JWKS_URL", &jwks_url)?;
     let issuers = split_list(
         &env.get("OIDC_ISSUERS")
             .unwrap_or_else(|| DEFAULT_ISSUERS.to_owned()),
@@ -1043,7 +1158,7 @@ fn parse_auth(env: &Env<'_>) -> Result<AuthConfig, ConfigError> {
         trust_cloud_run_iam,
         jwks_url,
         issuers,
-        leeway_seconds: env.number("OIDC_LEEWAY_SECONDS", 30, 0, 600)?,
+        leeway_seconds: env.number(&numbers::OIDC_LEEWAY_SECONDS)?,
         jwks_ca_location: match env.get("OIDC_JWKS_CA_LOCATION") {
             None => None,
             Some(p) if std::path::Path::new(&p).is_file() => Some(PathBuf::from(p)),
@@ -1163,7 +1278,7 @@ mod tests {
         let AuthConfig::Oidc(oidc) = c.auth else {
             panic!("auth should be on")
         };
-        assert_eq!(oidc.jwks_url, DEFAULT_JWKS_URL);
+        assert_eq!(oidc.jwks_url.to_string(), DEFAULT_JWKS_URL);
         assert_eq!(
             oidc.issuers,
             vec!["https://accounts.google.com", "accounts.google.com"]

@@ -30,6 +30,23 @@ pub enum ValueFormat {
     Protobuf,
 }
 
+impl std::str::FromStr for ValueFormat {
+    type Err = &'static str;
+
+    /// `raw`, `json` (without embedding; `KAFKA_JSON_EMBED_DATA` sets that), `avro` or `protobuf`.
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        match raw {
+            "raw" => Ok(Self::Raw),
+            "json" => Ok(Self::Json {
+                embed_json_data: false,
+            }),
+            "avro" => Ok(Self::Avro),
+            "protobuf" => Ok(Self::Protobuf),
+            _ => Err("expected raw, json, avro or protobuf"),
+        }
+    }
+}
+
 /// A message that cannot be written in the configured format.
 #[derive(Debug, thiserror::Error)]
 pub enum EncodeError {

@@ -68,6 +68,20 @@ pub enum PushPayload {
     Unwrapped,
 }
 
+impl std::str::FromStr for PushPayload {
+    type Err = &'static str;
+
+    /// `auto`, `wrapped` or `unwrapped`.
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        match raw {
+            "auto" => Ok(Self::Auto),
+            "wrapped" => Ok(Self::Wrapped),
+            "unwrapped" => Ok(Self::Unwrapped),
+            _ => Err("expected auto, wrapped or unwrapped"),
+        }
+    }
+}
+
 /// One Pub/Sub message as it arrived, with everything the record needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PubsubMessage {

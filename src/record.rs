@@ -63,6 +63,50 @@ pub enum AttributeHeaders {
     Only(Vec<String>),
 }
 
+impl std::str::FromStr for KeySource {
+    type Err = &'static str;
+
+    /// `ordering_key`, `message_id`, `attribute:NAME` or `none`.
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        match raw {
+            "ordering_key" => Ok(Self::OrderingKey),
+            "message_id" => Ok(Self::MessageId),
+            "none" => Ok(Self::None),
+            other => match other.strip_prefix("attribute:") {
+                Some(name) if !name.is_empty() => Ok(Self::Attribute(name.to_owned())),
+                _ => Err("expected ordering_key, message_id, attribute:NAME or none"),
+            },
+        }
+    }
+}
+
+impl std::str::FromStr for AttributeHeaders {
+    type Err = &'static str;
+
+    /// `all`, `none` or `only:NAME,NAME`.
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        match raw {
+            "all" => Ok(Self::All),
+            "none" => Ok(Self::None),
+            other => {
+                let names: Vec<String> = other
+                    .strip_prefix("only:")
+                    .unwrap_or_default()
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|name| !name.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                if other.starts_with("only:") && !names.is_empty() {
+                    Ok(Self::Only(names))
+                } else {
+                    Err("expected all, none or only:NAME,NAME")
+                }
+            }
+        }
+    }
+}
+
 /// How a message becomes a record, beyond its value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordOptions {
