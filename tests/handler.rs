@@ -17,7 +17,7 @@ use serde_json::Value;
 struct Harness {
     service: Arc<Service<ScriptedProducer>>,
     producer: ScriptedProducer,
-    _jwks: JwksServer,
+    jwks: JwksServer,
     token: String,
 }
 
@@ -43,7 +43,7 @@ async fn harness(extra: &[(&str, &str)]) -> Harness {
     Harness {
         service: Arc::new(Service::new(app)),
         producer,
-        _jwks: jwks,
+        jwks,
         token: mint(&key(1), &google_claims()),
     }
 }
@@ -336,4 +336,29 @@ async fn readiness_follows_the_producer() {
         .service
         .handle(http::Request::get("/healthz").body(Bytes::new()).unwrap());
     assert_eq!(health.await.status(), 200);
+}
+
+#[tokio::test]
+async fn keys_that_are_still_fresh_are_never_fetched_again() {
+    let h = harness(&[]).await;
+    h.service.app().warm_up().await;
+    assert_eq!(h.jwks.hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // Past the refresh rate limit, so only freshness can keep a lookup from fetching.
+    tokio::time::sleep(Duration::from_millis(5_200)).await;
+    for i in 0..20 {
+        let mut claims = google_claims();
+        claims["jti"] = format!("token-{i}").into();
+        let token = mint(&key(1), &claims);
+        let response = h
+            .service
+            .handle(push(&message(&format!("m-{i}")), Some(&token)))
+            .await;
+        assert_eq!(response.status(), 204);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        h.jwks.hits.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "keys within their max-age are served from the cache"
+    );
 }
