@@ -361,4 +361,90 @@ async fn keys_that_are_still_fresh_are_never_fetched_again() {
         1,
         "keys within their max-age are served from the cache"
     );
+    // The endpoint fails: a key id it never published is the token's fault (401), not a
+    // lack of keys (503), since cached keys exist.
+    *h.jwks.failing.lock().unwrap() = true;
+    let unknown = mint(&key(2), &google_claims());
+    let response = h
+        .service
+        .handle(push(&message("m-x"), Some(&unknown)))
+        .await;
+    assert_eq!(response.status(), 401);
+    assert_eq!(error_code(&response), "unknown_key");
+}
+
+/// A schema registry that answers every registration with `status` and `body`.
+async fn registry(status: u16, body: String) -> String {
+    use hyper::service::service_fn;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let body = body.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |_req: http::Request<hyper::body::Incoming>| {
+                    let body = body.clone();
+                    async move {
+                        Ok::<_, std::convert::Infallible>(
+                            http::Response::builder()
+                                .status(status)
+                                .header("content-type", "application/vnd.schemaregistry.v1+json")
+                                .body(http_body_util::Full::new(Bytes::from(body)))
+                                .unwrap(),
+                        )
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn a_registry_that_fails_is_503_naming_its_answer() {
+    let url = registry(500, "{}".into()).await;
+    let h = harness(&[
+        ("KAFKA_VALUE_FORMAT", "avro"),
+        ("SCHEMA_REGISTRY_URL", &url),
+    ])
+    .await;
+    let response = h
+        .service
+        .handle(push(&message("m-1"), Some(&h.token)))
+        .await;
+    assert_eq!(response.status(), 503);
+    assert_eq!(error_code(&response), "schema_registry_unavailable");
+    let body: Value = serde_json::from_slice(response.body()).unwrap();
+    let reason = body["message"].as_str().unwrap();
+    assert!(
+        reason.contains("events-value") && reason.contains("HTTP 500"),
+        "{reason}"
+    );
+    assert_eq!(h.producer.calls(), 0);
+}
+
+#[tokio::test]
+async fn a_registry_answer_of_several_kilobytes_is_read() {
+    // Registries may pretty-print or pad; the answer is read up to 64 KiB.
+    let url = registry(200, format!("{{\"id\": 7}}{}", " ".repeat(8 * 1024))).await;
+    let h = harness(&[
+        ("KAFKA_VALUE_FORMAT", "avro"),
+        ("SCHEMA_REGISTRY_URL", &url),
+    ])
+    .await;
+    let response = h
+        .service
+        .handle(push(&message("m-1"), Some(&h.token)))
+        .await;
+    assert_eq!(response.status(), 204);
+    let produced = h.producer.produced();
+    assert_eq!(
+        &produced[0].1.value[..5],
+        &[0, 0, 0, 0, 7],
+        "Confluent wire format, id 7"
+    );
 }
