@@ -10,8 +10,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Empty;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 
 use crate::auth::Verifier;
 use crate::config::{AuthConfig, Config};
@@ -162,12 +160,7 @@ async fn jwks_line(config: &Config) -> CheckLine {
 async fn registry_line(config: &Config) -> Option<CheckLine> {
     let registry = config.schema_registry.as_ref()?;
     let what = format!("schema registry {}", registry.url);
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_webpki_roots()
-        .https_or_http()
-        .enable_http1()
-        .build();
-    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build(https);
+    let client = crate::fetch::https_client::<Empty<Bytes>>();
     let url = format!("{}/subjects", registry.url.trim_end_matches('/'));
     let mut request = http::Request::get(&url).header(http::header::ACCEPT, "application/json");
     if let Some(authorization) = registry.authorization() {

@@ -6,7 +6,24 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::Connect;
+use hyper_util::client::legacy::connect::{Connect, HttpConnector};
+use hyper_util::rt::TokioExecutor;
+
+/// An HTTP/1 client for the bridge's outbound calls: https checked against the Mozilla roots
+/// bundled in the binary (a distroless image has no CA files), plain http where configuration
+/// allowed it (loopback stand-ins in tests).
+pub fn https_client<B>() -> Client<hyper_rustls::HttpsConnector<HttpConnector>, B>
+where
+    B: hyper::body::Body + Send,
+    B::Data: Send,
+{
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .build();
+    Client::builder(TokioExecutor::new()).build(https)
+}
 
 /// Sends `request` with a deadline and a cap on the answer's body; a non-2xx status is an error.
 ///

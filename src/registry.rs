@@ -10,7 +10,6 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 
 use crate::encode::AVRO_SCHEMA;
@@ -78,15 +77,10 @@ struct Inner {
 impl SchemaRegistry {
     /// A client for `url` (`SCHEMA_REGISTRY_URL`), with basic auth when credentials are given.
     pub fn new(url: &str, credentials: Option<(&str, &str)>) -> Self {
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
-            .https_or_http()
-            .enable_http1()
-            .build();
         let inner = Inner {
             base: url.trim_end_matches('/').to_owned(),
             authorization: credentials.map(|(user, password)| basic_authorization(user, password)),
-            client: Client::builder(TokioExecutor::new()).build(https),
+            client: crate::fetch::https_client(),
             slots: Mutex::new(HashMap::new()),
         };
         Self {

@@ -12,8 +12,6 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use http_body_util::Empty;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 
 use super::oauth::GoogleTokenProvider;
@@ -59,12 +57,7 @@ pub async fn access(endpoint: &str, name: &str, metadata_host: &str) -> Result<S
         .fetch_access_token()
         .await
         .map_err(|e| e.to_string())?;
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_webpki_roots()
-        .https_or_http()
-        .enable_http1()
-        .build();
-    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build(https);
+    let client = crate::fetch::https_client::<Empty<Bytes>>();
     let request = http::Request::get(format!(
         "{}/v1/{name}:access",
         endpoint.trim_end_matches('/')
