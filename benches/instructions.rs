@@ -1,0 +1,187 @@
+//! The delivery path counted in instructions and allocations, not seconds: callgrind counts
+//! the same for the same binary and input however busy the machine is, so every before/after
+//! of a change to the hot path is comparable. Run through `infra/instructions.sh`.
+//!
+//! `instructions list` names the cases; `instructions CASE N` sends N deliveries of CASE through
+//! the whole service (routing, a cached push token, envelope, record, encoding, the in-flight
+//! budget) into an in-memory producer behind the `Produce` seam, after a warm-up. Only
+//! `measured_deliveries` is counted (callgrind `--toggle-collect`), so setup never shows.
+#![allow(clippy::disallowed_methods, reason = "the bench reads its own settings")]
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use pubsub_kafka_bridge::kafka::{Ack, KafkaError, Produce};
+use pubsub_kafka_bridge::limits::InflightPermit;
+use pubsub_kafka_bridge::record::KafkaRecord;
+use pubsub_kafka_bridge::{App, Config, Service};
+
+/// Acknowledges every record at once and drops it: only the bridge's own work is counted.
+#[derive(Debug, Clone, Copy)]
+struct NullProducer;
+
+impl Produce for NullProducer {
+    fn produce(
+        &self,
+        _topic: &str,
+        record: KafkaRecord,
+        hold: Option<InflightPermit>,
+    ) -> impl Future<Output = Result<Ack, KafkaError>> + Send {
+        drop((record, hold));
+        std::future::ready(Ok(Ack {
+            partition: 0,
+            offset: 0,
+        }))
+    }
+
+    fn reached_within(&self, _window: Duration) -> bool {
+        true
+    }
+
+    fn produced(&self) -> (u64, u64) {
+        (0, 0)
+    }
+}
+
+/// One way a delivery can arrive.
+#[derive(Debug, Clone, Copy)]
+struct Case {
+    size: usize,
+    wrapped: bool,
+    avro: bool,
+}
+
+impl Case {
+    fn all() -> Vec<Self> {
+        let mut cases = Vec::new();
+        for size in [100, 1024, 64 * 1024, 1024 * 1024] {
+            for wrapped in [true, false] {
+                for avro in [false, true] {
+                    cases.push(Self {
+                        size,
+                        wrapped,
+                        avro,
+                    });
+                }
+            }
+        }
+        cases
+    }
+
+    fn name(&self) -> String {
+        let size = match self.size {
+            s if s >= 1 << 20 => format!("{}MiB", s >> 20),
+            s if s >= 1024 => format!("{}KiB", s >> 10),
+            s => format!("{s}B"),
+        };
+        format!(
+            "{size}-{}-{}",
+            if self.wrapped { "wrapped" } else { "unwrapped" },
+            if self.avro { "avro" } else { "raw" }
+        )
+    }
+
+    fn request(&self, token: &str, n: usize) -> http::Request<Bytes> {
+        let payload: Vec<u8> = (0..self.size).map(|i| (i % 251) as u8).collect();
+        let id = format!("message-{n}");
+        let publish_time = "2026-03-04T05:06:07.891Z";
+        let request = http::Request::post("/")
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json");
+        if self.wrapped {
+            let attributes = [("origin".to_owned(), "bench".to_owned())];
+            let body = envelope(&payload, &attributes, &id, publish_time, Some("key-7"));
+            request.body(Bytes::from(body.to_string())).unwrap()
+        } else {
+            request
+                .header("x-goog-pubsub-message-id", id)
+                .header("x-goog-pubsub-publish-time", publish_time)
+                .header(
+                    "x-goog-pubsub-subscription-name",
+                    "projects/p/subscriptions/s",
+                )
+                .header("x-goog-pubsub-ordering-key", "key-7")
+                .header("origin", "bench")
+                .body(Bytes::from(payload))
+                .unwrap()
+        }
+    }
+}
+
+/// The counted part (callgrind's toggle): nothing but deliveries through the service.
+#[inline(never)]
+fn measured_deliveries(
+    runtime: &tokio::runtime::Runtime,
+    service: &Service<NullProducer>,
+    requests: Vec<http::Request<Bytes>>,
+) -> usize {
+    deliver_all(runtime, service, requests)
+}
+
+/// Sends `requests` one after the other; how many were acknowledged.
+fn deliver_all(
+    runtime: &tokio::runtime::Runtime,
+    service: &Service<NullProducer>,
+    requests: Vec<http::Request<Bytes>>,
+) -> usize {
+    runtime.block_on(async {
+        let mut delivered = 0;
+        for request in requests {
+            if service.handle(request).await.status() == 204 {
+                delivered += 1;
+            }
+        }
+        delivered
+    })
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let cases = Case::all();
+    let Some(name) = args.first() else {
+        eprintln!("usage: instructions list | instructions CASE N");
+        std::process::exit(2);
+    };
+    if name == "list" {
+        for case in &cases {
+            println!("{}", case.name());
+        }
+        return;
+    }
+    let case = cases
+        .iter()
+        .find(|c| &c.name() == name)
+        .unwrap_or_else(|| panic!("no case {name}"));
+    let n: usize = args.get(1).and_then(|n| n.parse().ok()).unwrap_or(100);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let jwks = runtime.block_on(JwksServer::start(&[key(1)]));
+    let mut env: HashMap<String, String> = [
+        ("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9"),
+        ("KAFKA_TOPIC", "events"),
+        ("OIDC_AUDIENCE", AUDIENCE),
+        ("OIDC_ALLOWED_EMAILS", PUSH_EMAIL),
+        ("KAFKA_VALUE_FORMAT", if case.avro { "avro" } else { "raw" }),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    env.insert("OIDC_JWKS_URL".into(), jwks.url.clone());
+    let config = Config::from_map(&env).expect("bench config");
+    let service = Service::new(App::with_producer(config, NullProducer).expect("app"));
+    let token = mint(&key(1), &google_claims());
+    // Warm-up: keys fetched, the token verified and cached, buffers grown.
+    let warm: Vec<_> = (0..5).map(|i| case.request(&token, i)).collect();
+    assert_eq!(deliver_all(&runtime, &service, warm), 5);
+    let requests: Vec<_> = (0..n).map(|i| case.request(&token, 100 + i)).collect();
+    let delivered = measured_deliveries(&runtime, &service, requests);
+    assert_eq!(delivered, n, "every delivery acknowledged");
+    println!("{} {n}", case.name());
+}
