@@ -6,7 +6,10 @@
 //! the whole service (routing, a cached push token, envelope, record, encoding, the in-flight
 //! budget) into an in-memory producer behind the `Produce` seam, after a warm-up. Only
 //! `measured_deliveries` is counted (callgrind `--toggle-collect`), so setup never shows.
-#![allow(clippy::disallowed_methods, reason = "the bench reads its own settings")]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "the bench reads its own settings"
+)]
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -141,7 +144,10 @@ fn deliver_all(
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     let cases = Case::all();
     let Some(name) = args.first() else {
         eprintln!("usage: instructions list | instructions CASE N");

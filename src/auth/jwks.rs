@@ -211,11 +211,6 @@ impl JwksCache {
             .len()
     }
 
-    /// JWKS fetches finished so far (tests and metrics).
-    pub fn fetches(&self) -> u64 {
-        self.inner.fetches.load(Ordering::Acquire)
-    }
-
     async fn refresh_locked(&self) -> Result<(), JwksError> {
         let fetched = self.fetch().await;
         self.inner.fetches.fetch_add(1, Ordering::AcqRel);
