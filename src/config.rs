@@ -1171,6 +1171,42 @@ fn parse_auth(env: &Env<'_>) -> Result<AuthConfig, ConfigError> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn codecs_protocols_and_log_formats_parse_in_one_place() {
+        let codecs: Vec<_> = ["none", "GZIP", "snappy", "Lz4", "zstd"]
+            .iter()
+            .map(|c| c.parse::<CompressionCodec>())
+            .collect();
+        assert_eq!(
+            codecs,
+            [
+                Ok(CompressionCodec::None),
+                Ok(CompressionCodec::Gzip),
+                Ok(CompressionCodec::Snappy),
+                Ok(CompressionCodec::Lz4),
+                Ok(CompressionCodec::Zstd),
+            ]
+        );
+        assert!("brotli".parse::<CompressionCodec>().is_err());
+        let protocols: Vec<_> = ["plaintext", "SSL", "sasl_plaintext", "SASL_SSL"]
+            .iter()
+            .map(|p| p.parse::<SecurityProtocol>())
+            .collect();
+        assert_eq!(
+            protocols,
+            [
+                Ok(SecurityProtocol::Plaintext),
+                Ok(SecurityProtocol::Ssl),
+                Ok(SecurityProtocol::SaslPlaintext),
+                Ok(SecurityProtocol::SaslSsl),
+            ]
+        );
+        assert!("TLS".parse::<SecurityProtocol>().is_err());
+        assert_eq!("json".parse(), Ok(LogFormat::Json));
+        assert_eq!("text".parse(), Ok(LogFormat::Text));
+        assert!("JSON".parse::<LogFormat>().is_err());
+    }
+
     fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let map: HashMap<String, String> = vars
             .iter()

@@ -279,6 +279,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_value_format_name_parses_and_nothing_else() {
+        let parsed: Vec<_> = ["raw", "json", "avro", "protobuf"]
+            .iter()
+            .map(|name| name.parse::<ValueFormat>())
+            .collect();
+        assert_eq!(
+            parsed,
+            [
+                Ok(ValueFormat::Raw),
+                Ok(ValueFormat::Json {
+                    embed_json_data: false
+                }),
+                Ok(ValueFormat::Avro),
+                Ok(ValueFormat::Protobuf),
+            ]
+        );
+        assert!("Avro".parse::<ValueFormat>().is_err());
+        assert!("".parse::<ValueFormat>().is_err());
+    }
+
+    #[test]
     fn protobuf_publish_time_keeps_nanoseconds_or_falls_back_to_milliseconds() {
         let full = proto_timestamp("2021-02-26T19:13:55.749123456Z", 0);
         assert_eq!((full.seconds, full.nanos), (1_614_366_835, 749_123_456));

@@ -294,6 +294,14 @@ pub fn parse_publish_time(value: &str) -> Result<i64, EnvelopeError> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn push_payload_modes_parse_strictly() {
+        assert_eq!("auto".parse(), Ok(PushPayload::Auto));
+        assert_eq!("wrapped".parse(), Ok(PushPayload::Wrapped));
+        assert_eq!("unwrapped".parse(), Ok(PushPayload::Unwrapped));
+        assert!("Wrapped".parse::<PushPayload>().is_err());
+    }
+
     /// The example body from Google's "Push subscriptions" page.
     const DOC_EXAMPLE: &str = r#"{
       "message": {

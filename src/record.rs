@@ -345,6 +345,29 @@ impl TopicRoute {
 mod tests {
     use super::*;
 
+    #[test]
+    fn key_sources_and_attribute_header_choices_parse_strictly() {
+        assert_eq!("ordering_key".parse(), Ok(KeySource::OrderingKey));
+        assert_eq!("message_id".parse(), Ok(KeySource::MessageId));
+        assert_eq!("none".parse(), Ok(KeySource::None));
+        assert_eq!(
+            "attribute:tenant".parse(),
+            Ok(KeySource::Attribute("tenant".into()))
+        );
+        for bad in ["attribute:", "Message_Id", "key"] {
+            assert!(bad.parse::<KeySource>().is_err(), "{bad}");
+        }
+        assert_eq!("all".parse(), Ok(AttributeHeaders::All));
+        assert_eq!("none".parse(), Ok(AttributeHeaders::None));
+        assert_eq!(
+            "only:a, b,,".parse(),
+            Ok(AttributeHeaders::Only(vec!["a".into(), "b".into()]))
+        );
+        for bad in ["only:", "only: ,", "some", "a,b"] {
+            assert!(bad.parse::<AttributeHeaders>().is_err(), "{bad}");
+        }
+    }
+
     fn message() -> PubsubMessage {
         PubsubMessage {
             data: b"payload".to_vec(),
