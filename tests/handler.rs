@@ -448,3 +448,49 @@ async fn a_registry_answer_of_several_kilobytes_is_read() {
         "Confluent wire format, id 7"
     );
 }
+
+#[tokio::test]
+async fn a_retriable_kafka_failure_is_503_even_with_a_dlq_and_never_dead_lettered() {
+    let h = harness(&[("KAFKA_DLQ_TOPIC", "dead")]).await;
+    h.producer.then([Step::Retriable]);
+    let response = h
+        .service
+        .handle(push(&message("m-1"), Some(&h.token)))
+        .await;
+    assert_eq!(response.status(), 503);
+    assert_eq!(h.producer.calls(), 1, "no dead letter was attempted");
+    assert!(h.producer.produced().is_empty());
+}
+
+#[tokio::test]
+async fn a_dead_letter_refused_for_good_answers_the_original_400_not_kafkas_refusal() {
+    let h = harness(&[("KAFKA_DLQ_TOPIC", "dead")]).await;
+    h.producer.then([Step::TooLarge]);
+    let bad = serde_json::json!({ "subscription": "projects/p/subscriptions/s" });
+    let response = h.service.handle(push(&bad, Some(&h.token))).await;
+    assert_eq!(
+        response.status(),
+        400,
+        "the delivery's own failure, so Pub/Sub keeps it"
+    );
+    assert_eq!(h.producer.calls(), 1);
+}
+
+#[tokio::test]
+async fn a_dead_letter_is_stamped_with_the_time_it_was_written() {
+    let h = harness(&[("KAFKA_DLQ_TOPIC", "dead")]).await;
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let bad = serde_json::json!({ "subscription": "projects/p/subscriptions/s" });
+    assert_eq!(
+        h.service.handle(push(&bad, Some(&h.token))).await.status(),
+        204
+    );
+    let stamped = h.producer.produced()[0].1.timestamp_ms;
+    assert!(
+        (before..before + 10_000).contains(&stamped),
+        "{stamped} not within 10 s after {before}"
+    );
+}
