@@ -35,23 +35,30 @@ const TOPIC: &str = "bench";
 const PARTITIONS: i32 = 3;
 
 struct Run {
+    /// Acknowledged (204) operations per second.
     per_second: f64,
     p50_ms: f64,
     p99_ms: f64,
     max_ms: f64,
+    /// Operations refused (503 overloaded and the like), each retried after a pause.
+    refused: usize,
 }
 
-fn summarize(count: usize, elapsed: Duration, mut latencies: Vec<Duration>) -> Run {
+fn summarize(elapsed: Duration, mut latencies: Vec<Duration>, refused: usize) -> Run {
     latencies.sort_unstable();
     let at = |q: f64| {
+        if latencies.is_empty() {
+            return 0.0;
+        }
         latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)].as_secs_f64()
             * 1000.0
     };
     Run {
-        per_second: count as f64 / elapsed.as_secs_f64(),
+        per_second: latencies.len() as f64 / elapsed.as_secs_f64(),
         p50_ms: at(0.50),
         p99_ms: at(0.99),
         max_ms: latencies.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0),
+        refused,
     }
 }
 
@@ -94,7 +101,7 @@ async fn http_load(url: &str, token: &str, bodies: &Bodies, count: usize, expect
         encoded: bodies.encoded.clone(),
         run: bodies.run.clone(),
     });
-    closed_loop(count, move |i| {
+    closed_loop(CONCURRENCY, Until::Count(count), move |i| {
         // The request is built before the clock starts; only the exchange is timed.
         let request = http::Request::post(&url)
             .header("content-type", "application/json")
@@ -105,6 +112,7 @@ async fn http_load(url: &str, token: &str, bodies: &Bodies, count: usize, expect
         async move {
             let (status, text) = send(&client, request).await;
             assert_eq!(status, expect, "{text}");
+            true
         }
     })
     .await
@@ -130,7 +138,7 @@ async fn kafka_load(broker: &Broker, size: usize, count: usize) -> Run {
         ));
     }
     let payload: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
-    closed_loop(count, move |i| {
+    closed_loop(CONCURRENCY, Until::Count(count), move |i| {
         let headers = [
             ("source", "bench".to_owned()),
             ("seq", i.to_string()),
@@ -156,44 +164,66 @@ async fn kafka_load(broker: &Broker, size: usize, count: usize) -> Run {
         let producer = Arc::clone(&producers[i % producers.len()]);
         async move {
             producer.produce(record).await.unwrap();
+            true
         }
     })
     .await
 }
 
-/// `count` operations from `CONCURRENCY` callers, each starting its next one when the last
-/// finished (the load shape of Pub/Sub's push window). `op(i)` prepares operation `i` before
-/// the clock starts; the future it returns is what is timed.
-async fn closed_loop<F, Fut>(count: usize, op: F) -> Run
+/// How long a closed loop runs.
+#[derive(Clone, Copy)]
+enum Until {
+    /// This many operations in all.
+    Count(usize),
+    /// Operations keep starting until this much time has passed.
+    Elapsed(Duration),
+}
+
+/// Operations from `concurrency` callers, each starting its next one when the last finished
+/// (the load shape of Pub/Sub's push window), until `until`. `op(i)` prepares operation `i`
+/// before the clock starts; the future it returns is what is timed, and says whether the
+/// operation was acknowledged. A refused one is counted, not timed, and its caller pauses
+/// 100 ms before the next (Pub/Sub backs off after a negative ack).
+async fn closed_loop<F, Fut>(concurrency: usize, until: Until, op: F) -> Run
 where
     F: Fn(usize) -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send + 'static,
 {
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
-    let workers: Vec<_> = (0..CONCURRENCY)
+    let workers: Vec<_> = (0..concurrency)
         .map(|_| {
             let (op, next) = (op.clone(), Arc::clone(&next));
             tokio::spawn(async move {
-                let mut latencies = Vec::new();
+                let (mut latencies, mut refused) = (Vec::new(), 0);
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= count {
-                        return latencies;
+                    let done = match until {
+                        Until::Count(count) => i >= count,
+                        Until::Elapsed(limit) => started.elapsed() >= limit,
+                    };
+                    if done {
+                        return (latencies, refused);
                     }
                     let operation = op(i);
                     let sent = Instant::now();
-                    operation.await;
-                    latencies.push(sent.elapsed());
+                    if operation.await {
+                        latencies.push(sent.elapsed());
+                    } else {
+                        refused += 1;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
                 }
             })
         })
         .collect();
-    let mut latencies = Vec::with_capacity(count);
+    let (mut latencies, mut refused) = (Vec::new(), 0);
     for w in workers {
-        latencies.extend(w.await.unwrap());
+        let (mine, theirs) = w.await.unwrap();
+        latencies.extend(mine);
+        refused += theirs;
     }
-    summarize(count, started.elapsed(), latencies)
+    summarize(started.elapsed(), latencies, refused)
 }
 
 /// A no-op endpoint: hyper reads the body and answers 204. Run as its own process.
@@ -349,6 +379,151 @@ async fn token_cache(jwks: &JwksServer) -> (f64, f64) {
     (uncached, cached)
 }
 
+/// Resets the kernel's peak-RSS mark of a process (`VmHWM`), so the next reading is the peak
+/// of what follows (proc(5), `/proc/PID/clear_refs`, value 5).
+fn reset_peak_rss(pid: u32) {
+    let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+}
+
+/// A pool of push bodies of `size`, each with its own message id, shared by all callers:
+/// building a 1 MiB body per request would load the cores the bridge is measured on.
+fn body_pool(size: usize, run: &str) -> Arc<Vec<Bytes>> {
+    let bodies = Bodies::new(size, run);
+    let distinct = if size >= 1 << 20 { 16 } else { 256 };
+    Arc::new((0..distinct).map(|i| bodies.body(i)).collect())
+}
+
+/// Example prices for the cost column: Cloud Run, Tier 1 region, request-based billing, as
+/// cloud.google.com/run/pricing listed them (stored copy read 2026-12-02). Prices change;
+/// pass your own with `--price-vcpu-second`, `--price-gib-second`, `--price-million-requests`.
+struct Prices {
+    vcpu_second: f64,
+    gib_second: f64,
+    million_requests: f64,
+}
+
+/// Instance shape the cost column assumes: 1 vCPU, 512 MiB.
+const COST_VCPUS: f64 = 1.0;
+const COST_GIB: f64 = 0.5;
+
+/// Compute cost of a million deliveries from the measured CPU seconds per delivery `cpu`:
+/// the instance is billed its vCPU and memory for as long as it is busy, and a saturated
+/// instance is busy for `cpu / COST_VCPUS` seconds per delivery.
+fn cost_per_million(cpu: f64, prices: &Prices) -> f64 {
+    let busy_seconds = 1e6 * cpu / COST_VCPUS;
+    busy_seconds * (COST_VCPUS * prices.vcpu_second + COST_GIB * prices.gib_second)
+        + prices.million_requests
+}
+
+/// The scaling table: deliveries/s, latency, batching, peak RSS and cost for every
+/// concurrency × payload size, each cell `seconds` long against one bridge process.
+async fn scaling(broker: &Broker, jwks: &JwksServer, token: &str, seconds: f64, prices: &Prices) {
+    let port = free_port();
+    let mut bridge = spawn_bridge(broker, jwks, port);
+    let client = http_client();
+    let base = format!("http://127.0.0.1:{port}");
+    wait_for_status(&client, &format!("{base}/readyz"), 200).await;
+    println!(
+        "scaling: one bridge process (MAX_INFLIGHT_BYTES default 256 MiB), {seconds} s per cell; a refused delivery (503) is retried after 100 ms"
+    );
+    println!();
+    println!(
+        "| payload | concurrency | deliveries/s | refused/s | p50 ms | p99 ms | records/request | peak RSS MiB | CPU µs/delivery | $ per 1M deliveries |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for size in [100usize, 1024, 65_536, 1 << 20] {
+        let pool = body_pool(size, &format!("s{size}"));
+        for concurrency in [1usize, 8, 64, 256, 1000] {
+            let client = http_client();
+            let url = format!("{base}/");
+            let auth = format!("Bearer {token}");
+            // Connections are opened (and the pool warmed) before the cell is measured.
+            let warm = {
+                let (client, url, auth, pool) =
+                    (client.clone(), url.clone(), auth.clone(), Arc::clone(&pool));
+                closed_loop(concurrency, Until::Count(concurrency), move |i| {
+                    push_op(client.clone(), &url, &auth, pool[i % pool.len()].clone())
+                })
+            };
+            warm.await;
+            let before = get(&client, &format!("{base}/metrics")).await.1;
+            let (cpu_before, _) = process_usage(bridge.id());
+            reset_peak_rss(bridge.id());
+            let run = {
+                let (client, pool) = (client.clone(), Arc::clone(&pool));
+                closed_loop(
+                    concurrency,
+                    Until::Elapsed(Duration::from_secs_f64(seconds)),
+                    move |i| push_op(client.clone(), &url, &auth, pool[i % pool.len()].clone()),
+                )
+                .await
+            };
+            let (cpu_after, peak_kib) = process_usage(bridge.id());
+            let after = get(&client, &format!("{base}/metrics")).await.1;
+            let delta = |name: &str| metric(&after, name) - metric(&before, name);
+            let delivered = delta("pubsub_kafka_bridge_deliveries_total{status=\"204\"}");
+            let requests = delta("pubsub_kafka_bridge_produce_requests_total");
+            let records = delta("pubsub_kafka_bridge_produced_records_total");
+            let cpu_per_delivery = (cpu_after - cpu_before) / delivered.max(1.0);
+            println!(
+                "| {} | {concurrency} | {:.0} | {:.0} | {:.2} | {:.2} | {:.1} | {:.1} | {:.1} | {:.2} |",
+                size_label(size),
+                run.per_second,
+                run.refused as f64 / seconds,
+                run.p50_ms,
+                run.p99_ms,
+                records / requests.max(1.0),
+                peak_kib as f64 / 1024.0,
+                cpu_per_delivery * 1e6,
+                cost_per_million(cpu_per_delivery, prices),
+            );
+        }
+    }
+    let _ = bridge.kill();
+    let _ = bridge.wait();
+    println!();
+    println!(
+        "$ per 1M deliveries = 1e6 × CPU s per delivery ÷ vCPUs × (vCPUs × $/vCPU-s + GiB × $/GiB-s) + $ per 1M requests,"
+    );
+    println!(
+        "for a saturated instance of {COST_VCPUS} vCPU and {COST_GIB} GiB; example prices: ${}/vCPU-s, ${}/GiB-s, ${} per 1M requests",
+        prices.vcpu_second, prices.gib_second, prices.million_requests
+    );
+}
+
+/// One signed push of `body`; `true` when answered 204, `false` when refused with a 503.
+fn push_op(
+    client: HttpClient,
+    url: &str,
+    auth: &str,
+    body: Bytes,
+) -> impl std::future::Future<Output = bool> + Send + use<> {
+    let request = http::Request::post(url)
+        .header("content-type", "application/json")
+        .header("authorization", auth)
+        .body(Full::new(body))
+        .unwrap();
+    async move {
+        let (status, text) = send(&client, request).await;
+        assert!(status == 204 || status == 503, "{status}: {text}");
+        status == 204
+    }
+}
+
+fn size_label(size: usize) -> String {
+    match size {
+        s if s >= 1 << 20 => format!("{} MiB", s >> 20),
+        s if s >= 1024 => format!("{} KiB", s >> 10),
+        s => format!("{s} B"),
+    }
+}
+
+/// `--NAME VALUE` from the command line.
+fn flag(args: &[String], name: &str) -> Option<f64> {
+    let i = args.iter().position(|a| a == name)?;
+    args.get(i + 1)?.parse().ok()
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -363,6 +538,16 @@ async fn main() {
     broker.create_topic(TOPIC, PARTITIONS).await;
     let jwks = JwksServer::start(&[key(1)]).await;
     let token = mint(&key(1), &google_claims());
+    if args.iter().any(|a| a == "--scaling") {
+        let prices = Prices {
+            vcpu_second: flag(&args, "--price-vcpu-second").unwrap_or(0.000_024),
+            gib_second: flag(&args, "--price-gib-second").unwrap_or(0.000_002_5),
+            million_requests: flag(&args, "--price-million-requests").unwrap_or(0.40),
+        };
+        let seconds = flag(&args, "--seconds").unwrap_or(if quick { 1.5 } else { 4.0 });
+        scaling(&broker, &jwks, &token, seconds, &prices).await;
+        return;
+    }
 
     let bridge_port = free_port();
     let mut bridge = spawn_bridge(&broker, &jwks, bridge_port);
@@ -434,11 +619,7 @@ async fn main() {
             204,
         )
         .await;
-        let label = if size >= 1024 {
-            format!("{} KiB", size / 1024)
-        } else {
-            format!("{size} B")
-        };
+        let label = size_label(size);
         println!(
             "| {label} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {:.1} | {:.2} | {:.0} | {:.0} |",
             run.per_second,

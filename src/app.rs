@@ -200,8 +200,8 @@ impl<P: Produce> App<P> {
             None => None,
         };
         let (record, fallback): (KafkaRecord, _) =
-            record::build_record(message, &self.config.record, |m| {
-                self.encoder.encode_framed(m, schema_id)
+            record::build_record(message, &self.config.record, |message| {
+                self.encoder.encode_framed(message, schema_id)
             })?;
         if let Some(fallback) = fallback {
             tracing::warn!(message_id = message_id.as_deref(), reason = %fallback, "event time unusable; using publishTime");

@@ -29,9 +29,14 @@ pub fn is_reserved_header(name: &str) -> bool {
             .eq_ignore_ascii_case(RESERVED_HEADER_PREFIX.as_bytes())
 }
 
-/// The header name an attribute is written under.
-fn attribute_header_name(prefix: &str, attribute: &str) -> String {
-    let name = format!("{prefix}{attribute}");
+/// The header name an attribute is written under; the attribute's own `String` when no prefix
+/// or renaming applies (the common case: no copy).
+fn attribute_header_name(prefix: &str, attribute: String) -> String {
+    let name = if prefix.is_empty() {
+        attribute
+    } else {
+        format!("{prefix}{attribute}")
+    };
     if is_reserved_header(&name) {
         format!("{RENAMED_ATTRIBUTE_PREFIX}{name}")
     } else {
@@ -192,25 +197,27 @@ pub fn record_key(message: &PubsubMessage, source: &KeySource) -> Option<Vec<u8>
 
 /// Attributes as headers, then the metadata headers.
 ///
-/// Metadata is written last, so an attribute that happens to be named `pubsub.message_id`
-/// cannot forge the id consumers deduplicate by.
+/// Takes the message: attribute names and values, and the metadata, move into the headers
+/// without a copy. Metadata is written last, so an attribute that happens to be named
+/// `pubsub.message_id` cannot forge the id consumers deduplicate by.
 pub fn record_headers(
-    message: &PubsubMessage,
+    message: PubsubMessage,
     options: &RecordOptions,
 ) -> BTreeMap<String, Vec<u8>> {
-    let selected = message
-        .attributes
-        .iter()
-        .filter(|(name, _)| match &options.attribute_headers {
-            AttributeHeaders::All => true,
-            AttributeHeaders::None => false,
-            AttributeHeaders::Only(names) => names.iter().any(|n| n == *name),
-        });
+    let selected =
+        message
+            .attributes
+            .into_iter()
+            .filter(|(name, _)| match &options.attribute_headers {
+                AttributeHeaders::All => true,
+                AttributeHeaders::None => false,
+                AttributeHeaders::Only(names) => names.iter().any(|n| n == name),
+            });
     let mut headers: BTreeMap<String, Vec<u8>> = selected
         .map(|(k, v)| {
             (
                 attribute_header_name(&options.attribute_prefix, k),
-                v.as_bytes().to_vec(),
+                v.into_bytes(),
             )
         })
         .collect();
@@ -218,19 +225,19 @@ pub fn record_headers(
         return headers;
     }
     // Empty metadata only happens on unwrapped pushes without write_metadata: omitted, not faked.
-    let mut put = |name: &str, value: &str| {
+    let mut put = |name: &str, value: String| {
         if !value.is_empty() {
-            headers.insert(name.to_owned(), value.as_bytes().to_vec());
+            headers.insert(name.to_owned(), value.into_bytes());
         }
     };
-    put(HEADER_MESSAGE_ID, &message.message_id);
-    put(HEADER_PUBLISH_TIME, &message.publish_time);
-    put(HEADER_SUBSCRIPTION, &message.subscription);
-    if let Some(key) = &message.ordering_key {
+    put(HEADER_MESSAGE_ID, message.message_id);
+    put(HEADER_PUBLISH_TIME, message.publish_time);
+    put(HEADER_SUBSCRIPTION, message.subscription);
+    if let Some(key) = message.ordering_key {
         put(HEADER_ORDERING_KEY, key);
     }
     if let Some(attempt) = message.delivery_attempt {
-        put(HEADER_DELIVERY_ATTEMPT, &attempt.to_string());
+        put(HEADER_DELIVERY_ATTEMPT, attempt.to_string());
     }
     headers
 }
@@ -273,21 +280,22 @@ pub fn record_timestamp(
 
 /// The full record for `message`; `encode` turns the message into the value.
 ///
-/// The message is handed to `encode` by value so a raw payload moves into the record
-/// without a copy. A timestamp fallback is returned for the caller to log.
+/// `encode` runs first and may take what it uses (the raw format moves the payload out);
+/// everything else then moves into the headers, so no part of the message is copied twice.
+/// A timestamp fallback is returned for the caller to log.
 pub fn build_record<E>(
-    message: PubsubMessage,
+    mut message: PubsubMessage,
     options: &RecordOptions,
-    encode: impl FnOnce(PubsubMessage) -> Result<Vec<u8>, E>,
+    encode: impl FnOnce(&mut PubsubMessage) -> Result<Vec<u8>, E>,
 ) -> Result<(KafkaRecord, Option<TimestampFallback>), E> {
     let key = record_key(&message, &options.key_source);
-    let headers = record_headers(&message, options);
     let (timestamp_ms, fallback) =
         record_timestamp(&message, options.timestamp_attribute.as_deref());
+    let value = encode(&mut message)?;
     let record = KafkaRecord {
         key,
-        value: encode(message)?,
-        headers,
+        value,
+        headers: record_headers(message, options),
         timestamp_ms,
     };
     Ok((record, fallback))
@@ -454,7 +462,7 @@ mod tests {
         ] {
             m.attributes.insert(name.into(), "forged".into());
         }
-        let headers = record_headers(&m, &RecordOptions::default());
+        let headers = record_headers(m.clone(), &RecordOptions::default());
         assert!(!headers.contains_key(HEADER_ORDERING_KEY));
         assert!(!headers.contains_key(HEADER_DELIVERY_ATTEMPT));
         assert_eq!(headers[HEADER_MESSAGE_ID], b"42");
@@ -477,7 +485,7 @@ mod tests {
             metadata_headers: false,
             ..RecordOptions::default()
         };
-        let headers = record_headers(&m, &bare);
+        let headers = record_headers(m.clone(), &bare);
         assert!(
             headers
                 .keys()
@@ -492,8 +500,11 @@ mod tests {
         assert!(!is_reserved_header("pubsub"));
         assert!(!is_reserved_header("pubsubx.y"));
         assert!(!is_reserved_header("x.pubsub.y"));
-        assert_eq!(attribute_header_name("attr.", "pubsub.a"), "attr.pubsub.a");
-        assert_eq!(attribute_header_name("", "tenant"), "tenant");
+        assert_eq!(
+            attribute_header_name("attr.", "pubsub.a".to_owned()),
+            "attr.pubsub.a"
+        );
+        assert_eq!(attribute_header_name("", "tenant".to_owned()), "tenant");
     }
 
     #[test]
@@ -503,7 +514,7 @@ mod tests {
             delivery_attempt: None,
             ..message()
         };
-        let headers = record_headers(&m, &RecordOptions::default());
+        let headers = record_headers(m.clone(), &RecordOptions::default());
         assert!(!headers.contains_key(HEADER_ORDERING_KEY));
         assert!(!headers.contains_key(HEADER_DELIVERY_ATTEMPT));
     }
@@ -511,8 +522,11 @@ mod tests {
     #[test]
     fn header_options_drop_prefix_or_select_attributes_and_metadata() {
         let m = message();
-        let names =
-            |options: RecordOptions| record_headers(&m, &options).into_keys().collect::<Vec<_>>();
+        let names = |options: RecordOptions| {
+            record_headers(m.clone(), &options)
+                .into_keys()
+                .collect::<Vec<_>>()
+        };
         let none = RecordOptions {
             attribute_headers: AttributeHeaders::None,
             ..RecordOptions::default()

@@ -132,7 +132,7 @@ proptest! {
         };
         let selection = if use_only { AttributeHeaders::Only(only.clone()) } else { AttributeHeaders::All };
         let options = RecordOptions { attribute_prefix: prefix.clone(), attribute_headers: selection, ..RecordOptions::default() };
-        let headers = record_headers(&message, &options);
+        let headers = record_headers(message, &options);
         prop_assert_eq!(headers.get(HEADER_MESSAGE_ID).map(Vec::as_slice), Some(&b"real"[..]));
         for (name, value) in &attributes {
             let selected = !use_only || only.contains(name);

@@ -231,17 +231,39 @@ struct ProduceProgress {
     handed_over: std::sync::atomic::AtomicBool,
 }
 
-/// A produce task: dropped before its record reached the Kafka client, it is cancelled
-/// (nothing to wait for); after, it runs on, holding what it holds, until Kafka answers.
-struct ProduceTask<T> {
-    handle: tokio::task::JoinHandle<T>,
+/// A produce in progress, driven by the delivery that waits for it (no task of its own).
+///
+/// Dropped unfinished (the delivery timed out, or its client left), it is cancelled if its
+/// record had not reached the Kafka client yet; after that, it is handed to a task of its own
+/// and runs on, holding what it holds, until Kafka answers. Spawning only then keeps the
+/// common case (Kafka answers in time) free of a task per delivery.
+struct InlineProduce<T: Send + 'static> {
+    produce: Option<Pin<Box<dyn Future<Output = T> + Send>>>,
     progress: Arc<ProduceProgress>,
 }
 
-impl<T> Drop for ProduceTask<T> {
+impl<T: Send + 'static> Future for InlineProduce<T> {
+    type Output = T;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<T> {
+        let Some(produce) = self.produce.as_mut() else {
+            return std::task::Poll::Pending; // finished already; never polled again
+        };
+        let output = std::task::ready!(produce.as_mut().poll(cx));
+        self.produce = None;
+        std::task::Poll::Ready(output)
+    }
+}
+
+impl<T: Send + 'static> Drop for InlineProduce<T> {
     fn drop(&mut self) {
-        if !self.progress.handed_over.load(Ordering::Acquire) {
-            self.handle.abort();
+        let Some(produce) = self.produce.take() else {
+            return;
+        };
+        if self.progress.handed_over.load(Ordering::Acquire)
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(produce);
         }
     }
 }
@@ -540,10 +562,11 @@ impl KafkaProducer {
     /// budget) until the Kafka client has let go of the record.
     ///
     /// Once handed to the client, a record stays in its batch until Kafka answers, however long
-    /// that takes, even after the delivery timed out or its client left. The produce therefore
-    /// runs in a task of its own that carries `hold` until then, so the budget keeps counting
-    /// the record's memory and a stalled Kafka cannot make records pile up past it. A produce
-    /// that had not yet handed its record over when the caller gave up is cancelled instead.
+    /// that takes, even after the delivery timed out or its client left. A produce the caller
+    /// gives up on after that point therefore moves to a task of its own that carries `hold`
+    /// until then ([`InlineProduce`]), so the budget keeps counting the record's memory and a
+    /// stalled Kafka cannot make records pile up past it. A produce that had not yet handed its
+    /// record over when the caller gave up is cancelled instead.
     pub async fn produce_holding<H: Send + 'static>(
         &self,
         topic: &str,
@@ -555,7 +578,7 @@ impl KafkaProducer {
             partition: std::sync::atomic::AtomicI32::new(-1),
             handed_over: std::sync::atomic::AtomicBool::new(false),
         });
-        let task = tokio::spawn({
+        let produce = {
             let producer = self.clone();
             let topic = topic.to_owned();
             let progress = Arc::clone(&progress);
@@ -564,17 +587,13 @@ impl KafkaProducer {
                 drop(hold);
                 result
             }
-        });
-        let mut task = ProduceTask {
-            handle: task,
+        };
+        let produce = InlineProduce {
+            produce: Some(Box::pin(produce)),
             progress: Arc::clone(&progress),
         };
-        let result = tokio::time::timeout(timeout, &mut task.handle).await;
-        match result {
-            Ok(Ok(result)) => result,
-            Ok(Err(join)) => Err(KafkaError::Unavailable(format!(
-                "produce task failed: {join}"
-            ))),
+        match tokio::time::timeout(timeout, produce).await {
+            Ok(result) => result,
             Err(_) => Err(KafkaError::Timeout {
                 topic: topic.to_owned(),
                 partition: progress.partition.load(Ordering::Acquire),
