@@ -93,6 +93,17 @@ fn linger_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// The bridge's runtime worker threads (`TOKIO_WORKER_THREADS`, default 1): one, as on a
+/// Cloud Run instance of 1 vCPU (the Terraform module's default), where tokio starts one.
+/// Here the broker and the load generator share the two cores, so a second worker mostly
+/// adds wake-ups; `TOKIO_WORKER_THREADS=2 infra/bench.sh` measures that shape.
+fn worker_threads() -> usize {
+    std::env::var("TOKIO_WORKER_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+}
+
 /// `count` POSTs over `CONCURRENCY` keep-alive connections; every answer must be `expect`.
 async fn http_load(url: &str, token: &str, bodies: &Bodies, count: usize, expect: u16) -> Run {
     let client = http_client();
@@ -304,6 +315,8 @@ fn spawn_bridge(broker: &Broker, jwks: &JwksServer, port: u16) -> Child {
         .env("RUST_LOG", "warn")
         // Lingers can be compared: KAFKA_LINGER_MS=5 infra/bench.sh --quick
         .env("KAFKA_LINGER_MS", linger_ms().to_string())
+        // tokio's own setting for its worker count (README, Performance).
+        .env("TOKIO_WORKER_THREADS", worker_threads().to_string())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -424,7 +437,8 @@ async fn scaling(broker: &Broker, jwks: &JwksServer, token: &str, seconds: f64, 
     let base = format!("http://127.0.0.1:{port}");
     wait_for_status(&client, &format!("{base}/readyz"), 200).await;
     println!(
-        "scaling: one bridge process (MAX_INFLIGHT_BYTES default 256 MiB), {seconds} s per cell; a refused delivery (503) is retried after 100 ms"
+        "scaling: one bridge process (TOKIO_WORKER_THREADS={}, MAX_INFLIGHT_BYTES default 256 MiB), {seconds} s per cell; a refused delivery (503) is retried after 100 ms",
+        worker_threads()
     );
     println!();
     println!(
@@ -582,9 +596,10 @@ async fn main() {
     .await;
 
     println!(
-        "pubsub-kafka-bridge benchmark: {} cores, {CONCURRENCY} concurrent connections, KAFKA_LINGER_MS={}, tansu (memory storage) on loopback, topic with {PARTITIONS} partitions",
+        "pubsub-kafka-bridge benchmark: {} cores, {CONCURRENCY} concurrent connections, KAFKA_LINGER_MS={}, TOKIO_WORKER_THREADS={}, tansu (memory storage) on loopback, topic with {PARTITIONS} partitions",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
-        linger_ms()
+        linger_ms(),
+        worker_threads()
     );
     println!();
     println!(

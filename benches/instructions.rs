@@ -24,10 +24,6 @@ use pubsub_kafka_bridge::limits::InflightPermit;
 use pubsub_kafka_bridge::record::KafkaRecord;
 use pubsub_kafka_bridge::{App, Config, Service};
 
-/// The binaries' allocator, so allocation costs are the product's.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Acknowledges every record at once and drops it: only the bridge's own work is counted.
 #[derive(Debug, Clone, Copy)]
 struct NullProducer;

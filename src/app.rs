@@ -164,20 +164,26 @@ impl<P: Produce> App<P> {
     pub async fn deliver(
         &self,
         headers: &HeaderMap,
-        body: &Bytes,
+        body: Bytes,
         permit: InflightPermit,
     ) -> Outcome {
         let mut message_id = None;
         let mut permit = Some(permit);
+        // The request itself is kept only for a dead letter; without one it is dropped once
+        // parsed, so a delivery waiting for Kafka holds its record and not its body as well.
+        let kept_for_dead_letter = self.config.kafka.dlq_topic.is_some().then(|| body.clone());
         let result = match self
             .produce_delivery(headers, body, &mut message_id, &mut permit)
             .await
         {
             Ok(ack) => Ok(Acked::Record(ack)),
-            Err(error) if error.is_dead_letter() && self.config.kafka.dlq_topic.is_some() => {
-                self.dead_letter(body, error, message_id.as_deref(), permit.take())
-                    .await
-            }
+            Err(error) if error.is_dead_letter() => match &kept_for_dead_letter {
+                Some(body) => {
+                    self.dead_letter(body, error, message_id.as_deref(), permit.take())
+                        .await
+                }
+                None => Err(error),
+            },
             Err(error) => Err(error),
         };
         Outcome { message_id, result }
@@ -186,13 +192,14 @@ impl<P: Produce> App<P> {
     async fn produce_delivery(
         &self,
         headers: &HeaderMap,
-        body: &Bytes,
+        body: Bytes,
         message_id: &mut Option<String>,
         permit: &mut Option<InflightPermit>,
     ) -> Result<Ack, DeliveryError> {
         let message: PubsubMessage =
-            envelope::parse_push(headers, body, self.config.push_payload, chrono::Utc::now())
-                .inspect_err(|_| *message_id = envelope::message_id_hint(body))?;
+            envelope::parse_push(headers, &body, self.config.push_payload, chrono::Utc::now())
+                .inspect_err(|_| *message_id = envelope::message_id_hint(&body))?;
+        drop(body);
         *message_id = Some(message.message_id.clone()).filter(|id| !id.is_empty());
         let topic = self.config.route.topic_for(&message.subscription)?;
         let schema_id = match &self.registry {

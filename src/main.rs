@@ -8,11 +8,6 @@ use std::sync::Arc;
 use pubsub_kafka_bridge::cli::Command;
 use pubsub_kafka_bridge::server;
 
-/// mimalloc: fewer instructions per allocation than glibc's malloc, and no per-thread arenas
-/// growing the resident set (measured in README, Performance).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let (command, config) =

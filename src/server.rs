@@ -290,13 +290,13 @@ async fn serve<P: Produce>(
         }
         // The declared length is taken from the budget before any of it is read.
         Some(length) => match permit.reserve(length as usize) {
-            Ok(()) => read_body(body, max_body, &limits, &mut permit).await,
+            Ok(()) => read_body(body, max_body, Some(length as usize), &limits, &mut permit).await,
             Err(overloaded) => Err(BodyFailure {
                 error: overloaded.into(),
                 unread: length > 0,
             }),
         },
-        None => read_body(body, max_body, &limits, &mut permit).await,
+        None => read_body(body, max_body, None, &limits, &mut permit).await,
     };
     match body {
         Ok(body) => Ok(finish(service.deliver(head, body, permit).await, false)),
@@ -333,9 +333,12 @@ struct BodyFailure {
 /// (`HTTP_BODY_IDLE_TIMEOUT_MS`), the whole body (`HTTP_BODY_TIMEOUT_MS`), data bytes and wire
 /// cost ([`BodyMeter`]: tiny chunks or frames count their framing), and the in-flight budget.
 /// Small frames are copied into one buffer: keeping them as slices would pin every read buffer.
+/// That buffer is sized once from `declared` (Content-Length, already within `limit` and
+/// reserved in the budget) instead of growing and copying as frames arrive.
 async fn read_body(
     mut body: Incoming,
     limit: usize,
+    declared: Option<usize>,
     limits: &HttpLimits,
     permit: &mut InflightPermit,
 ) -> Result<Bytes, BodyFailure> {
@@ -400,7 +403,7 @@ async fn read_body(
             None if joined.is_empty() => first = Some(data),
             None => joined.extend_from_slice(&data),
             Some(earlier) => {
-                joined.reserve(earlier.len() + data.len());
+                joined.reserve(declared.unwrap_or(0).max(earlier.len() + data.len()));
                 joined.extend_from_slice(&earlier);
                 joined.extend_from_slice(&data);
             }

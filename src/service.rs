@@ -143,7 +143,7 @@ impl<P: Produce> Service<P> {
     ) -> Response<Bytes> {
         let mut abandon = self.abandon.subscribe();
         let pipeline =
-            AssertUnwindSafe(self.app.deliver(&head.headers, &body, permit)).catch_unwind();
+            AssertUnwindSafe(self.app.deliver(&head.headers, body, permit)).catch_unwind();
         let outcome = tokio::select! {
             outcome = pipeline => outcome.unwrap_or_else(|_| {
                 tracing::error!("delivery pipeline panicked");

@@ -7,11 +7,6 @@ use std::sync::Arc;
 use lambda_http::service_fn;
 use pubsub_kafka_bridge::lambda;
 
-/// mimalloc: fewer instructions per allocation than glibc's malloc, and no per-thread arenas
-/// growing the resident set (measured in README, Performance).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> ExitCode {
     // Lambda starts the binary without arguments: the settings are its environment.

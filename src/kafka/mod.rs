@@ -677,6 +677,10 @@ impl KafkaProducer {
 
     /// The client, waiting for the first connection if it is still being made.
     async fn connected(&self) -> Arc<Client> {
+        // Connected already (every delivery after the first): no waiter to register.
+        if let Some(client) = self.inner.client.borrow().as_ref() {
+            return Arc::clone(client);
+        }
         let mut rx = self.inner.client.subscribe();
         // The sender lives in `inner`, which `self` holds, so waiting cannot fail.
         let connected = rx
