@@ -392,12 +392,6 @@ async fn token_cache(jwks: &JwksServer) -> (f64, f64) {
     (uncached, cached)
 }
 
-/// Resets the kernel's peak-RSS mark of a process (`VmHWM`), so the next reading is the peak
-/// of what follows (proc(5), `/proc/PID/clear_refs`, value 5).
-fn reset_peak_rss(pid: u32) {
-    let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
-}
-
 /// A pool of push bodies of `size`, each with its own message id, shared by all callers:
 /// building a 1 MiB body per request would load the cores the bridge is measured on.
 fn body_pool(size: usize, run: &str) -> Arc<Vec<Bytes>> {
@@ -419,50 +413,55 @@ struct Prices {
 const COST_VCPUS: f64 = 1.0;
 const COST_GIB: f64 = 0.5;
 
-/// Compute cost of a million deliveries from the measured CPU seconds per delivery `cpu`:
-/// the instance is billed its vCPU and memory for as long as it is busy, and a saturated
-/// instance is busy for `cpu / COST_VCPUS` seconds per delivery.
-fn cost_per_million(cpu: f64, prices: &Prices) -> f64 {
+/// Compute cost of a million deliveries when CPU is what the instance is busy with: an instance
+/// kept at full CPU spends `cpu / COST_VCPUS` seconds per delivery (the request fee aside).
+fn compute_cost_cpu_bound(cpu: f64, prices: &Prices) -> f64 {
     let busy_seconds = 1e6 * cpu / COST_VCPUS;
     busy_seconds * (COST_VCPUS * prices.vcpu_second + COST_GIB * prices.gib_second)
-        + prices.million_requests
+}
+
+/// Compute cost of a million deliveries billed by busy time at the measured rate: request-based
+/// billing charges an instance for as long as any request is in flight, which in a closed loop
+/// of `per_second` deliveries is all the time.
+fn compute_cost_busy(per_second: f64, prices: &Prices) -> f64 {
+    1e6 / per_second.max(f64::MIN_POSITIVE)
+        * (COST_VCPUS * prices.vcpu_second + COST_GIB * prices.gib_second)
 }
 
 /// The scaling table: deliveries/s, latency, batching, peak RSS and cost for every
-/// concurrency × payload size, each cell `seconds` long against one bridge process.
+/// concurrency × payload size. Each cell gets a bridge process of its own (started, warmed,
+/// measured for `seconds`, stopped), so its peak RSS and CPU are its own.
 async fn scaling(broker: &Broker, jwks: &JwksServer, token: &str, seconds: f64, prices: &Prices) {
-    let port = free_port();
-    let mut bridge = spawn_bridge(broker, jwks, port);
-    let client = http_client();
-    let base = format!("http://127.0.0.1:{port}");
-    wait_for_status(&client, &format!("{base}/readyz"), 200).await;
     println!(
-        "scaling: one bridge process (TOKIO_WORKER_THREADS={}, MAX_INFLIGHT_BYTES default 256 MiB), {seconds} s per cell; a refused delivery (503) is retried after 100 ms",
+        "scaling: a fresh bridge process per cell (TOKIO_WORKER_THREADS={}, MAX_INFLIGHT_BYTES default 256 MiB), {seconds} s per cell; a refused delivery is retried after 100 ms",
         worker_threads()
     );
     println!();
     println!(
-        "| payload | concurrency | deliveries/s | refused/s | p50 ms | p99 ms | records/request | peak RSS MiB | CPU µs/delivery | $ per 1M deliveries |"
+        "| payload | concurrency | deliveries/s | refused/s | p50 ms | p99 ms | records/request | peak RSS MiB | CPU µs/delivery | compute $/1M, CPU-bound | compute $/1M, busy time at this rate |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for size in [100usize, 1024, 65_536, 1 << 20] {
         let pool = body_pool(size, &format!("s{size}"));
         for concurrency in [1usize, 8, 64, 256, 1000] {
+            let port = free_port();
+            let bridge = KillOnDrop(spawn_bridge(broker, jwks, port));
+            let base = format!("http://127.0.0.1:{port}");
             let client = http_client();
+            wait_for_status(&client, &format!("{base}/readyz"), 200).await;
             let url = format!("{base}/");
             let auth = format!("Bearer {token}");
-            // Connections are opened (and the pool warmed) before the cell is measured.
+            // Connections opened, keys fetched and partitions loaded before the cell is measured.
             let warm = {
                 let (client, url, auth, pool) =
                     (client.clone(), url.clone(), auth.clone(), Arc::clone(&pool));
-                closed_loop(concurrency, Until::Count(concurrency), move |i| {
+                closed_loop(concurrency, Until::Count(concurrency * 2), move |i| {
                     push_op(client.clone(), &url, &auth, pool[i % pool.len()].clone())
                 })
             };
             warm.await;
             let before = get(&client, &format!("{base}/metrics")).await.1;
-            let (cpu_before, _) = process_usage(bridge.id());
-            reset_peak_rss(bridge.id());
+            let (cpu_before, _) = process_usage(bridge.0.id());
             let run = {
                 let (client, pool) = (client.clone(), Arc::clone(&pool));
                 closed_loop(
@@ -472,15 +471,16 @@ async fn scaling(broker: &Broker, jwks: &JwksServer, token: &str, seconds: f64, 
                 )
                 .await
             };
-            let (cpu_after, peak_kib) = process_usage(bridge.id());
+            let (cpu_after, peak_kib) = process_usage(bridge.0.id());
             let after = get(&client, &format!("{base}/metrics")).await.1;
+            drop(bridge);
             let delta = |name: &str| metric(&after, name) - metric(&before, name);
             let delivered = delta("pubsub_kafka_bridge_deliveries_total{status=\"204\"}");
             let requests = delta("pubsub_kafka_bridge_produce_requests_total");
             let records = delta("pubsub_kafka_bridge_produced_records_total");
             let cpu_per_delivery = (cpu_after - cpu_before) / delivered.max(1.0);
             println!(
-                "| {} | {concurrency} | {:.0} | {:.0} | {:.2} | {:.2} | {:.1} | {:.1} | {:.1} | {:.2} |",
+                "| {} | {concurrency} | {:.0} | {:.0} | {:.2} | {:.2} | {:.1} | {:.1} | {:.1} | {:.4} | {:.4} |",
                 size_label(size),
                 run.per_second,
                 run.refused as f64 / seconds,
@@ -489,23 +489,37 @@ async fn scaling(broker: &Broker, jwks: &JwksServer, token: &str, seconds: f64, 
                 records / requests.max(1.0),
                 peak_kib as f64 / 1024.0,
                 cpu_per_delivery * 1e6,
-                cost_per_million(cpu_per_delivery, prices),
+                compute_cost_cpu_bound(cpu_per_delivery, prices),
+                compute_cost_busy(run.per_second, prices),
             );
         }
     }
-    let _ = bridge.kill();
-    let _ = bridge.wait();
     println!();
     println!(
-        "$ per 1M deliveries = 1e6 × CPU s per delivery ÷ vCPUs × (vCPUs × $/vCPU-s + GiB × $/GiB-s) + $ per 1M requests,"
+        "compute $/1M, CPU-bound = 1e6 × CPU s per delivery ÷ vCPUs × (vCPUs × $/vCPU-s + GiB × $/GiB-s)"
     );
     println!(
-        "for a saturated instance of {COST_VCPUS} vCPU and {COST_GIB} GiB; example prices: ${}/vCPU-s, ${}/GiB-s, ${} per 1M requests",
+        "compute $/1M, busy time = 1e6 ÷ deliveries/s × (vCPUs × $/vCPU-s + GiB × $/GiB-s)   (one instance, always busy at this rate)"
+    );
+    println!(
+        "instance: {COST_VCPUS} vCPU, {COST_GIB} GiB; example prices: ${}/vCPU-s, ${}/GiB-s; add ${} per 1M requests for the request fee",
         prices.vcpu_second, prices.gib_second, prices.million_requests
     );
 }
 
-/// One signed push of `body`; `true` when answered 204, `false` when refused with a 503.
+/// A child process killed when dropped, also when the bench panics.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One signed push of `body`; `true` when answered 204, `false` when refused: a 503, or the
+/// connection closed under a body the bridge refused unread (`Connection: close`), which
+/// Pub/Sub also takes as a negative ack.
 fn push_op(
     client: HttpClient,
     url: &str,
@@ -519,7 +533,7 @@ fn push_op(
         .unwrap();
     async move {
         let (status, text) = send(&client, request).await;
-        assert!(status == 204 || status == 503, "{status}: {text}");
+        assert!(matches!(status, 204 | 503 | 0), "{status}: {text}");
         status == 204
     }
 }

@@ -279,3 +279,42 @@ async fn every_compression_codec_produces_readable_records() {
         bridge.shutdown().await;
     }
 }
+
+/// A record larger than `KAFKA_MAX_BATCH_BYTES` goes to Kafka in a produce request of its own;
+/// it lands whole and is counted in the batching figures like any other request.
+#[tokio::test]
+async fn records_larger_than_a_batch_are_produced_alone_and_counted() {
+    let broker = Broker::start().await;
+    broker.create_topic("large", 1).await;
+    let jwks = JwksServer::start(&[key(1)]).await;
+    let mut env = bridge_env(&broker, "large", Some(&jwks));
+    env.insert("OIDC_ALLOWED_EMAILS".into(), PUSH_EMAIL.into());
+    env.insert("KAFKA_MAX_BATCH_BYTES".into(), "4096".into());
+    let bridge = Bridge::start(&env).await;
+    let token = mint(&key(1), &google_claims());
+    let client = http_client();
+    let sizes = [10_000usize, 100, 30_000];
+    for (i, size) in sizes.iter().enumerate() {
+        let data: Vec<u8> = (0..*size).map(|b| (b * 7 + i) as u8).collect();
+        let body = envelope(
+            &data,
+            &[],
+            &format!("big-{i}"),
+            "2024-01-01T00:00:00Z",
+            None,
+        );
+        let (status, text) = post(&client, &bridge.url(), body.to_string(), Some(&token)).await;
+        assert_eq!(status, 204, "{text}");
+    }
+    assert_eq!(
+        bridge.service.app().producer().stats().snapshot(),
+        (3, 3),
+        "one request per delivery, large or not, all counted"
+    );
+    let consumed = broker.read_all("large").await;
+    let lengths: Vec<usize> = consumed
+        .iter()
+        .map(|c| c.record.value.as_ref().map_or(0, Vec::len))
+        .collect();
+    assert_eq!(lengths, sizes);
+}

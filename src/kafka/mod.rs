@@ -203,7 +203,8 @@ impl ProducerClient for CountingClient {
 }
 
 struct PartitionProducer {
-    client: Arc<PartitionClient>,
+    /// For a record larger than a batch, sent on its own (and counted like a batch).
+    client: Arc<CountingClient>,
     batch: BatchProducer<RecordAggregator>,
 }
 
@@ -531,17 +532,18 @@ impl KafkaProducer {
                     partition: Some(partition as i32),
                     source: Arc::new(e),
                 })?;
-            let partition_client = Arc::new(partition_client);
-            let counting = CountingClient {
-                inner: Arc::clone(&partition_client),
+            let counting = Arc::new(CountingClient {
+                inner: Arc::new(partition_client),
                 stats: Arc::clone(&self.inner.stats),
-            };
-            let batch = BatchProducerBuilder::new_with_client(Arc::new(counting))
-                .with_linger(self.inner.config.linger)
-                .with_compression(self.inner.compression)
-                .build(RecordAggregator::new(self.inner.config.max_batch_bytes));
+            });
+            let batch = BatchProducerBuilder::new_with_client(
+                Arc::clone(&counting) as Arc<dyn ProducerClient>
+            )
+            .with_linger(self.inner.config.linger)
+            .with_compression(self.inner.compression)
+            .build(RecordAggregator::new(self.inner.config.max_batch_bytes));
             partitions.push(Arc::new(PartitionProducer {
-                client: partition_client,
+                client: counting,
                 batch,
             }));
         }
