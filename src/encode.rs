@@ -586,6 +586,13 @@ mod tests {
             let ours = Encoder::new(ValueFormat::Avro).encode(message.clone()).unwrap();
             let reference = reference_avro_datum(&message);
             proptest::prop_assert_eq!(ours.len() - 10, reference.len());
+            // Written into one allocation sized up front: never grown, at most the varints'
+            // worst case larger than the value.
+            let slack = (10 + 2 * message.attributes.len()) * MAX_VARINT;
+            proptest::prop_assert!(
+                ours.capacity() >= ours.len() && ours.capacity() - ours.len() <= slack,
+                "capacity {} for {} bytes", ours.capacity(), ours.len()
+            );
             let decode = |mut bytes: &[u8]| {
                 let value = apache_avro::from_avro_datum(&schema, &mut bytes, None).unwrap();
                 proptest::prop_assert!(bytes.is_empty(), "trailing bytes");
@@ -606,6 +613,8 @@ mod tests {
                 ordering_key: message.ordering_key.unwrap_or_default(),
             }
             .encode_to_vec();
+            // Sized exactly, as prost sizes it.
+            proptest::prop_assert_eq!(ours.capacity(), ours.len());
             proptest::prop_assert_eq!(ours, reference);
         }
     }

@@ -566,7 +566,7 @@ impl KafkaProducer {
     /// Once handed to the client, a record stays in its batch until Kafka answers, however long
     /// that takes, even after the delivery timed out or its client left. A produce the caller
     /// gives up on after that point therefore moves to a task of its own that carries `hold`
-    /// until then ([`InlineProduce`]), so the budget keeps counting the record's memory and a
+    /// until then, so the budget keeps counting the record's memory and a
     /// stalled Kafka cannot make records pile up past it. A produce that had not yet handed its
     /// record over when the caller gave up is cancelled instead.
     pub async fn produce_holding<H: Send + 'static>(
