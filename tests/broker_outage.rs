@@ -135,3 +135,70 @@ async fn partition_count_changes_are_picked_up_without_a_restart() {
         );
     }
 }
+
+/// A produce given up (timed out) after its record reached the Kafka client keeps its share of
+/// the in-flight budget until Kafka answers: the client still holds the record. One given up
+/// before that point (still waiting for metadata) lets go of it at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_produce_given_up_after_hand_over_holds_its_share_until_kafka_answers() {
+    use std::sync::Arc;
+
+    use pubsub_kafka_bridge::kafka::{KafkaError, KafkaProducer};
+    use pubsub_kafka_bridge::record::KafkaRecord;
+
+    let broker = Broker::start().await;
+    broker.create_topic("held", 1).await;
+    broker.create_topic("unloaded", 1).await;
+    let mut env = bridge_env(&broker, "held", None);
+    env.insert("KAFKA_PRODUCE_TIMEOUT_MS".into(), "500".into());
+    let config = pubsub_kafka_bridge::Config::from_map(&env).unwrap();
+    let producer = KafkaProducer::start(config.kafka.clone());
+    let record = || KafkaRecord {
+        key: None,
+        value: b"value".to_vec(),
+        headers: Default::default(),
+        timestamp_ms: 1_700_000_000_000,
+    };
+    // Connected, and the topic's partition producer open.
+    producer
+        .produce_holding("held", record(), ())
+        .await
+        .unwrap();
+
+    broker.pause();
+    let hold = Arc::new(());
+    let given_up = producer
+        .produce_holding("held", record(), Arc::clone(&hold))
+        .await;
+    assert!(
+        matches!(given_up, Err(KafkaError::Timeout { .. })),
+        "{given_up:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        Arc::strong_count(&hold),
+        2,
+        "the Kafka client still holds the record, so its share stays held"
+    );
+
+    let unloaded = Arc::new(());
+    let given_up = producer
+        .produce_holding("unloaded", record(), Arc::clone(&unloaded))
+        .await;
+    assert!(
+        matches!(given_up, Err(KafkaError::Timeout { .. })),
+        "{given_up:?}"
+    );
+    assert_eq!(
+        Arc::strong_count(&unloaded),
+        1,
+        "given up before its record reached the client: cancelled, its share freed at once"
+    );
+
+    broker.resume();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Arc::strong_count(&hold) > 1 {
+        assert!(Instant::now() < deadline, "the share was never given back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -213,6 +213,25 @@ impl Broker {
             .unwrap();
     }
 
+    /// Freezes the broker (SIGSTOP): its connections stay open and nothing is answered.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a frozen broker run again (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("broker running");
+        let status = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {signal}");
+    }
+
     /// Kills the broker (SIGKILL).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
