@@ -303,9 +303,22 @@ fn metric(text: &str, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Starts the release bridge; with `BENCH_BRIDGE_UNDER` set (say `valgrind --tool=callgrind`),
+/// under that command, to profile the whole server with `--profile`.
 fn spawn_bridge(broker: &Broker, jwks: &JwksServer, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_pubsub-kafka-bridge"))
+    let bridge = env!("CARGO_BIN_EXE_pubsub-kafka-bridge");
+    let under = std::env::var("BENCH_BRIDGE_UNDER").unwrap_or_default();
+    let mut command = match under.split_whitespace().collect::<Vec<_>>().split_first() {
+        Some((program, args)) => {
+            let mut command = Command::new(program);
+            command.args(args).arg(bridge);
+            command
+        }
+        None => Command::new(bridge),
+    };
+    command
         .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("PORT", port.to_string())
         .env("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap())
         .env("KAFKA_TOPIC", TOPIC)
@@ -313,6 +326,7 @@ fn spawn_bridge(broker: &Broker, jwks: &JwksServer, port: u16) -> Child {
         .env("OIDC_JWKS_URL", &jwks.url)
         .env("OIDC_ALLOWED_EMAILS", PUSH_EMAIL)
         .env("RUST_LOG", "warn")
+        .env("BRIDGE_RT", std::env::var("BRIDGE_RT").unwrap_or_default())
         // Lingers can be compared: KAFKA_LINGER_MS=5 infra/bench.sh --quick
         .env("KAFKA_LINGER_MS", linger_ms().to_string())
         // tokio's own setting for its worker count (README, Performance).
@@ -547,6 +561,63 @@ fn size_label(size: usize) -> String {
 }
 
 /// `--NAME VALUE` from the command line.
+/// A steady load of one payload size for a profiler to attach to: prints the bridge's pid, then
+/// pushes for `seconds` and prints its CPU per delivery. `infra/bench.sh --profile 1024`, and
+/// in another shell `perf record -p PID` (or `perf top -p PID`).
+async fn profile(broker: &Broker, jwks: &JwksServer, token: &str, size: usize, seconds: f64) {
+    let port = free_port();
+    let bridge = KillOnDrop(spawn_bridge(broker, jwks, port));
+    let base = format!("http://127.0.0.1:{port}");
+    let client = http_client();
+    while get(&client, &format!("{base}/readyz")).await.0 != 200 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    http_load(
+        &format!("{base}/"),
+        token,
+        &Bodies::new(size, "warm"),
+        2_000,
+        204,
+    )
+    .await;
+    println!(
+        "bridge pid {}: {size} B deliveries for {seconds} s",
+        bridge.0.id()
+    );
+    let (cpu_before, _) = process_usage(bridge.0.id());
+    let bodies = Arc::new(Bodies::new(size, "profile"));
+    let (url, auth) = (format!("{base}/"), format!("Bearer {token}"));
+    let run = closed_loop(
+        CONCURRENCY,
+        Until::Elapsed(Duration::from_secs_f64(seconds)),
+        move |i| {
+            let request = http::Request::post(&url)
+                .header("content-type", "application/json")
+                .header("authorization", &auth)
+                .body(Full::new(bodies.body(i)))
+                .unwrap();
+            let client = client.clone();
+            async move { send(&client, request).await.0 == 204 }
+        },
+    )
+    .await;
+    let (cpu_after, rss) = process_usage(bridge.0.id());
+    // SIGTERM, so a profiler the bridge runs under writes its data as the bridge exits.
+    let _ = Command::new("kill")
+        .args(["-TERM", &bridge.0.id().to_string()])
+        .status();
+    let mut bridge = bridge;
+    let _ = bridge.0.wait();
+    let delivered = run.per_second * seconds;
+    println!(
+        "{:.0} deliveries/s, p99 {:.2} ms, {:.1} µs CPU per delivery, peak RSS {:.1} MiB",
+        run.per_second,
+        run.p99_ms,
+        (cpu_after - cpu_before) / delivered * 1e6,
+        rss as f64 / 1024.0
+    );
+}
+
 fn flag(args: &[String], name: &str) -> Option<f64> {
     let i = args.iter().position(|a| a == name)?;
     args.get(i + 1)?.parse().ok()
@@ -574,6 +645,11 @@ async fn main() {
         };
         let seconds = flag(&args, "--seconds").unwrap_or(if quick { 1.5 } else { 4.0 });
         scaling(&broker, &jwks, &token, seconds, &prices).await;
+        return;
+    }
+    if let Some(size) = flag(&args, "--profile") {
+        let seconds = flag(&args, "--seconds").unwrap_or(20.0);
+        profile(&broker, &jwks, &token, size as usize, seconds).await;
         return;
     }
 

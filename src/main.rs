@@ -8,8 +8,20 @@ use std::sync::Arc;
 use pubsub_kafka_bridge::cli::Command;
 use pubsub_kafka_bridge::server;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    let runtime = if std::env::var("BRIDGE_RT").as_deref() == Ok("current") {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    };
+    runtime.expect("runtime").block_on(serve())
+}
+
+async fn serve() -> ExitCode {
     let (command, config) =
         match pubsub_kafka_bridge::configure("pubsub-kafka-bridge", std::env::args_os()) {
             Ok(configured) => configured,

@@ -5,6 +5,7 @@
 //! eviction keeps the token in constant use (the real push token) while one-off tokens go.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher, RandomState};
 use std::sync::Arc;
 
 /// How long any verdict is kept at most, whatever `exp` says (Google tokens live one hour).
@@ -28,7 +29,7 @@ impl<V> std::fmt::Debug for TokenCache<V> {
 /// Token → verdict, at most `capacity` entries.
 pub struct TokenCache<V> {
     capacity: usize,
-    entries: HashMap<Arc<str>, Entry<V>>,
+    entries: HashMap<Arc<str>, Entry<V>, TailHashing>,
     /// Monotonic use counter: the entry with the smallest `last_used` is the least recent.
     clock: u64,
 }
@@ -38,7 +39,7 @@ impl<V: Clone> TokenCache<V> {
     pub fn new(capacity: usize) -> Self {
         Self {
             capacity: capacity.max(1),
-            entries: HashMap::new(),
+            entries: HashMap::with_hasher(TailHashing::default()),
             clock: 0,
         }
     }
@@ -97,9 +98,60 @@ impl<V: Clone> TokenCache<V> {
     }
 }
 
+/// How many bytes from the end of a token its hash covers.
+const HASHED_TAIL_BYTES: usize = 32;
+
+/// Hashes only the end of each key: the last bytes of a JWT are its signature, so tokens
+/// differ there, and SipHash over a whole ~900-byte token cost more than the rest of a cache
+/// hit. Keys are still compared in full, so this changes speed only; and as only tokens that
+/// passed the RSA check are ever stored, no one can choose keys to crowd one bucket.
+#[derive(Default)]
+struct TailHashing(RandomState);
+
+impl BuildHasher for TailHashing {
+    type Hasher = TailHasher;
+    fn build_hasher(&self) -> TailHasher {
+        TailHasher(self.0.build_hasher())
+    }
+}
+
+struct TailHasher(std::hash::DefaultHasher);
+
+impl Hasher for TailHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let tail = bytes.len().saturating_sub(HASHED_TAIL_BYTES);
+        self.0.write_usize(bytes.len());
+        self.0.write(&bytes[tail..]);
+    }
+    fn finish(&self) -> u64 {
+        self.0.finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_alike_in_their_hashed_tail_are_still_told_apart() {
+        let tail = "s".repeat(HASHED_TAIL_BYTES);
+        let (a, b) = (format!("header.aaaa.{tail}"), format!("header.bbbb.{tail}"));
+        let hashing = TailHashing::default();
+        assert_eq!(
+            hashing.hash_one(a.as_str()),
+            hashing.hash_one(b.as_str()),
+            "only the tail is hashed"
+        );
+        assert_ne!(
+            hashing.hash_one(a.as_str()),
+            hashing.hash_one(format!("header.aaaa.{tail}x").as_str())
+        );
+        let mut cache = TokenCache::new(4);
+        cache.insert(&a, 1, 100, 0);
+        assert_eq!(cache.get(&b, 0), None, "same bucket, different token");
+        cache.insert(&b, 2, 100, 0);
+        assert_eq!((cache.get(&a, 0), cache.get(&b, 0)), (Some(1), Some(2)));
+    }
 
     #[test]
     fn keeps_a_verdict_until_it_expires() {

@@ -34,7 +34,7 @@ use crate::{
         api_key::ApiKey,
         api_version::ApiVersion,
         error::Error as ApiError,
-        frame::{AsyncMessageRead, AsyncMessageWrite},
+        frame::AsyncMessageRead,
         messages::{
             ReadVersionedError, ReadVersionedType, RequestBody, RequestHeader, ResponseHeader,
             SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest,
@@ -366,11 +366,17 @@ where
             ApiVersion(Int16(1))
         };
 
-        let mut buf = Vec::new();
+        // Patched (see PATCHED.md): the message is framed here, its 4-byte length in front of
+        // it in the same buffer, so it goes out in one write instead of two.
+        let mut buf = vec![0u8; 4];
         header
             .write_versioned(&mut buf, header_version)
             .expect("Writing header to buffer should always work");
         msg.write_versioned(&mut buf, body_api_version)?;
+        let size = buf.len() - 4;
+        let len = i32::try_from(size)
+            .map_err(|_| crate::protocol::frame::WriteError::TooLarge { size })?;
+        buf[..4].copy_from_slice(&len.to_be_bytes());
 
         let (tx, rx) = channel();
 
@@ -431,7 +437,8 @@ where
 
         // use a wrapper so that cancelation doesn't cancel the send operation and leaves half-send messages on the wire
         let fut = CancellationSafeFuture::new(async move {
-            stream_write.write_message(&msg).await?;
+            // `msg` carries its length prefix already (see `request_with_version_ranges`).
+            stream_write.write_all(&msg).await?;
             stream_write.flush().await?;
             Ok(())
         });
@@ -758,6 +765,7 @@ mod tests {
     };
 
     use super::*;
+    use crate::protocol::frame::AsyncMessageWrite;
 
     use crate::{
         build_info::DEFAULT_CLIENT_ID,

@@ -170,63 +170,93 @@ where
     W: Write,
 {
     fn write(&self, writer: &mut W) -> Result<(), WriteError> {
-        // ============================================================================================
-        // ======================================== inner data ========================================
-        // write data to buffer because we need to prepend the length
-        let mut data = vec![];
+        // Patched: the length prefix is computed first and the fields are written straight to
+        // `writer`, instead of into a growing temporary buffer that is then copied (see
+        // PATCHED.md). The bytes are the same.
+        let l = i32::try_from(self.encoded_body_len()?)
+            .map_err(|e| WriteError::Malformed(Box::new(e)))?;
+        Varint(l).write(writer)?;
 
         // attributes
-        Int8(0).write(&mut data)?;
+        Int8(0).write(writer)?;
 
         // timestampDelta
-        Varlong(self.timestamp_delta).write(&mut data)?;
+        Varlong(self.timestamp_delta).write(writer)?;
 
         // offsetDelta
-        Varint(self.offset_delta).write(&mut data)?;
+        Varint(self.offset_delta).write(writer)?;
 
         // key
         match &self.key {
             Some(key) => {
-                let l = i32::try_from(key.len()).map_err(|e| WriteError::Malformed(Box::new(e)))?;
-                Varint(l).write(&mut data)?;
-                data.write_all(key)?;
+                Varint(len_i32(key.len())?).write(writer)?;
+                writer.write_all(key)?;
             }
             None => {
-                Varint(-1).write(&mut data)?;
+                Varint(-1).write(writer)?;
             }
         }
 
         // value
         match &self.value {
             Some(value) => {
-                let l =
-                    i32::try_from(value.len()).map_err(|e| WriteError::Malformed(Box::new(e)))?;
-                Varint(l).write(&mut data)?;
-                data.write_all(value)?;
+                Varint(len_i32(value.len())?).write(writer)?;
+                writer.write_all(value)?;
             }
             None => {
-                Varint(-1).write(&mut data)?;
+                Varint(-1).write(writer)?;
             }
         }
 
         // headers
         // Note: This is NOT a normal array but uses a Varint instead.
-        let l =
-            i32::try_from(self.headers.len()).map_err(|e| WriteError::Malformed(Box::new(e)))?;
-        Varint(l).write(&mut data)?;
+        Varint(len_i32(self.headers.len())?).write(writer)?;
         for header in &self.headers {
-            header.write(&mut data)?;
+            header.write(writer)?;
         }
 
-        // ============================================================================================
-        // ============================================================================================
-
-        // now write accumulated data
-        let l = i32::try_from(data.len()).map_err(|e| WriteError::Malformed(Box::new(e)))?;
-        Varint(l).write(writer)?;
-        writer.write_all(&data)?;
-
         Ok(())
+    }
+}
+
+/// A length as the `i32` the protocol writes.
+fn len_i32(len: usize) -> Result<i32, WriteError> {
+    i32::try_from(len).map_err(|e| WriteError::Malformed(Box::new(e)))
+}
+
+/// Bytes of the zig-zag varint encoding of `n`.
+fn varint_len(n: i64) -> usize {
+    integer_encoding::VarInt::required_space(n)
+}
+
+/// Bytes of a varint length followed by that many bytes (or the varint -1 for null).
+fn nullable_bytes_len(bytes: Option<&[u8]>) -> Result<usize, WriteError> {
+    Ok(match bytes {
+        Some(bytes) => varint_len(i64::from(len_i32(bytes.len())?)) + bytes.len(),
+        None => varint_len(-1),
+    })
+}
+
+impl Record {
+    /// The encoded length of everything after the record's own length prefix.
+    pub(crate) fn encoded_body_len(&self) -> Result<usize, WriteError> {
+        let mut len = 1 // attributes
+            + varint_len(self.timestamp_delta)
+            + varint_len(i64::from(self.offset_delta))
+            + nullable_bytes_len(self.key.as_deref())?
+            + nullable_bytes_len(self.value.as_deref())?
+            + varint_len(i64::from(len_i32(self.headers.len())?));
+        for header in &self.headers {
+            len += nullable_bytes_len(Some(header.key.as_bytes()))?
+                + nullable_bytes_len(Some(&header.value))?;
+        }
+        Ok(len)
+    }
+
+    /// The encoded length including the length prefix.
+    pub(crate) fn encoded_len(&self) -> Result<usize, WriteError> {
+        let body = self.encoded_body_len()?;
+        Ok(varint_len(i64::from(len_i32(body)?)) + body)
     }
 }
 
@@ -435,7 +465,6 @@ where
         // ==========================================================================================
         // ======================================== CRC data ========================================
         // collect everything that should be part of the CRC calculation
-        let mut data = vec![];
         let body_ref = RecordBatchBodyRef {
             last_offset_delta: self.last_offset_delta,
             first_timestamp: self.first_timestamp,
@@ -448,6 +477,8 @@ where
             is_transactional: self.is_transactional,
             timestamp_type: self.timestamp_type,
         };
+        // Patched (see PATCHED.md): sized up front instead of grown by doubling.
+        let mut data = Vec::with_capacity(body_ref.uncompressed_len()?);
         body_ref.write(&mut data)?;
 
         // ==========================================================================================
@@ -766,6 +797,27 @@ impl RecordBatchBodyRef<'_> {
                 }
                 Ok(())
             }
+        }
+    }
+}
+
+impl RecordBatchBodyRef<'_> {
+    /// The encoded length of the body when its records are not compressed (the fixed fields
+    /// from `attributes` to the record count, then the records); for a compressed body, the
+    /// fixed fields only, as the compressed size is not known before compressing.
+    fn uncompressed_len(&self) -> Result<usize, WriteError> {
+        const FIXED: usize = 2 + 4 + 8 + 8 + 8 + 2 + 4 + 4;
+        match &self.records {
+            ControlBatchOrRecords::Records(records)
+                if matches!(self.compression, RecordBatchCompression::NoCompression) =>
+            {
+                let mut len = FIXED;
+                for record in records.iter() {
+                    len += record.encoded_len()?;
+                }
+                Ok(len)
+            }
+            _ => Ok(FIXED),
         }
     }
 }
