@@ -326,7 +326,6 @@ fn spawn_bridge(broker: &Broker, jwks: &JwksServer, port: u16) -> Child {
         .env("OIDC_JWKS_URL", &jwks.url)
         .env("OIDC_ALLOWED_EMAILS", PUSH_EMAIL)
         .env("RUST_LOG", "warn")
-        .env("BRIDGE_RT", std::env::var("BRIDGE_RT").unwrap_or_default())
         // Lingers can be compared: KAFKA_LINGER_MS=5 infra/bench.sh --quick
         .env("KAFKA_LINGER_MS", linger_ms().to_string())
         // tokio's own setting for its worker count (README, Performance).

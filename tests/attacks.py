@@ -595,6 +595,8 @@ def main():
         jwks_port = start_server(Jwks)
         env = {
             "PATH": os.environ.get("PATH", ""),
+            # The Cloud Run shape (1 vCPU, the Terraform default): one thread, current-thread runtime.
+            "TOKIO_WORKER_THREADS": os.environ.get("TOKIO_WORKER_THREADS", "1"),
             **({"MALLOC_ARENA_MAX": os.environ["MALLOC_ARENA_MAX"]} if "MALLOC_ARENA_MAX" in os.environ else {}),
             "KAFKA_BOOTSTRAP_SERVERS": broker, "KAFKA_TOPIC": "attacks",
             "OIDC_AUDIENCE": AUDIENCE, "OIDC_ALLOWED_EMAILS": PUSH_EMAIL,
