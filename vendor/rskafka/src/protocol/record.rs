@@ -457,6 +457,37 @@ where
     }
 }
 
+impl RecordBatch {
+    /// The part the CRC covers, borrowed.
+    fn body_ref(&self) -> RecordBatchBodyRef<'_> {
+        RecordBatchBodyRef {
+                last_offset_delta: self.last_offset_delta,
+                first_timestamp: self.first_timestamp,
+                max_timestamp: self.max_timestamp,
+                producer_id: self.producer_id,
+                producer_epoch: self.producer_epoch,
+                base_sequence: self.base_sequence,
+                records: &self.records,
+                compression: self.compression,
+                is_transactional: self.is_transactional,
+                timestamp_type: self.timestamp_type,
+            }
+    }
+
+    /// Patched (see PATCHED.md): the exact encoded length of an uncompressed batch of records,
+    /// so a request can be written without buffering it first; `None` for a compressed or
+    /// control batch, whose length is known only once written.
+    pub(crate) fn exact_encoded_len(&self) -> Result<Option<usize>, WriteError> {
+        match (&self.records, &self.compression) {
+            (ControlBatchOrRecords::Records(_), RecordBatchCompression::NoCompression) => {
+                // baseOffset, batchLength, partitionLeaderEpoch, magic, crc; then the body
+                Ok(Some(8 + 4 + 4 + 1 + 4 + self.body_ref().uncompressed_len()?))
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
 impl<W> WriteType<W> for RecordBatch
 where
     W: Write,
@@ -465,18 +496,7 @@ where
         // ==========================================================================================
         // ======================================== CRC data ========================================
         // collect everything that should be part of the CRC calculation
-        let body_ref = RecordBatchBodyRef {
-            last_offset_delta: self.last_offset_delta,
-            first_timestamp: self.first_timestamp,
-            max_timestamp: self.max_timestamp,
-            producer_id: self.producer_id,
-            producer_epoch: self.producer_epoch,
-            base_sequence: self.base_sequence,
-            records: &self.records,
-            compression: self.compression,
-            is_transactional: self.is_transactional,
-            timestamp_type: self.timestamp_type,
-        };
+        let body_ref = self.body_ref();
         // Patched (see PATCHED.md): sized up front instead of grown by doubling.
         let mut data = Vec::with_capacity(body_ref.uncompressed_len()?);
         body_ref.write(&mut data)?;
