@@ -313,6 +313,19 @@ async fn the_end_of_the_shutdown_grace_answers_waiting_deliveries_503() {
 }
 
 #[tokio::test]
+async fn a_delivery_arriving_after_the_grace_period_is_503_without_reaching_kafka() {
+    let h = harness(&[]).await;
+    h.service.abandon_in_flight();
+    let response = h
+        .service
+        .handle(push(&message("m-late"), Some(&h.token)))
+        .await;
+    assert_eq!(response.status(), 503);
+    assert_eq!(error_code(&response), "shutting_down");
+    assert_eq!(h.producer.calls(), 0);
+}
+
+#[tokio::test]
 async fn an_oversized_body_is_413_before_the_pipeline() {
     let h = harness(&[("MAX_BODY_BYTES", "2048")]).await;
     let big = message(&"x".repeat(4096));
