@@ -242,7 +242,7 @@ pub fn parse_unwrapped(
 /// Unknown fields are ignored so new Pub/Sub fields never break deliveries.
 ///
 /// Read the fastest way that applies, each a strict subset of the next:
-/// 1. [`scan`]: one pass over a body of the shape Pub/Sub sends, fields borrowed from it.
+/// 1. `scan`: one pass over a body of the shape Pub/Sub sends, fields borrowed from it.
 /// 2. serde, with `data` as the string's bytes borrowed from the body (serde_json finds the
 ///    closing quote with a SIMD search and skips its per-byte UTF-8 and control-character
 ///    checks): bodies with unknown fields, escapes outside `data`, `null`s.

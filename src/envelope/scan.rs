@@ -1,6 +1,6 @@
-//! The one-pass reading of a wrapped push body of the shape Pub/Sub sends (see
-//! `../shared`'s push format: `message` with `data`, `attributes`, the id, time and ordering
-//! key fields in either spelling; `subscription`; `deliveryAttempt`).
+//! The one-pass reading of a wrapped push body of the shape Pub/Sub sends (Google's "Push
+//! subscriptions" page: `message` with `data`, `attributes`, the id, time and ordering key
+//! fields in either spelling; `subscription`; `deliveryAttempt`).
 //!
 //! It reads a strict subset of what [`super::parse_wrapped`]'s serde reading accepts: plain
 //! strings (no escapes, no control characters, valid UTF-8), no `null`s, no unknown or
