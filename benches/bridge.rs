@@ -589,15 +589,7 @@ async fn profile(broker: &Broker, jwks: &JwksServer, token: &str, size: usize, s
     let run = closed_loop(
         CONCURRENCY,
         Until::Elapsed(Duration::from_secs_f64(seconds)),
-        move |i| {
-            let request = http::Request::post(&url)
-                .header("content-type", "application/json")
-                .header("authorization", &auth)
-                .body(Full::new(bodies.body(i)))
-                .unwrap();
-            let client = client.clone();
-            async move { send(&client, request).await.0 == 204 }
-        },
+        move |i| push_op(client.clone(), &url, &auth, bodies.body(i)),
     )
     .await;
     let (cpu_after, rss) = process_usage(bridge.0.id());
