@@ -835,61 +835,21 @@ where
     }
 }
 
-impl<W> WriteType<W> for Records
-where
-    W: Write,
-{
-    fn write(&self, writer: &mut W) -> Result<(), WriteError> {
-        // Patched (see PATCHED.md): uncompressed batches know their length, so they are written
-        // straight after it instead of into a buffer grown by doubling and then copied.
-        let mut exact = Some(0usize);
+/// Patched (see PATCHED.md): requests are written into a `Vec<u8>` (the messenger's), so the
+/// batches go straight into it and their sizes are filled in once written, instead of each
+/// batch being written into a buffer of its own and then copied.
+impl WriteType<Vec<u8>> for Records {
+    fn write(&self, writer: &mut Vec<u8>) -> Result<(), WriteError> {
+        // The NULLABLE_BYTES size in front of the batches, filled in below.
+        let size_at = writer.len();
+        Int32(0).write(writer)?;
         for batch in &self.0 {
-            exact = match (exact, batch.exact_encoded_len()?) {
-                (Some(total), Some(len)) => Some(total + len),
-                _ => None,
-            };
+            batch.write_into(writer)?;
         }
-        if let Some(total) = exact {
-            let l = i32::try_from(total).map_err(|e| WriteError::Malformed(Box::new(e)))?;
-            Int32(l).write(writer)?;
-            let mut counted = CountingWriter { inner: writer, written: 0 };
-            for record in &self.0 {
-                record.write(&mut counted)?;
-            }
-            if counted.written != total {
-                return Err(WriteError::Malformed(
-                    format!("record batches wrote {} bytes, {total} announced", counted.written)
-                        .into(),
-                ));
-            }
-            return Ok(());
-        }
-
-        // TODO: it would be nice if we could avoid the copy here by writing the records and then seeking back.
-        let mut buf = vec![];
-        for record in &self.0 {
-            record.write(&mut buf)?;
-        }
-        NullableBytes(Some(buf)).write(writer)?;
+        let size = i32::try_from(writer.len() - size_at - 4)
+            .map_err(|e| WriteError::Malformed(Box::new(e)))?;
+        writer[size_at..size_at + 4].copy_from_slice(&size.to_be_bytes());
         Ok(())
-    }
-}
-
-/// Patched (see PATCHED.md): counts what passes through, to check an announced length.
-struct CountingWriter<'a, W> {
-    inner: &'a mut W,
-    written: usize,
-}
-
-impl<W: Write> Write for CountingWriter<'_, W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.written += n;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
     }
 }
 

@@ -474,17 +474,32 @@ impl RecordBatch {
             }
     }
 
-    /// Patched (see PATCHED.md): the exact encoded length of an uncompressed batch of records,
-    /// so a request can be written without buffering it first; `None` for a compressed or
-    /// control batch, whose length is known only once written.
-    pub(crate) fn exact_encoded_len(&self) -> Result<Option<usize>, WriteError> {
-        match (&self.records, &self.compression) {
-            (ControlBatchOrRecords::Records(_), RecordBatchCompression::NoCompression) => {
-                // baseOffset, batchLength, partitionLeaderEpoch, magic, crc; then the body
-                Ok(Some(8 + 4 + 4 + 1 + 4 + self.body_ref().uncompressed_len()?))
-            }
-            _ => Ok(None),
-        }
+    /// Patched (see PATCHED.md): writes the batch at the end of `buf` in one pass, its body in
+    /// place, then fills in the batch length and the CRC over the body it wrote, instead of
+    /// writing the body into a buffer of its own and copying it after them.
+    pub(crate) fn write_into(&self, buf: &mut Vec<u8>) -> Result<(), WriteError> {
+        let body_ref = self.body_ref();
+        // baseOffset, batchLength, partitionLeaderEpoch, magic, crc; then the body (exact when
+        // uncompressed, so the buffer grows at most once).
+        buf.reserve(8 + 4 + 4 + 1 + 4 + body_ref.uncompressed_len()?);
+        Int64(self.base_offset).write(buf)?;
+        // batchLength: all fields after it (`partitionLeaderEpoch`, `magic`, `crc`, the body).
+        let length_at = buf.len();
+        Int32(0).write(buf)?;
+        Int32(self.partition_leader_epoch).write(buf)?;
+        Int8(2).write(buf)?;
+        let crc_at = buf.len();
+        Int32(0).write(buf)?;
+        let body_at = buf.len();
+        body_ref.write(buf)?;
+
+        let length = i32::try_from(buf.len() - crc_at + 4 + 1)
+            .map_err(|e| WriteError::Malformed(Box::new(e)))?;
+        buf[length_at..length_at + 4].copy_from_slice(&length.to_be_bytes());
+        // CRC-32C over everything after the crc field, as in the generic writer below.
+        let crc = crc32c::crc32c(&buf[body_at..]);
+        buf[crc_at..crc_at + 4].copy_from_slice(&crc.to_be_bytes());
+        Ok(())
     }
 }
 

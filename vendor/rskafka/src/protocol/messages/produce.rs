@@ -1,4 +1,4 @@
-use std::io::{Read, Write};
+use std::io::Read;
 
 use crate::protocol::{
     api_key::ApiKey,
@@ -22,13 +22,10 @@ pub struct ProduceRequestPartitionData {
     pub records: Records,
 }
 
-impl<W> WriteVersionedType<W> for ProduceRequestPartitionData
-where
-    W: Write,
-{
+impl WriteVersionedType<Vec<u8>> for ProduceRequestPartitionData {
     fn write_versioned(
         &self,
-        writer: &mut W,
+        writer: &mut Vec<u8>,
         version: ApiVersion,
     ) -> Result<(), WriteVersionedError> {
         let v = version.0.0;
@@ -49,13 +46,10 @@ pub struct ProduceRequestTopicData {
     pub partition_data: Vec<ProduceRequestPartitionData>,
 }
 
-impl<W> WriteVersionedType<W> for ProduceRequestTopicData
-where
-    W: Write,
-{
+impl WriteVersionedType<Vec<u8>> for ProduceRequestTopicData {
     fn write_versioned(
         &self,
-        writer: &mut W,
+        writer: &mut Vec<u8>,
         version: ApiVersion,
     ) -> Result<(), WriteVersionedError> {
         let v = version.0.0;
@@ -87,13 +81,10 @@ pub struct ProduceRequest {
     pub topic_data: Vec<ProduceRequestTopicData>,
 }
 
-impl<W> WriteVersionedType<W> for ProduceRequest
-where
-    W: Write,
-{
+impl WriteVersionedType<Vec<u8>> for ProduceRequest {
     fn write_versioned(
         &self,
-        writer: &mut W,
+        writer: &mut Vec<u8>,
         version: ApiVersion,
     ) -> Result<(), WriteVersionedError> {
         let v = version.0.0;
