@@ -11,7 +11,7 @@ use pubsub_kafka_bridge::server;
 /// mimalloc 2.x instead of glibc's malloc. With 64 deliveries in flight, glibc's per-thread
 /// cache overflows and its slow paths (free-chunk consolidation on every allocation of 1 KiB or
 /// more) were a fifth of the server's instructions: callgrind over the whole server under
-/// `infra/bench.sh --profile 1024` counted 48.2k instructions per delivery with glibc, 39.8k
+/// `infra/bench.sh --profile 1024` counted 45.3k instructions per delivery with glibc, 37.8k
 /// with mimalloc 2. Its 2.x line returns freed pages to the system within milliseconds, so the
 /// resident set tracks live memory as the in-flight budget assumes (peak RSS in README,
 /// Performance); the 3.x line held more in the same runs.
