@@ -197,7 +197,7 @@ impl<P: Produce> App<P> {
         permit: &mut Option<InflightPermit>,
     ) -> Result<Ack, DeliveryError> {
         let message: PubsubMessage =
-            envelope::parse_push(headers, &body, self.config.push_payload, chrono::Utc::now())
+            envelope::parse_push(headers, &body, self.config.push_payload, chrono::Utc::now)
                 .inspect_err(|_| *message_id = envelope::message_id_hint(&body))?;
         drop(body);
         *message_id = Some(message.message_id.clone()).filter(|id| !id.is_empty());

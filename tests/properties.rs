@@ -43,7 +43,7 @@ proptest! {
     #[test]
     fn arbitrary_bytes_never_panic_the_envelope_parser(body in prop::collection::vec(any::<u8>(), 0..2048)) {
         let _ = parse_wrapped(&body);
-        let _ = parse_push(&HeaderMap::new(), &body, PushPayload::Auto, chrono::Utc::now());
+        let _ = parse_push(&HeaderMap::new(), &body, PushPayload::Auto, chrono::Utc::now);
     }
 
     #[test]
