@@ -6,7 +6,7 @@ use std::future::{Future, poll_fn};
 use std::pin::pin;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -19,13 +19,13 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::error::DeliveryError;
 use crate::kafka::Produce;
 use crate::limits::{BodyMeter, BodyVerdict, HttpLimits, InflightPermit};
-use crate::service::{Head, Service};
+use crate::service::{Head, Service, Signal};
 
 /// Largest request head (request line plus headers) accepted; oversized heads are answered
 /// 431 (HTTP/1) or the stream is refused (HTTP/2) instead of filling memory.
@@ -59,7 +59,7 @@ pub async fn run<P: Produce>(
     let builder = Arc::new(http_builder(service.config()));
     // One permit per open connection: at the maximum, new clients wait in the listen backlog.
     let connections = Arc::new(Semaphore::new(limits.max_connections));
-    let stopping = Arc::new(Stopping::default());
+    let stopping = Arc::new(Signal::default());
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -97,7 +97,7 @@ pub async fn run<P: Produce>(
         connections = open,
         "shutting down: draining in-flight deliveries"
     );
-    stopping.set();
+    stopping.raise();
     let grace = service.config().shutdown_timeout;
     let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
     let drained = tokio::time::timeout(grace, connections.acquire_many(all))
@@ -132,27 +132,6 @@ fn http_builder(config: &crate::Config) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-/// The server's stop, as connections see it: a flag read on every wake-up of a connection and
-/// a [`Notify`] that wakes each connection once when it is set. (A `watch` channel and a
-/// `select!` over it and the idle timer cost about 600 instructions per delivery: callgrind,
-/// whole server under `infra/bench.sh --profile 1024`.)
-#[derive(Default)]
-struct Stopping {
-    set: AtomicBool,
-    wake: Notify,
-}
-
-impl Stopping {
-    fn set(&self) {
-        self.set.store(true, Ordering::SeqCst);
-        self.wake.notify_waiters();
-    }
-
-    fn is_set(&self) -> bool {
-        self.set.load(Ordering::SeqCst)
-    }
-}
-
 /// Drives one connection: waits (bounded) for its first bytes, serves it, and closes it when
 /// it idles past `HTTP_IDLE_TIMEOUT_MS` or the server stops.
 ///
@@ -164,7 +143,7 @@ async fn serve_connection<P: Produce>(
     service: Arc<Service<P>>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     _permit: OwnedSemaphorePermit,
-    stopping: Arc<Stopping>,
+    stopping: Arc<Signal>,
 ) {
     let limits = service.config().limits;
     let first_bytes_by = Instant::now() + service.config().header_read_timeout;
@@ -180,13 +159,13 @@ async fn serve_connection<P: Produce>(
         })
     };
     let mut connection = pin!(builder.serve_connection(TokioIo::new(stream), service));
-    let mut stop = pin!(stopping.wake.notified());
+    let mut stop = pin!(stopping.notified());
     let mut timer = pin!(tokio::time::sleep_until(
         activity.idle_deadline(limits.idle_timeout)
     ));
     let mut stop_registered = false;
     let mut timer_registered = false;
-    // Set once the connection was asked to close: when to look again whether it has.
+    // Set once the connection was asked to close; the timer then bounds the wait for it.
     let mut closing = false;
     poll_fn(|cx| {
         loop {
@@ -194,11 +173,11 @@ async fn serve_connection<P: Produce>(
                 return Poll::Ready(());
             }
             if !stop_registered {
-                // Never ready before `set`, which is checked after this.
+                // Never ready before `raise`, whose flag is read after this.
                 let _ = stop.as_mut().poll(cx);
                 stop_registered = true;
             }
-            if !closing && stopping.is_set() {
+            if !closing && stopping.is_raised() {
                 // Server shutdown: in-flight requests finish; `run` bounds how long.
                 connection.as_mut().graceful_shutdown();
                 closing = true;

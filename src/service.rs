@@ -39,11 +39,35 @@ pub struct Service<P = KafkaProducer> {
     app: App<P>,
     metrics: Metrics,
     inflight: InflightBudget,
-    /// Set when the shutdown grace period is over: waiting deliveries answer 503.
-    abandoned: AtomicBool,
-    /// Wakes the deliveries waiting when `abandoned` is set. (A `watch` channel did the same
-    /// at about twice the cost per delivery: callgrind, whole server under load.)
-    abandon: Notify,
+    /// Raised when the shutdown grace period is over: waiting deliveries answer 503.
+    abandoned: Signal,
+}
+
+/// A one-way flag with a wake-up: set once, read cheaply, and every waiter registered before
+/// it was set is woken. (A `watch` channel did the same at about twice the cost per delivery:
+/// callgrind, whole server under load.) The server's stop and the end of its grace period.
+#[derive(Debug, Default)]
+pub(crate) struct Signal {
+    raised: AtomicBool,
+    wake: Notify,
+}
+
+impl Signal {
+    /// Sets the flag, then wakes every waiter registered so far.
+    pub(crate) fn raise(&self) {
+        self.raised.store(true, Ordering::SeqCst);
+        self.wake.notify_waiters();
+    }
+
+    pub(crate) fn is_raised(&self) -> bool {
+        self.raised.load(Ordering::SeqCst)
+    }
+
+    /// A waiter. `raise` wakes every one that exists when it is called, polled or not, so one
+    /// created before [`Signal::is_raised`] is read misses nothing.
+    pub(crate) fn notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.wake.notified()
+    }
 }
 
 impl<P> std::fmt::Debug for Service<P> {
@@ -60,8 +84,7 @@ impl<P: Produce> Service<P> {
         Self {
             inflight: InflightBudget::new(app.config().limits.inflight),
             metrics: Metrics::default(),
-            abandoned: AtomicBool::new(false),
-            abandon: Notify::new(),
+            abandoned: Signal::default(),
             app,
         }
     }
@@ -88,8 +111,7 @@ impl<P: Produce> Service<P> {
 
     /// Ends the shutdown grace period: deliveries still waiting for Kafka answer 503.
     pub fn abandon_in_flight(&self) {
-        self.abandoned.store(true, Ordering::SeqCst);
-        self.abandon.notify_waiters();
+        self.abandoned.raise();
     }
 
     /// Handles one request whose body is already in memory (Lambda, tests).
@@ -148,10 +170,9 @@ impl<P: Produce> Service<P> {
         body: Bytes,
         permit: InflightPermit,
     ) -> Response<Bytes> {
-        // Created before the flag is read: `notify_waiters` wakes every `Notified` that exists
-        // when it is called, polled or not, so none is missed.
-        let abandon = self.abandon.notified();
-        let outcome = if self.abandoned.load(Ordering::SeqCst) {
+        // Created before the flag is read, so none is missed (see `Signal::notified`).
+        let abandon = self.abandoned.notified();
+        let outcome = if self.abandoned.is_raised() {
             Outcome {
                 message_id: None,
                 result: Err(DeliveryError::ShuttingDown),

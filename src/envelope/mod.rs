@@ -413,7 +413,7 @@ fn utc_millis(text: &[u8]) -> Option<i64> {
     let valid = year >= 1970
         && (1..=12).contains(&month)
         && day >= 1
-        && day <= month_days[(month - 1).clamp(0, 11) as usize]
+        && day <= month_days[(month - 1) as usize]
         && hour <= 23
         && minute <= 59
         && second <= 59;
