@@ -262,8 +262,21 @@ async fn noop_server(port: u16) {
     }
 }
 
+/// CPU seconds and peak RSS of a process, from /proc.
+struct Usage {
+    user: f64,
+    system: f64,
+    peak_kib: u64,
+}
+
+impl Usage {
+    fn cpu(&self) -> f64 {
+        self.user + self.system
+    }
+}
+
 /// User and system CPU seconds and peak RSS (KiB) of a process, from /proc.
-fn process_usage(pid: u32) -> (f64, u64) {
+fn process_usage(pid: u32) -> Usage {
     let ticks = Command::new("getconf")
         .arg("CLK_TCK")
         .output()
@@ -276,22 +289,25 @@ fn process_usage(pid: u32) -> (f64, u64) {
         .rsplit_once(')')
         .map(|(_, rest)| rest.split_whitespace().collect())
         .unwrap_or_default();
-    let cpu = fields
-        .get(11)
-        .and_then(|u| u.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        + fields
-            .get(12)
-            .and_then(|s| s.parse::<f64>().ok())
-            .unwrap_or(0.0);
+    let seconds = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|t| t.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / ticks
+    };
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let hwm = status
+    let peak_kib = status
         .lines()
         .find(|l| l.starts_with("VmHWM:"))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    (cpu / ticks, hwm)
+    Usage {
+        user: seconds(11),
+        system: seconds(12),
+        peak_kib,
+    }
 }
 
 fn metric(text: &str, name: &str) -> f64 {
@@ -391,14 +407,20 @@ async fn token_cache(jwks: &JwksServer) -> (f64, f64) {
         .collect();
     let started = Instant::now();
     for token in &distinct {
-        verifier.verify(Some(token), now()).await.unwrap();
+        verifier
+            .verify(Some(token.as_bytes()), now())
+            .await
+            .unwrap();
     }
     let uncached = started.elapsed().as_secs_f64() * 1e6 / distinct.len() as f64;
     let reused = &distinct[0];
     let n = 20_000;
     let started = Instant::now();
     for _ in 0..n {
-        verifier.verify(Some(reused), now()).await.unwrap();
+        verifier
+            .verify(Some(reused.as_bytes()), now())
+            .await
+            .unwrap();
     }
     let cached = started.elapsed().as_secs_f64() * 1e6 / n as f64;
     (uncached, cached)
@@ -474,7 +496,7 @@ async fn scaling(jwks: &JwksServer, token: &str, seconds: f64, prices: &Prices) 
             };
             warm.await;
             let before = get(&client, &format!("{base}/metrics")).await.1;
-            let (cpu_before, _) = process_usage(bridge.0.id());
+            let cpu_before = process_usage(bridge.0.id()).cpu();
             let run = {
                 let (client, pool) = (client.clone(), Arc::clone(&pool));
                 closed_loop(
@@ -484,7 +506,8 @@ async fn scaling(jwks: &JwksServer, token: &str, seconds: f64, prices: &Prices) 
                 )
                 .await
             };
-            let (cpu_after, peak_kib) = process_usage(bridge.0.id());
+            let after_run = process_usage(bridge.0.id());
+            let (cpu_after, peak_kib) = (after_run.cpu(), after_run.peak_kib);
             let after = get(&client, &format!("{base}/metrics")).await.1;
             drop(bridge);
             let delta = |name: &str| metric(&after, name) - metric(&before, name);
@@ -592,7 +615,7 @@ async fn profile(broker: &Broker, jwks: &JwksServer, token: &str, size: usize, s
         "bridge pid {}: {size} B deliveries for {seconds} s",
         bridge.0.id()
     );
-    let (cpu_before, _) = process_usage(bridge.0.id());
+    let before = process_usage(bridge.0.id());
     let bodies = Arc::new(Bodies::new(size, "profile"));
     let (url, auth) = (format!("{base}/"), format!("Bearer {token}"));
     let run = closed_loop(
@@ -601,7 +624,7 @@ async fn profile(broker: &Broker, jwks: &JwksServer, token: &str, size: usize, s
         move |i| push_op(client.clone(), &url, &auth, bodies.body(i)),
     )
     .await;
-    let (cpu_after, rss) = process_usage(bridge.0.id());
+    let after = process_usage(bridge.0.id());
     // SIGTERM, so a profiler the bridge runs under writes its data as the bridge exits.
     let _ = Command::new("kill")
         .args(["-TERM", &bridge.0.id().to_string()])
@@ -609,12 +632,16 @@ async fn profile(broker: &Broker, jwks: &JwksServer, token: &str, size: usize, s
     let mut bridge = bridge;
     let _ = bridge.0.wait();
     let delivered = run.per_second * seconds;
+    let per_delivery = |seconds: f64| seconds / delivered * 1e6;
     println!(
-        "{:.0} deliveries/s, p99 {:.2} ms, {:.1} µs CPU per delivery, peak RSS {:.1} MiB",
+        "{:.0} deliveries/s, p99 {:.2} ms, {:.1} µs CPU per delivery ({:.1} user, {:.1} system), \
+         peak RSS {:.1} MiB",
         run.per_second,
         run.p99_ms,
-        (cpu_after - cpu_before) / delivered * 1e6,
-        rss as f64 / 1024.0
+        per_delivery(after.cpu() - before.cpu()),
+        per_delivery(after.user - before.user),
+        per_delivery(after.system - before.system),
+        after.peak_kib as f64 / 1024.0
     );
 }
 
@@ -699,9 +726,10 @@ async fn main() {
         )
         .await;
         let before = get(&client, &format!("{base}/metrics")).await.1;
-        let (cpu_before, _) = process_usage(bridge.0.id());
+        let cpu_before = process_usage(bridge.0.id()).cpu();
         let run = http_load(&format!("{base}/"), &token, &bodies, count, 204).await;
-        let (cpu_after, peak_rss_kib) = process_usage(bridge.0.id());
+        let after_run = process_usage(bridge.0.id());
+        let (cpu_after, peak_rss_kib) = (after_run.cpu(), after_run.peak_kib);
         let after = get(&client, &format!("{base}/metrics")).await.1;
         drop(bridge);
         drop(broker);

@@ -153,7 +153,7 @@ impl<P: Produce> App<P> {
         };
         let authorization = headers
             .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
+            .map(http::HeaderValue::as_bytes);
         verifier.verify(authorization, unix_now()).await?;
         Ok(())
     }

@@ -3,11 +3,11 @@
 
 use std::convert::Infallible;
 use std::future::{Future, poll_fn};
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::Poll;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -15,9 +15,10 @@ use futures_util::FutureExt as _;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body as _, Incoming};
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -56,7 +57,7 @@ pub async fn run<P: Produce>(
     shutdown: impl Future<Output = ()>,
 ) {
     let limits = service.config().limits;
-    let builder = Arc::new(http_builder(service.config()));
+    let builders = Arc::new(Builders::new(service.config()));
     // One permit per open connection: at the maximum, new clients wait in the listen backlog.
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let stopping = Arc::new(Signal::default());
@@ -86,7 +87,7 @@ pub async fn run<P: Produce>(
         tokio::spawn(serve_connection(
             stream,
             Arc::clone(&service),
-            Arc::clone(&builder),
+            Arc::clone(&builders),
             permit,
             Arc::clone(&stopping),
         ));
@@ -114,57 +115,134 @@ pub async fn run<P: Produce>(
     tracing::info!("stopped");
 }
 
-fn http_builder(config: &crate::Config) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(config.header_read_timeout)
-        .max_buf_size(MAX_HEADER_BYTES);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(MAX_HEADER_BYTES as u32)
-        .max_concurrent_streams(config.limits.h2_max_streams)
-        .initial_stream_window_size(H2_STREAM_WINDOW)
-        .initial_connection_window_size(H2_CONNECTION_WINDOW)
-        .keep_alive_interval(Duration::from_secs(30));
-    builder
+/// hyper's two protocols, configured once; a connection gets the one its first bytes show.
+struct Builders {
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
 }
 
-/// Drives one connection: waits (bounded) for its first bytes, serves it, and closes it when
-/// it idles past `HTTP_IDLE_TIMEOUT_MS` or the server stops.
-///
-/// One timer serves both the idle limit and, once closing, the grace before a drop. It and
-/// the stop signal are polled once when armed, which registers this task for their wake-up;
-/// every other wake-up (each request wakes the connection several times) reads only a flag.
+impl Builders {
+    fn new(config: &crate::Config) -> Self {
+        let mut http1 = http1::Builder::new();
+        // The head deadline is the connection's own (see `serve_connection`): hyper's would put
+        // a boxed timer in the wheel and take it out again for every request, and would also
+        // close keep-alive connections idle past it, cutting `HTTP_IDLE_TIMEOUT_MS` short.
+        http1
+            .header_read_timeout(None)
+            .max_buf_size(MAX_HEADER_BYTES);
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2
+            .timer(TokioTimer::new())
+            .max_header_list_size(MAX_HEADER_BYTES as u32)
+            .max_concurrent_streams(config.limits.h2_max_streams)
+            .initial_stream_window_size(H2_STREAM_WINDOW)
+            .initial_connection_window_size(H2_CONNECTION_WINDOW)
+            .keep_alive_interval(Duration::from_secs(30));
+        Self { http1, http2 }
+    }
+}
+
+/// A connection hyper serves, whichever its protocol: it ends, or is asked to close.
+trait Served: Future<Output = hyper::Result<()>> {
+    /// Stops taking new requests; those in progress finish, then the future completes.
+    fn close(self: Pin<&mut Self>);
+}
+
+impl<S> Served for http1::Connection<TokioIo<HeadWatch>, S>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = Full<Bytes>>,
+{
+    fn close(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<S> Served for http2::Connection<TokioIo<TcpStream>, S, TokioExecutor>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = Full<Bytes>>,
+    S::Future: Send + 'static,
+{
+    fn close(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+/// Drives one connection: waits (bounded) for its first bytes, serves it with the protocol
+/// they show, and closes it when an HTTP/1 request head stalls past `HTTP_HEADER_READ_TIMEOUT_MS`,
+/// when it idles past `HTTP_IDLE_TIMEOUT_MS`, or when the server stops.
 async fn serve_connection<P: Produce>(
     stream: TcpStream,
     service: Arc<Service<P>>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builders: Arc<Builders>,
     _permit: OwnedSemaphorePermit,
     stopping: Arc<Signal>,
 ) {
-    let limits = service.config().limits;
-    let first_bytes_by = Instant::now() + service.config().header_read_timeout;
-    if !await_request_start(&stream, first_bytes_by).await {
+    let config = service.config();
+    let first_bytes_by = Instant::now() + config.header_read_timeout;
+    let Some(protocol) = await_request_start(&stream, first_bytes_by).await else {
         return; // dropped: closed
-    }
+    };
+    let deadlines = Deadlines {
+        head: config.header_read_timeout,
+        idle: config.limits.idle_timeout,
+    };
     let activity = Arc::new(Activity::new());
-    let service = {
+    let requests = {
         let activity = Arc::clone(&activity);
-        service_fn(move |request| {
+        service_fn(move |request: Request<Incoming>| {
             let busy = Activity::begin(&activity);
-            serve(Arc::clone(&service), request, busy)
+            // Taken apart here: the parts the request future holds are then its only copy.
+            let (head, body) = request.into_parts();
+            serve(Arc::clone(&service), head, body, busy)
         })
     };
-    let mut connection = pin!(builder.serve_connection(TokioIo::new(stream), service));
+    match protocol {
+        Protocol::Http1 => {
+            let io = TokioIo::new(HeadWatch {
+                stream,
+                activity: Arc::clone(&activity),
+            });
+            let connection = builders.http1.serve_connection(io, requests);
+            supervise(pin!(connection), &activity, deadlines, &stopping).await;
+        }
+        Protocol::Http2 => {
+            let connection = builders
+                .http2
+                .serve_connection(TokioIo::new(stream), requests);
+            supervise(pin!(connection), &activity, deadlines, &stopping).await;
+        }
+    }
+}
+
+/// How long a connection may take over a request head, and stay without a request.
+#[derive(Clone, Copy)]
+struct Deadlines {
+    head: Duration,
+    idle: Duration,
+}
+
+/// Polls `connection` to its end under its deadlines and the server's stop.
+///
+/// One timer serves the head deadline, the idle limit and, once closing, the grace before a
+/// drop. It is armed for a head only when a poll ends with part of one read and not the rest
+/// (the common request arrives whole and never touches it), and it and the stop signal are
+/// polled once when armed, which registers this task for their wake-up; every other wake-up
+/// (each request wakes the connection several times) reads only flags.
+async fn supervise(
+    mut connection: Pin<&mut impl Served>,
+    activity: &Activity,
+    deadlines: Deadlines,
+    stopping: &Signal,
+) {
     let mut stop = pin!(stopping.notified());
     let mut timer = pin!(tokio::time::sleep_until(
-        activity.idle_deadline(limits.idle_timeout)
+        activity.idle_deadline(deadlines.idle)
     ));
     let mut stop_registered = false;
     let mut timer_registered = false;
+    // The request count when the timer was armed for a head: a head has `deadlines.head` from
+    // its first bytes, and a later head gets its own.
+    let mut head_armed_at: Option<u64> = None;
     // Set once the connection was asked to close; the timer then bounds the wait for it.
     let mut closing = false;
     poll_fn(|cx| {
@@ -179,13 +257,18 @@ async fn serve_connection<P: Produce>(
             }
             if !closing && stopping.is_raised() {
                 // Server shutdown: in-flight requests finish; `run` bounds how long.
-                connection.as_mut().graceful_shutdown();
+                connection.as_mut().close();
                 closing = true;
                 timer
                     .as_mut()
                     .reset(Instant::now() + Duration::from_secs(86_400));
                 timer_registered = false;
                 continue;
+            }
+            if !closing && head_armed_at.is_none() && activity.awaits_head() {
+                timer.as_mut().reset(Instant::now() + deadlines.head);
+                head_armed_at = Some(activity.requests());
+                timer_registered = false;
             }
             if !timer_registered {
                 // Polled without coop budget, a timer only asks to be polled again.
@@ -198,46 +281,76 @@ async fn serve_connection<P: Produce>(
                 return Poll::Pending;
             }
             timer_registered = false;
-            if !closing {
-                let idle_by = activity.idle_deadline(limits.idle_timeout);
-                if idle_by <= Instant::now() {
-                    connection.as_mut().graceful_shutdown();
-                    closing = true;
-                    timer.as_mut().reset(Instant::now() + CLOSE_GRACE);
-                } else {
-                    timer.as_mut().reset(idle_by);
+            if closing {
+                if !activity.is_busy() {
+                    return Poll::Ready(());
                 }
-            } else if !activity.is_busy() {
-                return Poll::Ready(());
-            } else {
                 timer.as_mut().reset(Instant::now() + CLOSE_GRACE);
+                continue;
+            }
+            if let Some(armed_at) = head_armed_at.take()
+                && activity.awaits_head()
+            {
+                if armed_at == activity.requests() {
+                    // The head is still not complete: drop the connection (slow loris).
+                    return Poll::Ready(());
+                }
+                // A later head: it gets the whole deadline from now.
+                timer.as_mut().reset(Instant::now() + deadlines.head);
+                head_armed_at = Some(activity.requests());
+                continue;
+            }
+            let idle_by = activity.idle_deadline(deadlines.idle);
+            if idle_by <= Instant::now() {
+                connection.as_mut().close();
+                closing = true;
+                timer.as_mut().reset(Instant::now() + CLOSE_GRACE);
+            } else {
+                timer.as_mut().reset(idle_by);
             }
         }
     })
     .await;
 }
 
+/// The protocol a connection speaks, told from its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Http1,
+    /// h2c with prior knowledge: the connection opened with the HTTP/2 preface.
+    Http2,
+}
+
 /// Waits until the connection has sent enough to tell HTTP/1 from HTTP/2, or `deadline`
-/// passes (`false`: close it). Bytes are peeked, not consumed, so hyper reads them again.
-async fn await_request_start(stream: &TcpStream, deadline: Instant) -> bool {
+/// passes (`None`: close it). Bytes are peeked, not consumed, so hyper reads them again.
+async fn await_request_start(stream: &TcpStream, deadline: Instant) -> Option<Protocol> {
     let mut buffer = [0u8; H2_PREFACE.len()];
     loop {
         let seen = match tokio::time::timeout_at(deadline, stream.peek(&mut buffer)).await {
             Ok(Ok(seen)) => seen,
-            _ => return false,
+            _ => return None,
         };
         if seen == 0 {
-            return false;
+            return None;
         }
         if !is_partial_h2_preface(&buffer[..seen]) {
-            return true;
+            return Some(protocol_of(&buffer[..seen]));
         }
         // Part of the HTTP/2 preface (or an HTTP/1 request cut after its first letter):
         // peek returns at once while those bytes sit there, so poll for the rest.
         if Instant::now() >= deadline {
-            return false;
+            return None;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The protocol of a connection whose first bytes are `seen` (not a partial preface).
+fn protocol_of(seen: &[u8]) -> Protocol {
+    if seen == H2_PREFACE {
+        Protocol::Http2
+    } else {
+        Protocol::Http1
     }
 }
 
@@ -246,9 +359,15 @@ fn is_partial_h2_preface(seen: &[u8]) -> bool {
     seen.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(seen)
 }
 
-/// Requests in progress on one connection, and since when it has had none.
+/// Requests in progress on one connection, since when it has had none, and whether part of
+/// a request head has arrived since the last request began.
 struct Activity {
     busy: AtomicUsize,
+    /// Requests begun on the connection.
+    begun: AtomicU64,
+    /// Set by a read while no request is in progress (bytes of the next head), cleared when a
+    /// request begins. Everything here is touched from the connection's one task.
+    head_started: AtomicBool,
     idle_since: Mutex<Instant>,
 }
 
@@ -259,17 +378,37 @@ impl Activity {
     fn new() -> Self {
         Self {
             busy: AtomicUsize::new(0),
+            begun: AtomicU64::new(0),
+            head_started: AtomicBool::new(false),
             idle_since: Mutex::new(Instant::now()),
         }
     }
 
     fn begin(this: &Arc<Self>) -> Busy {
         this.busy.fetch_add(1, Ordering::AcqRel);
+        this.begun.fetch_add(1, Ordering::Relaxed);
+        this.head_started.store(false, Ordering::Relaxed);
         Busy(Arc::clone(this))
     }
 
     fn is_busy(&self) -> bool {
         self.busy.load(Ordering::Acquire) > 0
+    }
+
+    fn requests(&self) -> u64 {
+        self.begun.load(Ordering::Relaxed)
+    }
+
+    /// Bytes arrived: with no request in progress, they start the next request's head.
+    fn bytes_read(&self) {
+        if !self.is_busy() {
+            self.head_started.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether part of a request head has arrived and the request has not begun.
+    fn awaits_head(&self) -> bool {
+        self.head_started.load(Ordering::Relaxed) && !self.is_busy()
     }
 
     /// When the connection will have idled for `timeout` (a moment from now while busy).
@@ -288,16 +427,68 @@ impl Drop for Busy {
     }
 }
 
+/// An HTTP/1 connection's socket, telling its [`Activity`] when bytes arrive between
+/// requests: that starts a request head, which then has `HTTP_HEADER_READ_TIMEOUT_MS`.
+struct HeadWatch {
+    stream: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for HeadWatch {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.bytes_read();
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for HeadWatch {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
 /// One request: answered from its head when possible (token, method, budget) without reading
 /// the body; otherwise the body is read within the limits and the delivery runs. When the
 /// client goes away hyper drops this future, which cancels the delivery and frees its memory
 /// (Pub/Sub redelivers what it never got an answer for).
 async fn serve<P: Produce>(
     service: Arc<Service<P>>,
-    request: Request<Incoming>,
+    head: http::request::Parts,
+    body: Incoming,
     _busy: Busy,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    let (head, body) = request.into_parts();
     let http1 = head.version < http::Version::HTTP_2;
     let mut permit = match service.admit(&head).await {
         Head::Delivery(permit) => permit,
@@ -308,11 +499,9 @@ async fn serve<P: Produce>(
     };
     let limits = service.config().limits;
     let max_body = service.config().max_body_bytes;
-    let declared = head
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    // The length hyper framed the body by (Content-Length, validated), without a second
+    // header lookup and parse; `None` for a chunked body.
+    let declared = body.size_hint().exact();
     let body = match declared {
         // Far too large to be worth reading: refuse at once.
         Some(length) if length > DRAIN_MAX_BYTES.max(max_body as u64) => Err(BodyFailure {
@@ -337,7 +526,7 @@ async fn serve<P: Produce>(
         None => read_body(body, max_body, None, &limits, &mut permit).await,
     };
     match body {
-        Ok(body) => Ok(finish(service.deliver(head, body, permit).await, false)),
+        Ok(body) => Ok(finish(service.deliver(&head, body, permit).await, false)),
         Err(failure) => {
             drop(permit);
             let response = service.refuse(failure.error, &head.headers);
@@ -520,5 +709,32 @@ mod tests {
         assert!(!is_partial_h2_preface(H2_PREFACE));
         assert!(!is_partial_h2_preface(b"PO"));
         assert!(!is_partial_h2_preface(b"GET / HTTP/1.1"));
+    }
+
+    #[test]
+    fn only_the_whole_preface_means_http2() {
+        assert_eq!(protocol_of(H2_PREFACE), Protocol::Http2);
+        assert_eq!(protocol_of(b"POST / HTTP/1.1\r\n"), Protocol::Http1);
+        assert_eq!(
+            protocol_of(b"PRI * HTTP/2.0\r\n\r\nSX\r\n\r\n"),
+            Protocol::Http1
+        );
+    }
+
+    #[test]
+    fn a_head_is_awaited_from_bytes_between_requests_until_a_request_begins() {
+        let activity = Arc::new(Activity::new());
+        assert!(!activity.awaits_head());
+        activity.bytes_read();
+        assert!(activity.awaits_head());
+        let busy = Activity::begin(&activity);
+        assert_eq!(activity.requests(), 1);
+        assert!(!activity.awaits_head());
+        // Body bytes, read while the request is in progress, start no head.
+        activity.bytes_read();
+        drop(busy);
+        assert!(!activity.awaits_head());
+        activity.bytes_read();
+        assert!(activity.awaits_head());
     }
 }

@@ -128,7 +128,7 @@ impl<P: Produce> Service<P> {
         if let Err(overloaded) = permit.reserve(body.len()) {
             return self.refuse(overloaded.into(), &head.headers);
         }
-        self.deliver(head, body, permit).await
+        self.deliver(&head, body, permit).await
     }
 
     /// Decides what the head alone can: routes, method, token, room in the in-flight budget.
@@ -166,7 +166,7 @@ impl<P: Produce> Service<P> {
     /// redelivers what it got no answer for.
     pub async fn deliver(
         &self,
-        head: Parts,
+        head: &Parts,
         body: Bytes,
         permit: InflightPermit,
     ) -> Response<Bytes> {

@@ -307,3 +307,77 @@ async fn idle_connections_are_closed_after_the_idle_timeout_http2_included() {
         started.elapsed()
     );
 }
+
+/// The head deadline runs from a head's first bytes, not from the end of the last request: a
+/// keep-alive connection may idle (without a byte) up to `HTTP_IDLE_TIMEOUT_MS`, however short
+/// `HTTP_HEADER_READ_TIMEOUT_MS` is, while a later head that stalls halfway is cut at the head
+/// deadline, long before the idle one.
+#[tokio::test]
+async fn keep_alive_connections_idle_to_the_idle_timeout_but_a_stalled_later_head_is_cut() {
+    let broker = Broker::start().await;
+    let jwks = JwksServer::start(&[key(1)]).await;
+    let bridge = bridge_with(
+        &broker,
+        &jwks,
+        &[
+            ("HTTP_HEADER_READ_TIMEOUT_MS", "300"),
+            ("HTTP_IDLE_TIMEOUT_MS", "1500"),
+        ],
+    )
+    .await;
+    let healthz = b"GET /healthz HTTP/1.1\r\nHost: bridge\r\n\r\n";
+
+    // Idle between requests: open past three head deadlines, closed by the idle one.
+    let mut stream = TcpStream::connect(bridge.addr).await.unwrap();
+    stream.write_all(healthz).await.unwrap();
+    assert!(read_head(&mut stream).await.starts_with("HTTP/1.1 200 "));
+    let idle_from = Instant::now();
+    let (_, closed) = read_until_close(&mut stream, Duration::from_millis(1000)).await;
+    assert!(!closed, "closed after {:?} idle", idle_from.elapsed());
+    let (_, closed) = read_until_close(&mut stream, Duration::from_secs(3)).await;
+    assert!(
+        closed,
+        "still open {:?} after its last request",
+        idle_from.elapsed()
+    );
+    assert!(idle_from.elapsed() >= Duration::from_millis(1400));
+
+    // A second head, stalled after a few bytes: cut at the head deadline.
+    let mut stream = TcpStream::connect(bridge.addr).await.unwrap();
+    stream.write_all(healthz).await.unwrap();
+    assert!(read_head(&mut stream).await.starts_with("HTTP/1.1 200 "));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHo")
+        .await
+        .unwrap();
+    let stalled_from = Instant::now();
+    let (answer, closed) = read_until_close(&mut stream, Duration::from_secs(3)).await;
+    assert!(closed, "a stalled head kept its connection open");
+    assert_eq!(answer, "", "nothing is answered to half a head");
+    let waited = stalled_from.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_millis(1200),
+        "{waited:?}"
+    );
+}
+
+/// Header bytes that are not text (obs-text, invalid UTF-8) in `Authorization` are an invalid
+/// token: 401 from the head, the connection still usable, nothing produced.
+#[tokio::test]
+async fn an_authorization_value_that_is_not_text_is_an_invalid_token() {
+    let broker = Broker::start().await;
+    let jwks = JwksServer::start(&[key(1)]).await;
+    let bridge = bridge_with(&broker, &jwks, &[]).await;
+    let body = body_of("not-text");
+    let mut request =
+        b"POST / HTTP/1.1\r\nHost: bridge\r\nAuthorization: Bearer ey\xff\xfe.e30.c2ln\r\n"
+            .to_vec();
+    request.extend_from_slice(format!("Content-Length: {}\r\n\r\n{body}", body.len()).as_bytes());
+    let mut stream = TcpStream::connect(bridge.addr).await.unwrap();
+    stream.write_all(&request).await.unwrap();
+    let answer = read_head(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 401 "), "{answer}");
+    assert!(answer.contains("invalid_token"), "{answer}");
+    assert!(broker.read_all("limits").await.is_empty());
+}

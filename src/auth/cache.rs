@@ -29,7 +29,7 @@ impl<V> std::fmt::Debug for TokenCache<V> {
 /// Token → verdict, at most `capacity` entries.
 pub struct TokenCache<V> {
     capacity: usize,
-    entries: HashMap<Arc<str>, Entry<V>, TailHashing>,
+    entries: HashMap<Arc<[u8]>, Entry<V>, TailHashing>,
     /// Monotonic use counter: the entry with the smallest `last_used` is the least recent.
     clock: u64,
 }
@@ -45,7 +45,7 @@ impl<V: Clone> TokenCache<V> {
     }
 
     /// The verdict for `token` if it is cached and not expired at `now`.
-    pub fn get(&mut self, token: &str, now: u64) -> Option<V> {
+    pub fn get(&mut self, token: &[u8], now: u64) -> Option<V> {
         let entry = self.entries.get_mut(token)?;
         if entry.expires_at <= now {
             self.entries.remove(token);
@@ -58,7 +58,7 @@ impl<V: Clone> TokenCache<V> {
 
     /// Keeps `value` for `token` until `expires_at` (capped at [`MAX_TTL_SECONDS`] from `now`).
     /// When full, expired entries go first, then the least recently used one.
-    pub fn insert(&mut self, token: &str, value: V, expires_at: u64, now: u64) {
+    pub fn insert(&mut self, token: &[u8], value: V, expires_at: u64, now: u64) {
         let expires_at = expires_at.min(now.saturating_add(MAX_TTL_SECONDS));
         if expires_at <= now {
             return;
@@ -154,6 +154,10 @@ impl Hasher for TailHasher {
         last[..words.remainder().len()].copy_from_slice(words.remainder());
         self.fold(u64::from_le_bytes(last));
     }
+    /// The key's length, written first by `[u8]`'s `Hash`: folded as it is.
+    fn write_usize(&mut self, length: usize) {
+        self.fold(length as u64);
+    }
     fn finish(&self) -> u64 {
         self.0
     }
@@ -173,14 +177,14 @@ mod tests {
         let base = format!("header.payload.{}", "A".repeat(HASHED_TAIL_BYTES + 10));
         let hashing = TailHashing::default();
         let mut seen = std::collections::HashSet::new();
-        assert!(seen.insert(hashing.hash_one(base.as_str())));
+        assert!(seen.insert(hashing.hash_one(base.as_bytes())));
         for at in base.len() - HASHED_TAIL_BYTES..base.len() {
             for &symbol in &symbols[1..] {
                 let mut token = base.clone().into_bytes();
                 token[at] = symbol;
                 let token = String::from_utf8(token).unwrap();
                 assert!(
-                    seen.insert(hashing.hash_one(token.as_str())),
+                    seen.insert(hashing.hash_one(token.as_bytes())),
                     "{token} shares a hash"
                 );
             }
@@ -203,30 +207,37 @@ mod tests {
         let (a, b) = (format!("header.aaaa.{tail}"), format!("header.bbbb.{tail}"));
         let hashing = TailHashing::default();
         assert_eq!(
-            hashing.hash_one(a.as_str()),
-            hashing.hash_one(b.as_str()),
+            hashing.hash_one(a.as_bytes()),
+            hashing.hash_one(b.as_bytes()),
             "only the tail is hashed"
         );
         assert_ne!(
-            hashing.hash_one(a.as_str()),
-            hashing.hash_one(format!("header.aaaa.{tail}x").as_str())
+            hashing.hash_one(a.as_bytes()),
+            hashing.hash_one(format!("header.aaaa.{tail}x").as_bytes())
         );
         let mut cache = TokenCache::new(4);
-        cache.insert(&a, 1, 100, 0);
-        assert_eq!(cache.get(&b, 0), None, "same bucket, different token");
-        cache.insert(&b, 2, 100, 0);
-        assert_eq!((cache.get(&a, 0), cache.get(&b, 0)), (Some(1), Some(2)));
+        cache.insert(a.as_bytes(), 1, 100, 0);
+        assert_eq!(
+            cache.get(b.as_bytes(), 0),
+            None,
+            "same bucket, different token"
+        );
+        cache.insert(b.as_bytes(), 2, 100, 0);
+        assert_eq!(
+            (cache.get(a.as_bytes(), 0), cache.get(b.as_bytes(), 0)),
+            (Some(1), Some(2))
+        );
     }
 
     #[test]
     fn keeps_a_verdict_until_it_expires() {
         let mut cache = TokenCache::new(4);
-        assert_eq!(cache.get("a", 100), None);
-        cache.insert("a", 1, 200, 100);
+        assert_eq!(cache.get(b"a", 100), None);
+        cache.insert(b"a", 1, 200, 100);
         assert_eq!(cache.len(), 1);
-        assert_eq!(cache.get("a", 100), Some(1));
-        assert_eq!(cache.get("a", 199), Some(1));
-        assert_eq!(cache.get("a", 200), None, "expired at expires_at");
+        assert_eq!(cache.get(b"a", 100), Some(1));
+        assert_eq!(cache.get(b"a", 199), Some(1));
+        assert_eq!(cache.get(b"a", 200), None, "expired at expires_at");
         assert_eq!(cache.len(), 0, "an expired entry is dropped when touched");
         assert!(cache.is_empty());
     }
@@ -234,14 +245,14 @@ mod tests {
     #[test]
     fn never_keeps_what_is_already_expired_and_caps_the_lifetime() {
         let mut cache = TokenCache::new(4);
-        cache.insert("past", 1, 100, 100);
+        cache.insert(b"past", 1, 100, 100);
         assert!(cache.is_empty());
-        cache.insert("forever", 2, u64::MAX, 100);
-        assert_eq!(cache.get("forever", 100 + MAX_TTL_SECONDS - 1), Some(2));
-        assert_eq!(cache.get("forever", 100 + MAX_TTL_SECONDS), None);
-        cache.insert("late", 3, u64::MAX, u64::MAX - 1);
+        cache.insert(b"forever", 2, u64::MAX, 100);
+        assert_eq!(cache.get(b"forever", 100 + MAX_TTL_SECONDS - 1), Some(2));
+        assert_eq!(cache.get(b"forever", 100 + MAX_TTL_SECONDS), None);
+        cache.insert(b"late", 3, u64::MAX, u64::MAX - 1);
         assert_eq!(
-            cache.get("late", u64::MAX - 1),
+            cache.get(b"late", u64::MAX - 1),
             Some(3),
             "no overflow near the end of time"
         );
@@ -250,64 +261,64 @@ mod tests {
     #[test]
     fn evicts_the_least_recently_used_when_full() {
         let mut cache = TokenCache::new(3);
-        cache.insert("push", 0, 10_000, 0);
+        cache.insert(b"push", 0, 10_000, 0);
         for i in 0..100 {
             // The real token stays in use while one-off tokens stream through.
-            assert_eq!(cache.get("push", 1), Some(0), "round {i}");
-            cache.insert(&format!("other-{i}"), 1, 10_000, 1);
+            assert_eq!(cache.get(b"push", 1), Some(0), "round {i}");
+            cache.insert(format!("other-{i}").as_bytes(), 1, 10_000, 1);
             assert!(cache.len() <= 3);
         }
         assert_eq!(cache.len(), 3);
-        assert_eq!(cache.get("other-99", 1), Some(1));
-        assert_eq!(cache.get("other-98", 1), Some(1));
-        assert_eq!(cache.get("other-97", 1), None, "least recent went");
+        assert_eq!(cache.get(b"other-99", 1), Some(1));
+        assert_eq!(cache.get(b"other-98", 1), Some(1));
+        assert_eq!(cache.get(b"other-97", 1), None, "least recent went");
     }
 
     #[test]
     fn expired_entries_go_before_live_ones() {
         let mut cache = TokenCache::new(2);
-        cache.insert("live", 0, 1_000, 0);
-        cache.insert("short", 1, 10, 0);
-        cache.get("short", 5);
-        cache.insert("new", 2, 1_000, 20);
+        cache.insert(b"live", 0, 1_000, 0);
+        cache.insert(b"short", 1, 10, 0);
+        cache.get(b"short", 5);
+        cache.insert(b"new", 2, 1_000, 20);
         assert_eq!(
-            cache.get("live", 20),
+            cache.get(b"live", 20),
             Some(0),
             "live kept although least recently used"
         );
-        assert_eq!(cache.get("new", 20), Some(2));
+        assert_eq!(cache.get(b"new", 20), Some(2));
         assert_eq!(cache.len(), 2);
     }
 
     #[test]
     fn replacing_a_token_does_not_evict_another() {
         let mut cache = TokenCache::new(2);
-        cache.insert("a", 0, 1_000, 0);
-        cache.insert("b", 1, 1_000, 0);
+        cache.insert(b"a", 0, 1_000, 0);
+        cache.insert(b"b", 1, 1_000, 0);
         assert!(!cache.is_empty());
         // "b" is the most recent: replacing it must not push out "a", the least recent.
-        cache.insert("b", 3, 1_000, 0);
-        cache.insert("a", 2, 1_000, 0);
-        assert_eq!(cache.get("a", 0), Some(2));
-        assert_eq!(cache.get("b", 0), Some(3));
+        cache.insert(b"b", 3, 1_000, 0);
+        cache.insert(b"a", 2, 1_000, 0);
+        assert_eq!(cache.get(b"a", 0), Some(2));
+        assert_eq!(cache.get(b"b", 0), Some(3));
     }
 
     #[test]
     fn an_entry_expiring_at_the_insert_is_dropped_before_a_live_one_is_evicted() {
         let mut cache = TokenCache::new(2);
-        cache.insert("live", 0, 100, 0);
-        cache.insert("ending", 1, 10, 0);
+        cache.insert(b"live", 0, 100, 0);
+        cache.insert(b"ending", 1, 10, 0);
         // At 10 "ending" is expired (as `get` sees it), so it goes, not the older "live".
-        cache.insert("new", 2, 100, 10);
-        assert_eq!(cache.get("live", 10), Some(0));
-        assert_eq!(cache.get("new", 10), Some(2));
+        cache.insert(b"new", 2, 100, 10);
+        assert_eq!(cache.get(b"live", 10), Some(0));
+        assert_eq!(cache.get(b"new", 10), Some(2));
     }
 
     #[test]
     fn an_insert_below_capacity_keeps_everything_it_holds() {
         let mut cache = TokenCache::new(4);
-        cache.insert("short", 0, 10, 0);
-        cache.insert("long", 1, 100, 50);
+        cache.insert(b"short", 0, 10, 0);
+        cache.insert(b"long", 1, 100, 50);
         // Nothing is scanned or dropped until the cache is full.
         assert_eq!(cache.len(), 2);
     }
@@ -319,30 +330,30 @@ mod tests {
     fn recency_is_exact_whatever_the_hash_order() {
         for round in 0..64 {
             let mut cache = TokenCache::new(2);
-            cache.insert("first", 0, 1_000, 0);
-            cache.insert("second", 1, 1_000, 0);
-            cache.insert("third", 2, 1_000, 0);
+            cache.insert(b"first", 0, 1_000, 0);
+            cache.insert(b"second", 1, 1_000, 0);
+            cache.insert(b"third", 2, 1_000, 0);
             assert_eq!(
-                cache.get("first", 0),
+                cache.get(b"first", 0),
                 None,
                 "round {round}: oldest insert evicted"
             );
-            assert_eq!(cache.get("second", 0), Some(1), "round {round}");
+            assert_eq!(cache.get(b"second", 0), Some(1), "round {round}");
 
             let mut cache = TokenCache::new(3);
-            for (i, token) in ["a", "b", "c"].into_iter().enumerate() {
+            for (i, token) in [b"a", b"b", b"c"].into_iter().enumerate() {
                 cache.insert(token, i, 1_000, 0);
             }
-            cache.get("a", 0);
-            cache.get("b", 0);
-            cache.insert("d", 3, 1_000, 0);
+            cache.get(b"a", 0);
+            cache.get(b"b", 0);
+            cache.insert(b"d", 3, 1_000, 0);
             assert_eq!(
-                cache.get("c", 0),
+                cache.get(b"c", 0),
                 None,
                 "round {round}: the one not used went"
             );
             assert_eq!(
-                (cache.get("a", 0), cache.get("b", 0), cache.get("d", 0)),
+                (cache.get(b"a", 0), cache.get(b"b", 0), cache.get(b"d", 0)),
                 (Some(0), Some(1), Some(3)),
                 "round {round}"
             );
@@ -352,10 +363,10 @@ mod tests {
     #[test]
     fn capacity_is_at_least_one() {
         let mut cache = TokenCache::new(0);
-        cache.insert("a", 0, 1_000, 0);
-        assert_eq!(cache.get("a", 0), Some(0));
-        cache.insert("b", 1, 1_000, 0);
+        cache.insert(b"a", 0, 1_000, 0);
+        assert_eq!(cache.get(b"a", 0), Some(0));
+        cache.insert(b"b", 1, 1_000, 0);
         assert_eq!(cache.len(), 1);
-        assert_eq!(cache.get("b", 0), Some(1));
+        assert_eq!(cache.get(b"b", 0), Some(1));
     }
 }

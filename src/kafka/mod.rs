@@ -5,14 +5,16 @@
 //! record's offset. rskafka always sends `acks=-1` (all in-sync replicas). Partition counts
 //! come from metadata, re-read every `KAFKA_METADATA_REFRESH_MS`.
 
+mod deadline;
 pub mod oauth;
 pub mod partition;
 pub mod secret;
 pub mod security;
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
+use std::future::{Future, poll_fn};
+use std::pin::{Pin, pin};
+use std::task::Poll;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, Instant};
@@ -32,6 +34,7 @@ use tokio::sync::watch;
 use crate::config::{CompressionCodec, KafkaConfig};
 use crate::limits::InflightPermit;
 use crate::record::KafkaRecord;
+use deadline::DeadlineTimers;
 use partition::{RoundRobin, choose_partition};
 
 /// Why a record was not acknowledged. The client's own error is kept as the source, and
@@ -224,6 +227,8 @@ struct Inner {
     /// Milliseconds since `started` of the last successful metadata read or produce; 0 = never.
     last_contact_ms: AtomicU64,
     stats: Arc<ProduceStats>,
+    /// Each produce's `KAFKA_PRODUCE_TIMEOUT_MS` deadline.
+    deadlines: DeadlineTimers,
 }
 
 /// How far one produce got: its partition, and whether the Kafka client holds its record.
@@ -370,6 +375,7 @@ impl KafkaProducer {
                 started: Instant::now(),
                 last_contact_ms: AtomicU64::new(0),
                 stats: Arc::default(),
+                deadlines: DeadlineTimers::default(),
             }),
         };
         tokio::spawn(Self::maintain(Arc::downgrade(&producer.inner)));
@@ -479,7 +485,10 @@ impl KafkaProducer {
         {
             return Ok(Arc::clone(t));
         }
-        self.load_topic(client, topic, None).await
+        // Boxed: the first delivery to a topic waits on metadata requests whose state (about
+        // 3.7 KiB) would otherwise be part of every delivery's produce future, which is moved
+        // onto the heap per delivery.
+        Box::pin(self.load_topic(client, topic, None)).await
     }
 
     /// Opens a producer for each partition of `topic`, reusing the ones already open.
@@ -590,13 +599,24 @@ impl KafkaProducer {
                 result
             }
         };
-        let produce = InlineProduce {
+        let mut produce = InlineProduce {
             produce: Some(Box::pin(produce)),
             progress: Arc::clone(&progress),
         };
-        match tokio::time::timeout(timeout, produce).await {
-            Ok(result) => result,
-            Err(_) => Err(KafkaError::Timeout {
+        let mut deadline = pin!(
+            self.inner
+                .deadlines
+                .lease(tokio::time::Instant::now() + timeout)
+        );
+        // The produce first, as `tokio::time::timeout` does: an answer that is there wins.
+        let answered = poll_fn(|cx| match Pin::new(&mut produce).poll(cx) {
+            Poll::Ready(result) => Poll::Ready(Some(result)),
+            Poll::Pending => deadline.as_mut().poll(cx).map(|()| None),
+        })
+        .await;
+        match answered {
+            Some(result) => result,
+            None => Err(KafkaError::Timeout {
                 topic: topic.to_owned(),
                 partition: progress.partition.load(Ordering::Acquire),
                 after: timeout,
