@@ -154,10 +154,9 @@ impl Hasher for TailHasher {
         last[..words.remainder().len()].copy_from_slice(words.remainder());
         self.fold(u64::from_le_bytes(last));
     }
-    /// The key's length, written first by `[u8]`'s `Hash`: folded as it is.
-    fn write_usize(&mut self, length: usize) {
-        self.fold(length as u64);
-    }
+    /// The key's length, which `[u8]`'s `Hash` writes before the key: `write` folds the length
+    /// itself, so it is not hashed twice (the default would hash its eight bytes as a key).
+    fn write_usize(&mut self, _length: usize) {}
     fn finish(&self) -> u64 {
         self.0
     }

@@ -93,7 +93,7 @@ pub fn bearer_token(authorization: Option<&[u8]>) -> Result<&[u8], AuthError> {
         .iter()
         .position(|&b| b == b' ')
         .ok_or(AuthError::NotBearer)?;
-    let (scheme, token) = (&value[..space], value[space + 1..].trim_ascii());
+    let (scheme, token) = (&value[..space], value[space..].trim_ascii());
     if !scheme.eq_ignore_ascii_case(b"bearer") || token.is_empty() {
         return Err(AuthError::NotBearer);
     }

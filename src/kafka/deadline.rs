@@ -138,7 +138,9 @@ mod tests {
     async fn at_most_max_parked_timers_are_kept() {
         let timers = DeadlineTimers::default();
         let deadline = Instant::now() + Duration::from_secs(60);
-        let leases: Vec<_> = (0..MAX_PARKED + 3).map(|_| timers.lease(deadline)).collect();
+        let leases: Vec<_> = (0..MAX_PARKED + 3)
+            .map(|_| timers.lease(deadline))
+            .collect();
         drop(leases);
         assert_eq!(timers.parked(), MAX_PARKED);
     }

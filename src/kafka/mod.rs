@@ -14,9 +14,9 @@ pub mod security;
 use std::collections::HashMap;
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
-use std::task::Poll;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, Weak};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use chrono::TimeZone;
