@@ -124,7 +124,7 @@ struct Builders {
 impl Builders {
     fn new(config: &crate::Config) -> Self {
         let mut http1 = http1::Builder::new();
-        // The head deadline is the connection's own (see `serve_connection`): hyper's would put
+        // The head deadline is the connection's own (see `supervise`): hyper's would put
         // a boxed timer in the wheel and take it out again for every request, and would also
         // close keep-alive connections idle past it, cutting `HTTP_IDLE_TIMEOUT_MS` short.
         http1

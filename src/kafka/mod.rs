@@ -13,7 +13,7 @@ pub mod security;
 
 use std::collections::HashMap;
 use std::future::{Future, poll_fn};
-use std::pin::{Pin, pin};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 use std::task::Poll;
@@ -603,15 +603,14 @@ impl KafkaProducer {
             produce: Some(Box::pin(produce)),
             progress: Arc::clone(&progress),
         };
-        let mut deadline = pin!(
-            self.inner
-                .deadlines
-                .lease(tokio::time::Instant::now() + timeout)
-        );
+        let mut deadline = self
+            .inner
+            .deadlines
+            .lease(tokio::time::Instant::now() + timeout);
         // The produce first, as `tokio::time::timeout` does: an answer that is there wins.
         let answered = poll_fn(|cx| match Pin::new(&mut produce).poll(cx) {
             Poll::Ready(result) => Poll::Ready(Some(result)),
-            Poll::Pending => deadline.as_mut().poll(cx).map(|()| None),
+            Poll::Pending => Pin::new(&mut deadline).poll(cx).map(|()| None),
         })
         .await;
         match answered {
