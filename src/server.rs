@@ -179,7 +179,20 @@ async fn serve_connection<P: Produce>(
 ) {
     let config = service.config();
     let first_bytes_by = Instant::now() + config.header_read_timeout;
-    let Some(protocol) = await_request_start(&stream, first_bytes_by).await else {
+    // A connection that has not started a request when the server stops is closed at once
+    // instead of holding the shutdown for its head deadline; one whose bytes are there is
+    // served (and then closed) as the others are.
+    let stop = stopping.notified(); // created before the flag is read (see `Signal`)
+    let started = if stopping.is_raised() {
+        None
+    } else {
+        tokio::select! {
+            biased;
+            protocol = await_request_start(&stream, first_bytes_by) => protocol,
+            () = stop => None,
+        }
+    };
+    let Some(protocol) = started else {
         return; // dropped: closed
     };
     let deadlines = Deadlines {

@@ -88,3 +88,28 @@ async fn sigterm_with_200_in_flight_loses_nothing_and_exits_within_10s() {
         acked.len()
     );
 }
+
+/// A connection that has sent nothing when the server stops is closed at once: it does not
+/// hold the shutdown for its head deadline (it held it for the whole grace period before).
+#[tokio::test]
+async fn a_silent_connection_does_not_hold_the_shutdown() {
+    use tokio::io::AsyncReadExt;
+    let broker = Broker::start().await;
+    broker.create_topic("shutdown", 1).await;
+    let mut env = bridge_env(&broker, "shutdown", None);
+    env.insert("HTTP_HEADER_READ_TIMEOUT_MS".into(), "20000".into());
+    env.insert("SHUTDOWN_TIMEOUT_MS".into(), "8000".into());
+    let bridge = Bridge::start(&env).await;
+    let mut silent = tokio::net::TcpStream::connect(bridge.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let stopping = Instant::now();
+    bridge.shutdown().await;
+    let took = stopping.elapsed();
+    assert!(took < Duration::from_secs(2), "shutdown took {took:?}");
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(1), silent.read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "the silent connection is closed: {read:?}"
+    );
+}
