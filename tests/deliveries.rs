@@ -4,6 +4,7 @@ mod common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use common::*;
 use futures_util::StreamExt;
@@ -317,4 +318,99 @@ async fn records_larger_than_a_batch_are_produced_alone_and_counted() {
         .map(|c| c.record.value.as_ref().map_or(0, Vec::len))
         .collect();
     assert_eq!(lengths, sizes);
+}
+
+/// With no linger (`KAFKA_LINGER_MS=0`, the default) a partition's batch goes to Kafka as soon
+/// as no write of that partition is in flight, and records arriving while one is wait and then
+/// travel together. Seen at the broker: the broker's answer to the first request is held back,
+/// five more deliveries arrive one by one, and nothing more is sent until it is released; then
+/// all five go in one produce request.
+#[tokio::test]
+async fn records_arriving_while_a_write_is_in_flight_share_the_next_request() {
+    let mut broker = Broker::builder().build();
+    let proxy = BrokerProxy::start(broker.port).await;
+    broker.advertised_port = Some(proxy.port);
+    broker.start_now().await;
+    broker.create_topic("gathered", 1).await;
+    let env = bridge_env(&broker, "gathered", None);
+    let bridge = Bridge::start(&env).await;
+    let client = http_client();
+    let metrics_url = format!("http://{}/metrics", bridge.addr);
+    let inflight = || async {
+        metric(
+            &get(&client, &metrics_url).await.1,
+            "pubsub_kafka_bridge_inflight_requests",
+        )
+    };
+    let push = |id: &str| {
+        let (client, url) = (client.clone(), bridge.url());
+        let body = envelope(id.as_bytes(), &[], id, "2024-01-01T00:00:00Z", None).to_string();
+        tokio::spawn(async move { post(&client, &url, body, None).await })
+    };
+    // The first delivery loads the topic's partitions; the counts start after it.
+    assert_eq!(push("warm").await.unwrap().0, 204);
+    let stats = bridge.service.app().producer().stats();
+    let (requests_before, records_before) = stats.snapshot();
+
+    proxy.hold_answers();
+    let sent_before = proxy.sent();
+    let mut answers = vec![push("first")];
+    wait_until(|| async { proxy.sent() > sent_before }).await;
+    let first_request_sent = proxy.sent();
+    for i in 1..=5 {
+        answers.push(push(&format!("later-{i}")));
+        wait_until(|| async { inflight().await == (1 + i) as f64 }).await;
+        // Past the runtime timer's next tick, which `sleep(0)` would have waited for.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        proxy.sent(),
+        first_request_sent,
+        "a request was sent while the partition's first write was in flight"
+    );
+    proxy.release_answers();
+    for answer in answers {
+        assert_eq!(answer.await.unwrap().0, 204);
+    }
+    let (requests, records) = stats.snapshot();
+    assert_eq!(
+        (requests - requests_before, records - records_before),
+        (2, 6),
+        "the first record alone, the five that arrived while it was in flight together"
+    );
+    let ids: Vec<String> = broker
+        .read_all("gathered")
+        .await
+        .iter()
+        .filter_map(|c| c.header("pubsub.message_id"))
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "warm", "first", "later-1", "later-2", "later-3", "later-4", "later-5"
+        ]
+    );
+}
+
+/// The value of an unlabelled metric in Prometheus text.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+/// Polls `done` every few milliseconds, for at most 10 s.
+async fn wait_until<F, Fut>(done: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done().await {
+        assert!(
+            Instant::now() < deadline,
+            "condition not reached within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
 }

@@ -4,7 +4,7 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -110,55 +110,6 @@ async fn broker_killed_with_sigkill_under_load_loses_no_acknowledged_delivery() 
     assert_eq!(acked_after_restart, acked.len());
 }
 
-/// Forwards TCP to the broker, optionally holding every chunk for `delay_ms` (a slow broker).
-async fn delaying_proxy(port: u16, upstream: u16, delay_ms: Arc<AtomicU64>) {
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((client, _)) = listener.accept().await else {
-                return;
-            };
-            let delay_ms = Arc::clone(&delay_ms);
-            tokio::spawn(async move {
-                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
-                else {
-                    return;
-                };
-                let (mut cr, mut cw) = client.into_split();
-                let (mut sr, mut sw) = server.into_split();
-                let d1 = Arc::clone(&delay_ms);
-                let up = tokio::spawn(async move { pump(&mut cr, &mut sw, d1).await });
-                let down = tokio::spawn(async move { pump(&mut sr, &mut cw, delay_ms).await });
-                let _ = tokio::join!(up, down);
-            });
-        }
-    });
-}
-
-async fn pump(
-    from: &mut tokio::net::tcp::OwnedReadHalf,
-    to: &mut tokio::net::tcp::OwnedWriteHalf,
-    delay_ms: Arc<AtomicU64>,
-) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        let delay = delay_ms.load(Ordering::Relaxed);
-        if delay > 0 {
-            tokio::time::sleep(Duration::from_millis(delay)).await;
-        }
-        if to.write_all(&buf[..n]).await.is_err() {
-            return;
-        }
-    }
-}
-
 fn peak_rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
@@ -197,10 +148,9 @@ async fn timed_post(addr: &str, body: String) -> (u16, Duration) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_or_unreachable_broker_answers_503_within_the_timeout_with_bounded_memory() {
     let mut broker = Broker::sqlite_unstarted();
-    let proxy_port = free_port();
-    let delay = Arc::new(AtomicU64::new(0));
-    delaying_proxy(proxy_port, broker.port, Arc::clone(&delay)).await;
-    broker.advertised_port = Some(proxy_port);
+    let proxy = BrokerProxy::start(broker.port).await;
+    let delay = Arc::clone(&proxy.delay_ms);
+    broker.advertised_port = Some(proxy.port);
     broker.start_now().await;
     broker.create_topic("slow", 2).await;
 

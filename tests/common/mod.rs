@@ -1,6 +1,6 @@
 //! Real parts for the integration tests, one file per job: the tansu broker (`broker`), keys,
 //! tokens and the JWKS endpoint (`jwks`), the bridge in-process or as a process (`bridge`),
-//! the HTTP client (`client`), push envelopes and the Java partitioner (`push`), and the
+//! the HTTP client (`client`), a proxy in front of the broker (`proxy`), push envelopes and the Java partitioner (`push`), and the
 //! scripted producer of the handler tier (`scripted`). Each test binary uses a part of them.
 #![allow(dead_code)]
 // Tests read their own environment (TANSU_BIN) and collect the bridge's answers whole.
@@ -11,6 +11,7 @@ pub mod broker;
 pub mod client;
 pub mod jwks;
 pub mod metadata;
+pub mod proxy;
 pub mod push;
 pub mod sasl_responder;
 pub mod scripted;
@@ -24,6 +25,8 @@ pub use broker::*;
 pub use client::*;
 #[allow(unused_imports, reason = "each test binary uses a part")]
 pub use jwks::*;
+#[allow(unused_imports, reason = "each test binary uses a part")]
+pub use proxy::*;
 #[allow(unused_imports, reason = "each test binary uses a part")]
 pub use push::*;
 

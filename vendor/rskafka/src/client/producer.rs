@@ -214,7 +214,8 @@ use tracing::*;
 
 use self::{
     aggregator::Aggregator,
-    batch::{BatchBuilder, FlushResult, ResultHandle},
+    batch::{BatchBuilder, BatchWriteResult, FlushResult, ResultHandle},
+    broadcast::BroadcastOnceReceiver,
 };
 use crate::{
     client::{
@@ -370,6 +371,10 @@ where
     /// removed from this list when adding new flush tasks or manually flushing
     /// with a call to [`BatchProducer::flush()`].
     pending_flushes: Vec<JoinHandle<()>>,
+
+    /// Resolves when the write flushed last has been answered: with no linger, the next
+    /// batch is flushed then, so records arriving while a write is in flight travel together.
+    last_write: Option<BroadcastOnceReceiver<BatchWriteResult<A>>>,
 }
 
 impl<A> Drop for ProducerInner<A>
@@ -395,6 +400,7 @@ where
             client,
             compression,
             pending_flushes: Vec::new(),
+            last_write: None,
         }
     }
 
@@ -466,6 +472,11 @@ where
         Ok(CallerRole::Linger {
             handle,
             flush_token: self.flush_clock,
+            write_in_flight: self
+                .last_write
+                .as_ref()
+                .filter(|write| write.peek().is_none())
+                .cloned(),
         })
     }
 
@@ -494,6 +505,7 @@ where
         // Nothing can observe a None in the batch field as it is always
         // immediately replaced with a new batch instance below.
         let batch = self.batch_builder.take().expect("no batch to flush");
+        let completion = batch.completion();
 
         let (new_builder, flush_task, maybe_err) =
             match batch.background_flush(Arc::clone(&self.client), self.compression) {
@@ -519,6 +531,7 @@ where
         // to complete.
         if let Some(t) = flush_task {
             self.pending_flushes.push(t);
+            self.last_write = Some(completion);
         }
 
         // The flush clock increments, so that any threads trying to flush the
@@ -561,6 +574,8 @@ where
     Linger {
         handle: ResultHandle<A>,
         flush_token: usize,
+        /// The write in flight when this batch was started, if any.
+        write_in_flight: Option<BroadcastOnceReceiver<BatchWriteResult<A>>>,
     },
 }
 
@@ -617,6 +632,7 @@ where
             CallerRole::Linger {
                 mut handle,
                 flush_token,
+                write_in_flight,
             } => {
                 // This caller has been selected to wait for the linger
                 // duration, and then attempt to flush the batch of writes.
@@ -626,7 +642,14 @@ where
                     let linger = self.linger;
                     let inner = Arc::clone(&self.inner);
                     async move {
-                        tokio::time::sleep(linger).await;
+                        if !linger.is_zero() {
+                            tokio::time::sleep(linger).await;
+                        } else if let Some(write) = write_in_flight {
+                            // No linger: the batch goes as soon as the partition has no write
+                            // in flight (`sleep(0)` would wait for the timer's next
+                            // millisecond tick). Records arriving meanwhile join it.
+                            let _ = write.receive().await;
+                        }
 
                         // The linger has expired, attempt to conditionally flush the
                         // batch using the provided token to ensure only the correct

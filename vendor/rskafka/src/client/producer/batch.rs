@@ -123,6 +123,11 @@ where
         }
     }
 
+    /// A handle that resolves once this batch's write has been answered (or has failed).
+    pub(super) fn completion(&self) -> BroadcastOnceReceiver<BatchWriteResult<A>> {
+        self.results.receiver()
+    }
+
     /// Perform an asynchronous flush of this buffer.
     ///
     /// Returns a handle to the async flush task if a flush was necessary.
