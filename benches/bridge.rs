@@ -13,6 +13,7 @@
 mod common;
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -101,31 +102,6 @@ fn worker_threads() -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1)
-}
-
-/// `count` POSTs over `CONCURRENCY` keep-alive connections; every answer must be `expect`.
-async fn http_load(url: &str, token: &str, bodies: &Bodies, count: usize, expect: u16) -> Run {
-    let client = http_client();
-    let (url, auth) = (url.to_owned(), format!("Bearer {token}"));
-    let bodies = Arc::new(Bodies {
-        encoded: bodies.encoded.clone(),
-        run: bodies.run.clone(),
-    });
-    closed_loop(CONCURRENCY, Until::Count(count), move |i| {
-        // The request is built before the clock starts; only the exchange is timed.
-        let request = http::Request::post(&url)
-            .header("content-type", "application/json")
-            .header("authorization", &auth)
-            .body(Full::new(bodies.body(i)))
-            .unwrap();
-        let client = client.clone();
-        async move {
-            let (status, text) = send(&client, request).await;
-            assert_eq!(status, expect, "{text}");
-            true
-        }
-    })
-    .await
 }
 
 /// The same records produced straight to the broker: one batching producer per partition,
@@ -222,6 +198,187 @@ where
                     } else {
                         refused += 1;
                         tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            })
+        })
+        .collect();
+    let (mut latencies, mut refused) = (Vec::new(), 0);
+    for w in workers {
+        let (mine, theirs) = w.await.unwrap();
+        latencies.extend(mine);
+        refused += theirs;
+    }
+    summarize(started.elapsed(), latencies, refused)
+}
+
+/// Prepared signed pushes: each a whole HTTP/1.1 request (head and body in one buffer), built
+/// before any clock starts.
+fn prepared_pushes(addr: SocketAddr, token: &str, bodies: &[Bytes]) -> Arc<Vec<Bytes>> {
+    Arc::new(
+        bodies
+            .iter()
+            .map(|body| {
+                let mut request = format!(
+                    "POST / HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n\
+                     authorization: Bearer {token}\r\ncontent-length: {}\r\n\r\n",
+                    body.len()
+                )
+                .into_bytes();
+                request.extend_from_slice(body);
+                Bytes::from(request)
+            })
+            .collect(),
+    )
+}
+
+/// One keep-alive connection of the load generator: writes a prepared request, reads the
+/// answer's head (and body, if any) with hyper's parser, as wrk does. A pooled HTTP client
+/// cost the machine about as much CPU per request as the bridge itself; this costs a few µs,
+/// so the cores the bridge shares with its load and the broker go to them.
+struct PushConnection {
+    addr: SocketAddr,
+    stream: Option<tokio::net::TcpStream>,
+    received: Vec<u8>,
+}
+
+/// What became of one push.
+enum Answer {
+    /// 204: acknowledged.
+    Acknowledged,
+    /// 503, or the connection closed under it: Pub/Sub takes either as a negative ack.
+    Refused,
+    /// Anything else, with the answer for the panic message.
+    Unexpected(String),
+}
+
+impl PushConnection {
+    fn new(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            stream: None,
+            received: Vec::with_capacity(4096),
+        }
+    }
+
+    async fn push(&mut self, request: &[u8]) -> Answer {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        if self.stream.is_none() {
+            let Ok(stream) = tokio::net::TcpStream::connect(self.addr).await else {
+                return Answer::Refused;
+            };
+            let _ = stream.set_nodelay(true);
+            self.stream = Some(stream);
+            self.received.clear();
+        }
+        let stream = self.stream.as_mut().expect("connected above");
+        if stream.write_all(request).await.is_err() {
+            self.stream = None;
+            return Answer::Refused;
+        }
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; 16];
+            let mut response = httparse::Response::new(&mut headers);
+            if let Ok(httparse::Status::Complete(head)) = response.parse(&self.received) {
+                let status = response.code.unwrap_or(0);
+                let header = |name: &str| {
+                    response
+                        .headers
+                        .iter()
+                        .find(|h| h.name.eq_ignore_ascii_case(name))
+                        .map(|h| String::from_utf8_lossy(h.value).to_ascii_lowercase())
+                };
+                let length: usize = header("content-length").map_or(0, |v| v.parse().unwrap());
+                let closes = header("connection").is_some_and(|v| v == "close");
+                let end = head + length;
+                if self.received.len() >= end {
+                    let text = String::from_utf8_lossy(&self.received[head..end]).into_owned();
+                    self.received.drain(..end);
+                    if closes {
+                        self.stream = None;
+                    }
+                    return match status {
+                        204 => Answer::Acknowledged,
+                        503 => Answer::Refused,
+                        _ => Answer::Unexpected(format!("{status}: {text}")),
+                    };
+                }
+            }
+            let stream = self.stream.as_mut().expect("open while reading");
+            if self.received.capacity() == self.received.len() {
+                self.received.reserve(4096);
+            }
+            match stream.read_buf(&mut self.received).await {
+                Ok(0) | Err(_) => {
+                    self.stream = None;
+                    return Answer::Refused;
+                }
+                Ok(_) => {}
+            }
+        }
+    }
+}
+
+/// Pushes from `concurrency` keep-alive connections, each sending its next request when the
+/// last was answered (the load shape of Pub/Sub's push window), cycling through `requests`
+/// until `until`. Only the exchange is timed. A refused push is counted, not timed, and its
+/// connection pauses 100 ms before the next (Pub/Sub backs off after a negative ack); with
+/// `strict`, a refusal is an error like any answer but 204.
+///
+/// The load runs on a thread and single-threaded runtime of its own, as wrk's one thread does:
+/// spread over the bench's multi-threaded runtime it cost the cores more in wake-ups between
+/// threads than in its own work.
+async fn push_load(
+    addr: SocketAddr,
+    requests: Arc<Vec<Bytes>>,
+    concurrency: usize,
+    until: Until,
+    strict: bool,
+) -> Run {
+    tokio::task::spawn_blocking(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(push_load_here(addr, requests, concurrency, until, strict))
+    })
+    .await
+    .unwrap()
+}
+
+async fn push_load_here(
+    addr: SocketAddr,
+    requests: Arc<Vec<Bytes>>,
+    concurrency: usize,
+    until: Until,
+    strict: bool,
+) -> Run {
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (requests, next) = (Arc::clone(&requests), Arc::clone(&next));
+            tokio::spawn(async move {
+                let mut connection = PushConnection::new(addr);
+                let (mut latencies, mut refused) = (Vec::new(), 0);
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let done = match until {
+                        Until::Count(count) => i >= count,
+                        Until::Elapsed(limit) => started.elapsed() >= limit,
+                    };
+                    if done {
+                        return (latencies, refused);
+                    }
+                    let sent = Instant::now();
+                    match connection.push(&requests[i % requests.len()]).await {
+                        Answer::Acknowledged => latencies.push(sent.elapsed()),
+                        Answer::Refused if !strict => {
+                            refused += 1;
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                        Answer::Refused => panic!("push refused (503 or connection closed)"),
+                        Answer::Unexpected(answer) => panic!("unexpected answer {answer}"),
                     }
                 }
             })
@@ -484,28 +641,27 @@ async fn scaling(jwks: &JwksServer, token: &str, seconds: f64, prices: &Prices) 
             let base = format!("http://127.0.0.1:{port}");
             let client = http_client();
             wait_for_status(&client, &format!("{base}/readyz"), 200).await;
-            let url = format!("{base}/");
-            let auth = format!("Bearer {token}");
+            let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+            let requests = prepared_pushes(addr, token, &pool);
             // Connections opened, keys fetched and partitions loaded before the cell is measured.
-            let warm = {
-                let (client, url, auth, pool) =
-                    (client.clone(), url.clone(), auth.clone(), Arc::clone(&pool));
-                closed_loop(concurrency, Until::Count(concurrency * 2), move |i| {
-                    push_op(client.clone(), &url, &auth, pool[i % pool.len()].clone())
-                })
-            };
-            warm.await;
+            push_load(
+                addr,
+                Arc::clone(&requests),
+                concurrency,
+                Until::Count(concurrency * 2),
+                false,
+            )
+            .await;
             let before = get(&client, &format!("{base}/metrics")).await.1;
             let cpu_before = process_usage(bridge.0.id()).cpu();
-            let run = {
-                let (client, pool) = (client.clone(), Arc::clone(&pool));
-                closed_loop(
-                    concurrency,
-                    Until::Elapsed(Duration::from_secs_f64(seconds)),
-                    move |i| push_op(client.clone(), &url, &auth, pool[i % pool.len()].clone()),
-                )
-                .await
-            };
+            let run = push_load(
+                addr,
+                requests,
+                concurrency,
+                Until::Elapsed(Duration::from_secs_f64(seconds)),
+                false,
+            )
+            .await;
             let after_run = process_usage(bridge.0.id());
             let (cpu_after, peak_kib) = (after_run.cpu(), after_run.peak_kib);
             let after = get(&client, &format!("{base}/metrics")).await.1;
@@ -562,27 +718,6 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// One signed push of `body`; `true` when answered 204, `false` when refused: a 503, or the
-/// connection closed under a body the bridge refused unread (`Connection: close`), which
-/// Pub/Sub also takes as a negative ack.
-fn push_op(
-    client: HttpClient,
-    url: &str,
-    auth: &str,
-    body: Bytes,
-) -> impl std::future::Future<Output = bool> + Send + use<> {
-    let request = http::Request::post(url)
-        .header("content-type", "application/json")
-        .header("authorization", auth)
-        .body(Full::new(body))
-        .unwrap();
-    async move {
-        let (status, text) = send(&client, request).await;
-        assert!(matches!(status, 204 | 503 | 0), "{status}: {text}");
-        status == 204
-    }
-}
-
 fn size_label(size: usize) -> String {
     match size {
         s if s >= 1 << 20 => format!("{} MiB", s >> 20),
@@ -603,27 +738,27 @@ async fn profile(broker: &Broker, jwks: &JwksServer, token: &str, size: usize, s
     while get(&client, &format!("{base}/readyz")).await.0 != 200 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    http_load(
-        &format!("{base}/"),
-        token,
-        &Bodies::new(size, "warm"),
-        2_000,
-        204,
-    )
-    .await;
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let warm = prepared_pushes(addr, token, &body_pool(size, "warm"));
+    push_load(addr, warm, CONCURRENCY, Until::Count(2_000), true).await;
     println!(
         "bridge pid {}: {size} B deliveries for {seconds} s",
         bridge.0.id()
     );
+    let requests = prepared_pushes(addr, token, &body_pool(size, "profile"));
     let before = process_usage(bridge.0.id());
-    let bodies = Arc::new(Bodies::new(size, "profile"));
-    let (url, auth) = (format!("{base}/"), format!("Bearer {token}"));
-    let run = closed_loop(
+    let load_before = process_usage(std::process::id());
+    let broker_before = process_usage(broker.pid());
+    let run = push_load(
+        addr,
+        requests,
         CONCURRENCY,
         Until::Elapsed(Duration::from_secs_f64(seconds)),
-        move |i| push_op(client.clone(), &url, &auth, bodies.body(i)),
+        false,
     )
     .await;
+    let load_after = process_usage(std::process::id());
+    let broker_after = process_usage(broker.pid());
     let after = process_usage(bridge.0.id());
     // SIGTERM, so a profiler the bridge runs under writes its data as the bridge exits.
     let _ = Command::new("kill")
@@ -642,6 +777,11 @@ async fn profile(broker: &Broker, jwks: &JwksServer, token: &str, size: usize, s
         per_delivery(after.user - before.user),
         per_delivery(after.system - before.system),
         after.peak_kib as f64 / 1024.0
+    );
+    println!(
+        "CPU per delivery of the other two on these cores: load generator {:.1} µs, broker {:.1} µs",
+        per_delivery(load_after.cpu() - load_before.cpu()),
+        per_delivery(broker_after.cpu() - broker_before.cpu()),
     );
 }
 
@@ -703,32 +843,35 @@ async fn main() {
     );
     println!();
     println!(
-        "| payload | bridge deliveries/s | ÷ Kafka limit | ÷ HTTP limit | p50 ms | p99 ms | max ms | records/request | bridge CPU µs per delivery | bridge peak RSS MiB | Kafka limit rec/s | HTTP limit req/s |"
+        "| payload | bridge deliveries/s | ÷ Kafka limit | ÷ HTTP limit | p50 ms | p99 ms | max ms | records/request | bridge CPU µs per delivery | bridge peak RSS MiB | Kafka limit rec/s | HTTP limit req/s | load generator CPU µs per delivery | broker CPU µs per delivery |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     // About 3 s per measurement at 1 KiB: runs of under a second moved the ratios by several
     // hundredths from one run to the next.
     for (size, count) in [(100usize, 120_000usize), (1024, 120_000), (65_536, 15_000)] {
         let count = count / scale;
-        let bodies = Bodies::new(size, &format!("b{size}"));
         let broker = fresh_broker().await;
         let bridge_port = free_port();
         let bridge = KillOnDrop(spawn_bridge(&broker, &jwks, bridge_port));
         let base = format!("http://127.0.0.1:{bridge_port}");
         wait_for_status(&client, &format!("{base}/readyz"), 200).await;
+        let addr: SocketAddr = ([127, 0, 0, 1], bridge_port).into();
         // Warm-up: connections, JWKS, partition producers.
-        http_load(
-            &format!("{base}/"),
-            &token,
-            &Bodies::new(size, "warm"),
-            2_000 / scale,
-            204,
-        )
-        .await;
+        let warm = prepared_pushes(addr, &token, &body_pool(size, "warm"));
+        push_load(addr, warm, CONCURRENCY, Until::Count(2_000 / scale), true).await;
+        let requests = prepared_pushes(addr, &token, &body_pool(size, &format!("b{size}")));
         let before = get(&client, &format!("{base}/metrics")).await.1;
         let cpu_before = process_usage(bridge.0.id()).cpu();
-        let run = http_load(&format!("{base}/"), &token, &bodies, count, 204).await;
+        let (load_before, broker_before) = (
+            process_usage(std::process::id()).cpu(),
+            process_usage(broker.pid()).cpu(),
+        );
+        let run = push_load(addr, requests, CONCURRENCY, Until::Count(count), true).await;
         let after_run = process_usage(bridge.0.id());
+        let (load_after, broker_after) = (
+            process_usage(std::process::id()).cpu(),
+            process_usage(broker.pid()).cpu(),
+        );
         let (cpu_after, peak_rss_kib) = (after_run.cpu(), after_run.peak_kib);
         let after = get(&client, &format!("{base}/metrics")).await.1;
         drop(bridge);
@@ -738,17 +881,19 @@ async fn main() {
         let records = metric(&after, "pubsub_kafka_bridge_produced_records_total")
             - metric(&before, "pubsub_kafka_bridge_produced_records_total");
         let kafka = kafka_load(&fresh_broker().await, size, count).await;
-        let noop = http_load(
-            &format!("http://127.0.0.1:{noop_port}/"),
-            &token,
-            &Bodies::new(size, "noop"),
-            count,
-            204,
+        let noop_addr: SocketAddr = ([127, 0, 0, 1], noop_port).into();
+        let noop_requests = prepared_pushes(noop_addr, &token, &body_pool(size, "noop"));
+        let noop = push_load(
+            noop_addr,
+            noop_requests,
+            CONCURRENCY,
+            Until::Count(count),
+            true,
         )
         .await;
         let label = size_label(size);
         println!(
-            "| {label} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} |",
+            "| {label} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} | {:.1} | {:.1} |",
             run.per_second,
             run.per_second / kafka.per_second,
             run.per_second / noop.per_second,
@@ -760,6 +905,8 @@ async fn main() {
             peak_rss_kib as f64 / 1024.0,
             kafka.per_second,
             noop.per_second,
+            (load_after - load_before) * 1e6 / count as f64,
+            (broker_after - broker_before) * 1e6 / count as f64,
         );
     }
     println!();

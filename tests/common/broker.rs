@@ -232,6 +232,11 @@ impl Broker {
         assert!(status.success(), "kill {signal}");
     }
 
+    /// The broker's process id (0 when it is not running).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
     /// Kills the broker (SIGKILL).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
