@@ -419,6 +419,32 @@ async fn noop_server(port: u16) {
     }
 }
 
+/// The no-op endpoint as a process of its own, fresh for every measurement as the broker is.
+struct NoopServer {
+    port: u16,
+    _process: KillOnDrop,
+}
+
+impl NoopServer {
+    async fn start(client: &HttpClient) -> Self {
+        let port = free_port();
+        let process = KillOnDrop(
+            Command::new(std::env::current_exe().unwrap())
+                .args(["--noop-server", &port.to_string()])
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        while get(client, &format!("http://127.0.0.1:{port}/")).await.0 == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Self {
+            port,
+            _process: process,
+        }
+    }
+}
+
 /// CPU seconds and peak RSS of a process, from /proc.
 struct Usage {
     user: f64,
@@ -818,7 +844,6 @@ async fn measure(
     (size, count, warm_up): (usize, usize, usize),
     jwks: &JwksServer,
     token: &str,
-    noop_port: u16,
 ) -> Row {
     let client = http_client();
     let broker = fresh_broker().await;
@@ -859,7 +884,8 @@ async fn measure(
     let limit_producer_after = process_usage(std::process::id()).cpu();
     let limit_broker_after = process_usage(limit_broker.pid()).cpu();
     drop(limit_broker);
-    let noop_addr: SocketAddr = ([127, 0, 0, 1], noop_port).into();
+    let noop = NoopServer::start(&client).await;
+    let noop_addr: SocketAddr = ([127, 0, 0, 1], noop.port).into();
     let noop_requests = prepared_pushes(noop_addr, token, &body_pool(size, "noop"));
     let noop = push_load(
         noop_addr,
@@ -958,25 +984,8 @@ async fn main() {
         return;
     }
 
-    let noop_port = free_port();
-    let _noop = KillOnDrop(
-        Command::new(std::env::current_exe().unwrap())
-            .args(["--noop-server", &noop_port.to_string()])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let client = http_client();
-    while get(&client, &format!("http://127.0.0.1:{noop_port}/"))
-        .await
-        .0
-        == 0
-    {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-
     println!(
-        "pubsub-kafka-bridge benchmark: {} cores, {CONCURRENCY} concurrent connections, KAFKA_LINGER_MS={}, TOKIO_WORKER_THREADS={}, tansu (memory storage) on loopback, topic with {PARTITIONS} partitions, a fresh broker for every measurement; each row the median of {runs} (the range in brackets), each of them the bridge and then both limits",
+        "pubsub-kafka-bridge benchmark: {} cores, {CONCURRENCY} concurrent connections, KAFKA_LINGER_MS={}, TOKIO_WORKER_THREADS={}, tansu (memory storage) on loopback, topic with {PARTITIONS} partitions, a fresh broker and no-op endpoint for every measurement; each row the median of {runs} (the range in brackets), each of them the bridge and then both limits",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         linger_ms(),
         worker_threads()
@@ -991,12 +1000,7 @@ async fn main() {
     for (size, count) in [(100usize, 120_000usize), (1024, 120_000), (65_536, 15_000)] {
         let mut rows = Vec::new();
         for _ in 0..runs {
-            let row = measure(
-                (size, count / scale, 2_000 / scale),
-                &jwks,
-                &token,
-                noop_port,
-            );
+            let row = measure((size, count / scale, 2_000 / scale), &jwks, &token);
             rows.push(row.await);
         }
         print_row(&size_label(size), &rows);
