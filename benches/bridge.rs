@@ -124,35 +124,40 @@ async fn kafka_load(broker: &Broker, size: usize, count: usize) -> Run {
         ));
     }
     let payload: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
-    closed_loop(CONCURRENCY, Until::Count(count), move |i| {
-        let headers = [
-            ("source", "bench".to_owned()),
-            ("seq", i.to_string()),
-            ("pubsub.message_id", format!("direct-{i}")),
-            (
-                "pubsub.publish_time",
-                "2026-11-24T10:00:00.123456Z".to_owned(),
-            ),
-            (
-                "pubsub.subscription",
-                "projects/bench/subscriptions/push".to_owned(),
-            ),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.into_bytes()))
-        .collect();
-        let record = Record {
-            key: None,
-            value: Some(payload.clone()),
-            headers,
-            timestamp: chrono::Utc::now(),
-        };
-        let producer = Arc::clone(&producers[i % producers.len()]);
-        async move {
-            producer.produce(record).await.unwrap();
-            true
-        }
-    })
+    closed_loop(
+        CONCURRENCY,
+        Until::Count(count),
+        || (),
+        move |(), i| {
+            let headers = [
+                ("source", "bench".to_owned()),
+                ("seq", i.to_string()),
+                ("pubsub.message_id", format!("direct-{i}")),
+                (
+                    "pubsub.publish_time",
+                    "2026-11-24T10:00:00.123456Z".to_owned(),
+                ),
+                (
+                    "pubsub.subscription",
+                    "projects/bench/subscriptions/push".to_owned(),
+                ),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.into_bytes()))
+            .collect();
+            let record = Record {
+                key: None,
+                value: Some(payload.clone()),
+                headers,
+                timestamp: chrono::Utc::now(),
+            };
+            let producer = Arc::clone(&producers[i % producers.len()]);
+            async move {
+                producer.produce(record).await.unwrap();
+                ((), true)
+            }
+        },
+    )
     .await
 }
 
@@ -166,20 +171,27 @@ enum Until {
 }
 
 /// Operations from `concurrency` callers, each starting its next one when the last finished
-/// (the load shape of Pub/Sub's push window), until `until`. `op(i)` prepares operation `i`
-/// before the clock starts; the future it returns is what is timed, and says whether the
-/// operation was acknowledged. A refused one is counted, not timed, and its caller pauses
-/// 100 ms before the next (Pub/Sub backs off after a negative ack).
-async fn closed_loop<F, Fut>(concurrency: usize, until: Until, op: F) -> Run
+/// (the load shape of Pub/Sub's push window), until `until`. Each caller owns a state made by
+/// `caller` (a connection, say), which `op(state, i)` takes and hands back. `op` prepares
+/// operation `i` before the clock starts; the future it returns is what is timed, and says
+/// whether the operation was acknowledged. A refused one is counted, not timed, and its caller
+/// pauses 100 ms before the next (Pub/Sub backs off after a negative ack).
+async fn closed_loop<S, F, Fut>(
+    concurrency: usize,
+    until: Until,
+    caller: impl Fn() -> S,
+    op: F,
+) -> Run
 where
-    F: Fn(usize) -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = bool> + Send + 'static,
+    S: Send + 'static,
+    F: Fn(S, usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = (S, bool)> + Send + 'static,
 {
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let workers: Vec<_> = (0..concurrency)
         .map(|_| {
-            let (op, next) = (op.clone(), Arc::clone(&next));
+            let (op, next, mut state) = (op.clone(), Arc::clone(&next), caller());
             tokio::spawn(async move {
                 let (mut latencies, mut refused) = (Vec::new(), 0);
                 loop {
@@ -191,9 +203,11 @@ where
                     if done {
                         return (latencies, refused);
                     }
-                    let operation = op(i);
+                    let operation = op(state, i);
                     let sent = Instant::now();
-                    if operation.await {
+                    let acknowledged;
+                    (state, acknowledged) = operation.await;
+                    if acknowledged {
                         latencies.push(sent.elapsed());
                     } else {
                         refused += 1;
@@ -353,44 +367,20 @@ async fn push_load_here(
     until: Until,
     strict: bool,
 ) -> Run {
-    let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let workers: Vec<_> = (0..concurrency)
-        .map(|_| {
-            let (requests, next) = (Arc::clone(&requests), Arc::clone(&next));
-            tokio::spawn(async move {
-                let mut connection = PushConnection::new(addr);
-                let (mut latencies, mut refused) = (Vec::new(), 0);
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let done = match until {
-                        Until::Count(count) => i >= count,
-                        Until::Elapsed(limit) => started.elapsed() >= limit,
-                    };
-                    if done {
-                        return (latencies, refused);
-                    }
-                    let sent = Instant::now();
-                    match connection.push(&requests[i % requests.len()]).await {
-                        Answer::Acknowledged => latencies.push(sent.elapsed()),
-                        Answer::Refused if !strict => {
-                            refused += 1;
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
-                        Answer::Refused => panic!("push refused (503 or connection closed)"),
-                        Answer::Unexpected(answer) => panic!("unexpected answer {answer}"),
-                    }
-                }
-            })
-        })
-        .collect();
-    let (mut latencies, mut refused) = (Vec::new(), 0);
-    for w in workers {
-        let (mine, theirs) = w.await.unwrap();
-        latencies.extend(mine);
-        refused += theirs;
-    }
-    summarize(started.elapsed(), latencies, refused)
+    let caller = move || PushConnection::new(addr);
+    closed_loop(concurrency, until, caller, move |mut connection, i| {
+        let requests = Arc::clone(&requests);
+        async move {
+            let acknowledged = match connection.push(&requests[i % requests.len()]).await {
+                Answer::Acknowledged => true,
+                Answer::Refused if !strict => false,
+                Answer::Refused => panic!("push refused (503 or connection closed)"),
+                Answer::Unexpected(answer) => panic!("unexpected answer {answer}"),
+            };
+            (connection, acknowledged)
+        }
+    })
+    .await
 }
 
 /// A no-op endpoint: hyper reads the body and answers 204. Run as its own process.
@@ -491,14 +481,6 @@ fn process_usage(pid: u32) -> Usage {
         system: seconds(12),
         peak_kib,
     }
-}
-
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
 }
 
 /// Starts the release bridge; with `BENCH_BRIDGE_UNDER` set (say `valgrind --tool=callgrind`),

@@ -65,12 +65,7 @@ async fn broker_down_answers_503_within_the_timeout_and_recovers_by_itself() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // Every 204 is in Kafka; the 503s may or may not be (at-least-once, Pub/Sub redelivers them).
-    let ids: Vec<String> = broker
-        .read_all("outage")
-        .await
-        .iter()
-        .filter_map(|r| r.header("pubsub.message_id"))
-        .collect();
+    let ids = broker.message_ids("outage").await;
     assert!(ids.contains(&"before".to_owned()));
     assert!(ids.contains(&format!("after-{n}")));
     assert_eq!(

@@ -378,25 +378,13 @@ async fn records_arriving_while_a_write_is_in_flight_share_the_next_request() {
         (2, 6),
         "the first record alone, the five that arrived while it was in flight together"
     );
-    let ids: Vec<String> = broker
-        .read_all("gathered")
-        .await
-        .iter()
-        .filter_map(|c| c.header("pubsub.message_id"))
-        .collect();
+    let ids = broker.message_ids("gathered").await;
     assert_eq!(
         ids,
         [
             "warm", "first", "later-1", "later-2", "later-3", "later-4", "later-5"
         ]
     );
-}
-
-/// The value of an unlabelled metric in Prometheus text.
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(f64::NAN)
 }
 
 /// Polls `done` every few milliseconds, for at most 10 s.

@@ -71,12 +71,8 @@ async fn sigterm_with_200_in_flight_loses_nothing_and_exits_within_10s() {
         !acked.is_empty(),
         "in-flight deliveries finish during the drain"
     );
-    let stored: std::collections::HashSet<String> = broker
-        .read_all("shutdown")
-        .await
-        .iter()
-        .filter_map(|r| r.header("pubsub.message_id"))
-        .collect();
+    let stored: std::collections::HashSet<String> =
+        broker.message_ids("shutdown").await.into_iter().collect();
     for id in &acked {
         assert!(
             stored.contains(*id),

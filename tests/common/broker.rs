@@ -273,6 +273,15 @@ impl Broker {
         out
     }
 
+    /// The `pubsub.message_id` header of every record of `topic`, in [`Self::read_all`]'s order.
+    pub async fn message_ids(&self, topic: &str) -> Vec<String> {
+        self.read_all(topic)
+            .await
+            .iter()
+            .filter_map(|r| r.header("pubsub.message_id"))
+            .collect()
+    }
+
     /// The broker's stderr so far (for failure messages).
     pub fn log_path(&self) -> PathBuf {
         self.workdir.join("tansu.log")

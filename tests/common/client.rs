@@ -60,3 +60,10 @@ pub async fn send(client: &HttpClient, request: http::Request<Full<Bytes>>) -> (
         Err(e) => (0, e.to_string()),
     }
 }
+
+/// The value of the metric `name` (with its labels, if any) in Prometheus text; NaN if absent.
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(f64::NAN)
+}

@@ -41,19 +41,18 @@ impl BrokerProxy {
                 };
                 let (cr, cw) = client.into_split();
                 let (sr, sw) = server.into_split();
-                let always = watch::Sender::new(true).subscribe();
                 tokio::spawn(pump(
                     cr,
                     sw,
                     Arc::clone(&delay_ms),
-                    always,
+                    None,
                     Some(Arc::clone(&sent_bytes)),
                 ));
                 tokio::spawn(pump(
                     sr,
                     cw,
                     Arc::clone(&delay_ms),
-                    answers_flow.subscribe(),
+                    Some(answers_flow.subscribe()),
                     None,
                 ));
             }
@@ -79,7 +78,8 @@ async fn pump(
     mut from: OwnedReadHalf,
     mut to: OwnedWriteHalf,
     delay_ms: Arc<AtomicU64>,
-    mut flowing: watch::Receiver<bool>,
+    // Chunks wait while this says `false` (the broker's answers held back).
+    mut flowing: Option<watch::Receiver<bool>>,
     counted: Option<Arc<AtomicU64>>,
 ) {
     let mut buf = vec![0u8; 64 * 1024];
@@ -95,9 +95,12 @@ async fn pump(
         if delay > 0 {
             tokio::time::sleep(Duration::from_millis(delay)).await;
         }
-        if flowing.wait_for(|flowing| *flowing).await.is_err()
-            || to.write_all(&buf[..n]).await.is_err()
+        if let Some(flowing) = flowing.as_mut()
+            && flowing.wait_for(|flowing| *flowing).await.is_err()
         {
+            return;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
             return;
         }
     }
