@@ -112,6 +112,14 @@ struct KafkaSettings {
         global = true
     )]
     kafka_produce_timeout_ms: Option<String>,
+    /// How long one Kafka request may wait for its answer before its connection is replaced [default: 5000]
+    #[arg(
+        long,
+        env = "KAFKA_REQUEST_TIMEOUT_MS",
+        value_name = "MS",
+        global = true
+    )]
+    kafka_request_timeout_ms: Option<String>,
     /// Cap on the records of one produce request per partition [default: 1048576]
     #[arg(
         long,

@@ -245,6 +245,9 @@ pub struct KafkaConfig {
     pub linger: Duration,
     /// `KAFKA_PRODUCE_TIMEOUT_MS`.
     pub produce_timeout: Duration,
+    /// `KAFKA_REQUEST_TIMEOUT_MS`: how long one Kafka request (or a connection attempt) may
+    /// wait for its answer before its connection is closed and replaced.
+    pub request_timeout: Duration,
     /// `KAFKA_MAX_BATCH_BYTES`: cap of one produce request's records per partition.
     pub max_batch_bytes: usize,
     /// `KAFKA_MAX_RECORD_BYTES`: records larger than this are refused before sending, like the
@@ -368,6 +371,16 @@ pub mod numbers {
         min: 100,
         max: 600_000,
     };
+    /// `KAFKA_REQUEST_TIMEOUT_MS`. Half the produce timeout: a connection that went silent is
+    /// given up and replaced while the delivery that found it still has time to succeed on
+    /// the new one, as Java's `delivery.timeout.ms` (120 s) leaves room for retries after a
+    /// `request.timeout.ms` (30 s).
+    pub const KAFKA_REQUEST_TIMEOUT_MS: Number = Number {
+        var: "KAFKA_REQUEST_TIMEOUT_MS",
+        default: 5_000,
+        min: 100,
+        max: 600_000,
+    };
     /// `KAFKA_MAX_BATCH_BYTES`.
     pub const KAFKA_MAX_BATCH_BYTES: Number = Number {
         var: "KAFKA_MAX_BATCH_BYTES",
@@ -471,6 +484,7 @@ pub mod numbers {
     pub const ALL: &[Number] = &[
         KAFKA_LINGER_MS,
         KAFKA_PRODUCE_TIMEOUT_MS,
+        KAFKA_REQUEST_TIMEOUT_MS,
         KAFKA_MAX_BATCH_BYTES,
         KAFKA_MAX_RECORD_BYTES,
         KAFKA_METADATA_REFRESH_MS,
@@ -575,6 +589,7 @@ impl Config {
         // requests, because those arriving while one is in flight wait for the next.
         let linger = env.millis(&numbers::KAFKA_LINGER_MS);
         let produce_timeout = env.millis(&numbers::KAFKA_PRODUCE_TIMEOUT_MS);
+        let request_timeout = env.millis(&numbers::KAFKA_REQUEST_TIMEOUT_MS);
         let max_batch_bytes = env.number(&numbers::KAFKA_MAX_BATCH_BYTES);
         let max_record_bytes = env.number(&numbers::KAFKA_MAX_RECORD_BYTES);
         let metadata_refresh = env.millis(&numbers::KAFKA_METADATA_REFRESH_MS);
@@ -623,6 +638,7 @@ impl Config {
             compression,
             linger,
             produce_timeout,
+            request_timeout,
             max_batch_bytes,
             max_record_bytes,
             metadata_refresh,
@@ -667,6 +683,7 @@ impl Config {
                 compression,
                 linger,
                 produce_timeout,
+                request_timeout,
                 max_batch_bytes: max_batch_bytes as usize,
                 max_record_bytes: match max_record_bytes {
                     0 => None,
@@ -1309,6 +1326,7 @@ mod tests {
         assert_eq!(c.value_format, ValueFormat::Raw);
         assert_eq!(c.kafka.compression, CompressionCodec::None);
         assert_eq!(c.kafka.produce_timeout, Duration::from_secs(10));
+        assert_eq!(c.kafka.request_timeout, Duration::from_secs(5));
         assert_eq!(c.max_body_bytes, 16 << 20);
         assert_eq!(c.log_format, LogFormat::Text);
         let AuthConfig::Oidc(oidc) = c.auth else {
@@ -1448,6 +1466,7 @@ mod tests {
             ("KAFKA_COMPRESSION", "brotli", "KAFKA_COMPRESSION"),
             ("KAFKA_LINGER_MS", "soon", "KAFKA_LINGER_MS"),
             ("KAFKA_PRODUCE_TIMEOUT_MS", "5", "KAFKA_PRODUCE_TIMEOUT_MS"),
+            ("KAFKA_REQUEST_TIMEOUT_MS", "0", "KAFKA_REQUEST_TIMEOUT_MS"),
             ("PORT", "70000", "PORT"),
             ("LOG_FORMAT", "xml", "LOG_FORMAT"),
             (

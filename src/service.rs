@@ -137,9 +137,7 @@ impl<P: Produce> Service<P> {
     /// gets a `100 Continue`, never has its body read, and never holds in-flight budget.
     pub async fn admit(&self, head: &Parts) -> Head {
         match (&head.method, head.uri.path()) {
-            (&Method::GET | &Method::HEAD, "/healthz") => {
-                return Head::Answered(plain(StatusCode::OK, "ok"));
-            }
+            (&Method::GET | &Method::HEAD, "/healthz") => return Head::Answered(self.liveness()),
             (&Method::GET | &Method::HEAD, "/readyz") => return Head::Answered(self.readiness()),
             (&Method::GET, "/metrics") => return Head::Answered(self.metrics_text()),
             (&Method::POST, _) => {}
@@ -267,6 +265,20 @@ impl<P: Produce> Service<P> {
             .header(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")
             .body(Bytes::from(self.metrics.render(gauges)))
             .unwrap_or_default()
+    }
+
+    /// Liveness: 200 while the process serves and its Kafka client can make progress (see
+    /// [`Produce::liveness`]); no Kafka round trip. A 503 asks the platform for a restart, the
+    /// repair the bridge cannot make itself (Cloud Run: "unrecoverable instance failures, such
+    /// as a deadlock where an instance is running but unable to make progress").
+    fn liveness(&self) -> Response<Bytes> {
+        match self.app.producer().liveness() {
+            Ok(()) => plain(StatusCode::OK, "ok"),
+            Err(reason) => {
+                tracing::error!(reason, "liveness check failed");
+                plain(StatusCode::SERVICE_UNAVAILABLE, reason)
+            }
+        }
     }
 
     fn readiness(&self) -> Response<Bytes> {

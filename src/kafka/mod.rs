@@ -14,7 +14,7 @@ pub mod security;
 use std::collections::HashMap;
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -27,7 +27,7 @@ use rskafka::client::producer::aggregator::RecordAggregator;
 use rskafka::client::producer::{
     BatchProducer, BatchProducerBuilder, Error as ProducerError, ProducerClient,
 };
-use rskafka::client::{Client, ClientBuilder};
+use rskafka::client::{Client, ClientBuilder, KeepaliveConfig};
 use rskafka::record::Record;
 use tokio::sync::watch;
 
@@ -226,6 +226,11 @@ struct Inner {
     started: Instant,
     /// Milliseconds since `started` of the last successful metadata read or produce; 0 = never.
     last_contact_ms: AtomicU64,
+    /// Milliseconds since `started` of the first delivery that failed for want of an answer
+    /// from Kafka after the last contact; 0 = none since.
+    failing_since_ms: AtomicU64,
+    /// Whether the connection task runs (it is restarted after a panic).
+    connection_task_alive: AtomicBool,
     stats: Arc<ProduceStats>,
     /// Each produce's `KAFKA_PRODUCE_TIMEOUT_MS` deadline.
     deadlines: DeadlineTimers,
@@ -246,6 +251,8 @@ struct ProduceProgress {
 struct InlineProduce<T: Send + 'static> {
     produce: Option<Pin<Box<dyn Future<Output = T> + Send>>>,
     progress: Arc<ProduceProgress>,
+    /// How long the produce may run on after its caller gave up: `KAFKA_REQUEST_TIMEOUT_MS`.
+    grace: Duration,
 }
 
 impl<T: Send + 'static> Future for InlineProduce<T> {
@@ -269,16 +276,44 @@ impl<T: Send + 'static> Drop for InlineProduce<T> {
         if self.progress.handed_over.load(Ordering::Acquire)
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
-            runtime.spawn(produce);
+            // At most one request timeout more: by then every request that carried the record
+            // has an answer or closed its connection; a retry still running is let go of, so
+            // what it holds (the delivery's share of the in-flight budget) is freed.
+            let grace = self.grace;
+            runtime.spawn(async move {
+                let _ = tokio::time::timeout(grace, produce).await;
+            });
         }
     }
 }
 
+/// TCP keepalive on broker connections: an idle connection whose peer vanished (a NAT flow
+/// dropped, a VM paused) is found dead after 60 s + 3 × 10 s instead of at its next request,
+/// and the probes keep NAT mappings alive (Cloud NAT drops an established TCP flow idle for
+/// 1200 s by default, `tcpEstablishedIdleTimeoutSec`).
+const KEEPALIVE: KeepaliveConfig = KeepaliveConfig {
+    time: Some(Duration::from_secs(60)),
+    interval: Some(Duration::from_secs(10)),
+    retries: Some(3),
+};
+
+/// `/healthz` fails after this many `KAFKA_REQUEST_TIMEOUT_MS` without a successful Kafka round
+/// trip while deliveries fail for want of an answer: a silent connection is replaced within
+/// about one request timeout, so six mean the client is not repairing itself.
+pub const STALL_REQUEST_TIMEOUTS: u32 = 6;
+
 /// Connects to the cluster with the configured security: what the producer does at startup
 /// and what `pubsub-kafka-bridge check` tries.
+///
+/// Every step has a deadline: connecting (TCP and TLS) and each request (ApiVersions, SASL,
+/// metadata, produce) end after `KAFKA_REQUEST_TIMEOUT_MS`, like the Java client's
+/// `request.timeout.ms`; a request that times out closes its connection, which is replaced.
 pub async fn connect(config: &KafkaConfig) -> Result<Client, String> {
     let mut builder = ClientBuilder::new(config.bootstrap_servers.clone())
         .client_id(config.client_id.as_str())
+        .connect_timeout(Some(config.request_timeout))
+        .timeout(Some(config.request_timeout))
+        .keepalive_config(KEEPALIVE)
         // rskafka retries forever by default; a delivery must get an answer before
         // Pub/Sub's ack deadline, so retries end with the produce timeout.
         .backoff_config(BackoffConfig {
@@ -315,6 +350,11 @@ pub trait Produce: Send + Sync + 'static {
     /// Whether the cluster answered within `window` (readiness).
     fn reached_within(&self, window: Duration) -> bool;
 
+    /// Whether the producer can make progress (liveness), or why not.
+    fn liveness(&self) -> Result<(), &'static str> {
+        Ok(())
+    }
+
     /// `(produce requests, records)` acknowledged so far (metrics).
     fn produced(&self) -> (u64, u64);
 }
@@ -331,6 +371,10 @@ impl Produce for KafkaProducer {
 
     fn reached_within(&self, window: Duration) -> bool {
         Self::reached_within(self, window)
+    }
+
+    fn liveness(&self) -> Result<(), &'static str> {
+        Self::liveness(self)
     }
 
     fn produced(&self) -> (u64, u64) {
@@ -374,12 +418,35 @@ impl KafkaProducer {
                 loading: tokio::sync::Mutex::new(()),
                 started: Instant::now(),
                 last_contact_ms: AtomicU64::new(0),
+                failing_since_ms: AtomicU64::new(0),
+                connection_task_alive: AtomicBool::new(true),
                 stats: Arc::default(),
                 deadlines: DeadlineTimers::default(),
             }),
         };
-        tokio::spawn(Self::maintain(Arc::downgrade(&producer.inner)));
+        tokio::spawn(Self::supervise(Arc::downgrade(&producer.inner)));
         producer
+    }
+
+    /// Runs the connection task, and runs it again after a panic: deliveries depend on it
+    /// (the first connection, metadata refresh), so it must not silently stay dead.
+    async fn supervise(inner: Weak<Inner>) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let task = tokio::spawn(Self::maintain(Weak::clone(&inner)));
+            let Err(e) = task.await else {
+                return; // the producer is gone
+            };
+            let Some(alive) = inner.upgrade() else { return };
+            if !e.is_panic() {
+                return; // the runtime is shutting down
+            }
+            alive.connection_task_alive.store(false, Ordering::Relaxed);
+            tracing::error!(restart_in = ?backoff, "the Kafka connection task panicked");
+            drop(alive);
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
     }
 
     /// Connects (retrying with backoff), loads the configured topics, then re-reads metadata
@@ -389,6 +456,12 @@ impl KafkaProducer {
     /// (and with it the connections) at its next step after the last producer handle is gone.
     async fn maintain(inner: Weak<Inner>) {
         let upgrade = || inner.upgrade().map(|inner| Self { inner });
+        if let Some(producer) = upgrade() {
+            producer
+                .inner
+                .connection_task_alive
+                .store(true, Ordering::Relaxed);
+        }
         let mut backoff = Duration::from_millis(100);
         let (producer, client) = loop {
             let Some(producer) = upgrade() else { return };
@@ -430,10 +503,50 @@ impl KafkaProducer {
     }
 
     fn touch(&self) {
-        let ms = self.inner.started.elapsed().as_millis() as u64;
-        self.inner
-            .last_contact_ms
-            .store(ms.max(1), Ordering::Relaxed);
+        let ms = self.now_ms();
+        self.inner.last_contact_ms.store(ms, Ordering::Relaxed);
+        self.inner.failing_since_ms.store(0, Ordering::Relaxed);
+    }
+
+    /// Milliseconds since start, at least 1 (0 means "never" in the clocks above).
+    fn now_ms(&self) -> u64 {
+        (self.inner.started.elapsed().as_millis() as u64).max(1)
+    }
+
+    /// Notes a delivery that Kafka did not answer (timed out, or no connection).
+    fn note_unanswered(&self, error: &KafkaError) {
+        if matches!(error.code(), "kafka_timeout" | "kafka_unavailable") {
+            let now = self.now_ms();
+            let _ = self.inner.failing_since_ms.compare_exchange(
+                0,
+                now,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    /// Whether the Kafka client can make progress (liveness), or why not.
+    ///
+    /// Not live when the connection task is down, or when Kafka, once reached, has not
+    /// answered for [`STALL_REQUEST_TIMEOUTS`] request timeouts while deliveries failed for
+    /// want of an answer. A cluster never reached (a cold start against an unreachable
+    /// cluster) is no reason: the startup probe (`/readyz`) is the one that waits for it, and
+    /// restarting would not reach it sooner.
+    pub fn liveness(&self) -> Result<(), &'static str> {
+        if !self.inner.connection_task_alive.load(Ordering::Relaxed) {
+            return Err("the Kafka connection task is not running");
+        }
+        let reached = self.inner.last_contact_ms.load(Ordering::Relaxed) != 0;
+        let failing_since = self.inner.failing_since_ms.load(Ordering::Relaxed);
+        let bound = self.inner.config.request_timeout * STALL_REQUEST_TIMEOUTS;
+        if reached
+            && failing_since != 0
+            && self.now_ms().saturating_sub(failing_since) > bound.as_millis() as u64
+        {
+            return Err("Kafka has not answered while deliveries failed");
+        }
+        Ok(())
     }
 
     /// Whether the cluster answered within `window` (readiness).
@@ -570,14 +683,17 @@ impl KafkaProducer {
 
     /// Produces `record` to `topic` and waits for its acknowledgement (acks=all), at most
     /// `KAFKA_PRODUCE_TIMEOUT_MS`, keeping `hold` (the delivery's share of the in-flight
-    /// budget) until the Kafka client has let go of the record.
+    /// budget) until the Kafka client has let go of the record, or one request timeout after
+    /// the delivery was answered, whichever comes first.
     ///
-    /// Once handed to the client, a record stays in its batch until Kafka answers, however long
-    /// that takes, even after the delivery timed out or its client left. A produce the caller
-    /// gives up on after that point therefore moves to a task of its own that carries `hold`
-    /// until then, so the budget keeps counting the record's memory and a
-    /// stalled Kafka cannot make records pile up past it. A produce that had not yet handed its
-    /// record over when the caller gave up is cancelled instead.
+    /// Once handed to the client, a record stays in its batch until its request is answered
+    /// or times out (`KAFKA_REQUEST_TIMEOUT_MS`, which closes the silent connection), even
+    /// after the delivery timed out or its client left. A produce the caller gives up on after
+    /// that point therefore moves to a task of its own that carries `hold` until then, so the
+    /// budget keeps counting the record's memory and a stalled Kafka cannot make records pile
+    /// up past it; a retry still running one request timeout later is let go of, so a share
+    /// is never held for ever. A produce that had not yet handed its record over when the
+    /// caller gave up is cancelled instead.
     pub async fn produce_holding<H: Send + 'static>(
         &self,
         topic: &str,
@@ -602,6 +718,7 @@ impl KafkaProducer {
         let mut produce = InlineProduce {
             produce: Some(Box::pin(produce)),
             progress: Arc::clone(&progress),
+            grace: self.inner.config.request_timeout,
         };
         let mut deadline = self
             .inner
@@ -613,14 +730,17 @@ impl KafkaProducer {
             Poll::Pending => Pin::new(&mut deadline).poll(cx).map(|()| None),
         })
         .await;
-        match answered {
-            Some(result) => result,
-            None => Err(KafkaError::Timeout {
+        let result = answered.unwrap_or_else(|| {
+            Err(KafkaError::Timeout {
                 topic: topic.to_owned(),
                 partition: progress.partition.load(Ordering::Acquire),
                 after: timeout,
-            }),
+            })
+        });
+        if let Err(e) = &result {
+            self.note_unanswered(e);
         }
+        result
     }
 
     async fn produce_inner(

@@ -23,6 +23,10 @@ use serde::Deserialize;
 
 /// A token is replaced this long before it expires, so a connection never starts with one about to lapse.
 pub const REFRESH_MARGIN: Duration = Duration::from_secs(60);
+/// Google access tokens live an hour by default and at most 12 hours (with the organization
+/// policy `constraints/iam.allowServiceAccountCredentialLifetimeExtension`): a longer
+/// `expires_in` from the metadata server is not believed.
+pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 /// A metadata request that takes longer fails (and the connection attempt is retried).
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// The metadata server's path prefix of the default service account.
@@ -64,6 +68,20 @@ pub fn gmk_token(access_token: &str, email: &str, iat: u64, exp: u64) -> String 
         URL_SAFE_NO_PAD.encode(claims.to_string()),
         URL_SAFE_NO_PAD.encode(access_token),
     )
+}
+
+/// The lifetime a token response's `expires_in` (seconds) stands for: at least a second, at
+/// most [`MAX_TOKEN_LIFETIME`].
+fn lifetime(expires_in: u64) -> Duration {
+    Duration::from_secs(expires_in.clamp(1, MAX_TOKEN_LIFETIME.as_secs()))
+}
+
+/// When a token fetched at `now` that lives `lifetime` is replaced: [`REFRESH_MARGIN`] before
+/// it expires, or at half its life when it is short (tests, unusual setups). Never panics:
+/// an instant beyond the clock's range means "refresh on next use".
+fn refresh_at(now: Instant, lifetime: Duration) -> Instant {
+    let margin = REFRESH_MARGIN.min(lifetime / 2);
+    now.checked_add(lifetime - margin).unwrap_or(now)
 }
 
 impl std::fmt::Debug for GoogleTokenProvider {
@@ -121,9 +139,7 @@ impl GoogleTokenProvider {
             now,
             now.saturating_add(lifetime.as_secs()),
         );
-        // Short-lived tokens (tests, unusual setups) are refreshed at half their life.
-        let margin = REFRESH_MARGIN.min(lifetime / 2);
-        *cached = Some((token.clone(), Instant::now() + lifetime - margin));
+        *cached = Some((token.clone(), refresh_at(Instant::now(), lifetime)));
         Ok(token)
     }
 
@@ -162,10 +178,7 @@ impl GoogleTokenProvider {
         let body = self.get("token", 64 * 1024).await?;
         let parsed: TokenResponse = serde_json::from_slice(&body)
             .map_err(|e| self.error(format!("unexpected token response: {e}")))?;
-        Ok((
-            parsed.access_token,
-            Duration::from_secs(parsed.expires_in.max(1)),
-        ))
+        Ok((parsed.access_token, lifetime(parsed.expires_in)))
     }
 
     /// rskafka's OAUTHBEARER credentials, asking this provider on every new connection.
@@ -195,6 +208,23 @@ mod tests {
         URL_SAFE_NO_PAD
             .decode(token.split('.').nth(n).unwrap())
             .unwrap()
+    }
+
+    #[test]
+    fn a_server_lifetime_is_bounded_and_never_overflows_the_clock() {
+        assert_eq!(lifetime(0), Duration::from_secs(1));
+        assert_eq!(lifetime(3599), Duration::from_secs(3599));
+        assert_eq!(lifetime(u64::MAX), MAX_TOKEN_LIFETIME);
+        let now = Instant::now();
+        assert_eq!(
+            refresh_at(now, Duration::from_secs(3600)),
+            now + Duration::from_secs(3540)
+        );
+        assert_eq!(
+            refresh_at(now, Duration::from_secs(10)),
+            now + Duration::from_secs(5)
+        );
+        assert_eq!(refresh_at(now, Duration::MAX), now);
     }
 
     #[test]

@@ -3,6 +3,7 @@ use std::fmt::Display;
 use std::future::Future;
 use std::ops::ControlFlow;
 use std::sync::Arc;
+use std::time::Duration;
 use thiserror::Error;
 use tokio::{io::BufStream, sync::Mutex};
 use tracing::{debug, error, info, warn};
@@ -21,7 +22,9 @@ use crate::{
 };
 
 pub use self::transport::TlsConfig;
-pub use self::transport::{Credentials, OauthBearerCredentials, OauthCallback, SaslConfig};
+pub use self::transport::{
+    Credentials, KeepaliveConfig, OauthBearerCredentials, OauthCallback, SaslConfig,
+};
 
 mod topology;
 mod transport;
@@ -85,7 +88,19 @@ trait ConnectionHandler {
         socks5_proxy: Option<String>,
         sasl_config: Option<SaslConfig>,
         max_message_size: usize,
+        timeouts: Timeouts,
     ) -> impl Future<Output = Result<Arc<Self::R>>> + Send;
+}
+
+/// Deadlines and keepalive of broker connections (patched in from upstream, see PATCHED.md).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Timeouts {
+    /// Connecting (TCP and TLS); `None`: for ever.
+    pub connect: Option<Duration>,
+    /// Every request, from its send to its answer; `None`: for ever.
+    pub request: Option<Duration>,
+    /// TCP keepalive; `None`: the system's default (off).
+    pub keepalive: Option<KeepaliveConfig>,
 }
 
 /// Defines the possible request modes of metadata retrieval.
@@ -147,6 +162,7 @@ impl ConnectionHandler for BrokerRepresentation {
         socks5_proxy: Option<String>,
         sasl_config: Option<SaslConfig>,
         max_message_size: usize,
+        timeouts: Timeouts,
     ) -> Result<Arc<Self::R>> {
         let url = self.url();
         info!(
@@ -154,14 +170,25 @@ impl ConnectionHandler for BrokerRepresentation {
             url = url.as_str(),
             "Establishing new connection",
         );
-        let transport = Transport::connect(&url, tls_config, socks5_proxy)
-            .await
-            .map_err(|error| Error::Transport {
-                broker: url.to_string(),
-                error,
-            })?;
+        let transport = Transport::connect(
+            &url,
+            tls_config,
+            socks5_proxy,
+            timeouts.connect,
+            timeouts.keepalive,
+        )
+        .await
+        .map_err(|error| Error::Transport {
+            broker: url.to_string(),
+            error,
+        })?;
 
-        let mut messenger = Messenger::new(BufStream::new(transport), max_message_size, client_id);
+        let mut messenger = Messenger::new(
+            BufStream::new(transport),
+            max_message_size,
+            client_id,
+            timeouts.request,
+        );
         messenger.sync_versions().await?;
         if let Some(sasl_config) = sasl_config {
             messenger.do_sasl(sasl_config).await?;
@@ -210,6 +237,9 @@ pub struct BrokerConnector {
 
     /// Maximum message size for framing protocol.
     max_message_size: usize,
+
+    /// Deadlines and keepalive of every connection.
+    timeouts: Timeouts,
 }
 
 impl BrokerConnector {
@@ -221,6 +251,7 @@ impl BrokerConnector {
         sasl_config: Option<SaslConfig>,
         max_message_size: usize,
         backoff_config: Arc<BackoffConfig>,
+        timeouts: Timeouts,
     ) -> Self {
         Self {
             bootstrap_brokers,
@@ -233,6 +264,7 @@ impl BrokerConnector {
             socks5_proxy,
             sasl_config,
             max_message_size,
+            timeouts,
         }
     }
 
@@ -329,6 +361,7 @@ impl BrokerConnector {
                         self.socks5_proxy.clone(),
                         self.sasl_config.clone(),
                         self.max_message_size,
+                        self.timeouts,
                     )
                     .await?;
                 Ok(Some(connection))
@@ -431,7 +464,8 @@ impl BrokerCache for &BrokerConnector {
 
     async fn get(&self) -> Result<(Arc<Self::R>, BrokerCacheGeneration), Self::E> {
         let mut current_broker = self.cached_arbitrary_broker.lock().await;
-        if let Some(broker) = &current_broker.0 {
+        // Patched (see PATCHED.md): a connection that failed is never handed out again.
+        if let Some(broker) = current_broker.0.as_ref().filter(|b| !b.is_poisoned()) {
             return Ok((Arc::clone(broker), current_broker.1));
         }
 
@@ -443,6 +477,7 @@ impl BrokerCache for &BrokerConnector {
             self.socks5_proxy.clone(),
             self.sasl_config.clone(),
             self.max_message_size,
+            self.timeouts,
         )
         .await?;
 
@@ -479,6 +514,7 @@ async fn connect_to_a_broker_with_retry<B>(
     socks5_proxy: Option<String>,
     sasl_config: Option<SaslConfig>,
     max_message_size: usize,
+    timeouts: Timeouts,
 ) -> Result<Arc<B::R>>
 where
     B: ConnectionHandler + Send + Sync,
@@ -498,6 +534,7 @@ where
                         socks5_proxy.clone(),
                         sasl_config.clone(),
                         max_message_size,
+                        timeouts,
                     )
                     .await;
 
@@ -809,6 +846,7 @@ mod tests {
             _socks5_proxy: Option<String>,
             _sasl_config: Option<SaslConfig>,
             _max_message_size: usize,
+            _timeouts: Timeouts,
         ) -> Result<Arc<Self::R>> {
             (self.conn)()
         }
@@ -833,6 +871,7 @@ mod tests {
             brokers,
             Arc::from(DEFAULT_CLIENT_ID),
             &Default::default(),
+            Default::default(),
             Default::default(),
             Default::default(),
             Default::default(),

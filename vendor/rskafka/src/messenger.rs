@@ -3,14 +3,17 @@ use std::{
     future::Future,
     io::Cursor,
     ops::DerefMut,
+    pin::Pin,
     sync::{
         Arc,
-        atomic::{AtomicI32, Ordering},
+        atomic::{AtomicBool, AtomicI32, Ordering},
     },
-    task::Poll,
+    task::{Context, Poll},
+    time::{Duration, Instant},
 };
 
 use futures::future::BoxFuture;
+use futures::task::AtomicWaker;
 use parking_lot::Mutex;
 use rsasl::{
     mechname::MechanismNameError,
@@ -18,7 +21,7 @@ use rsasl::{
 };
 use thiserror::Error;
 use tokio::{
-    io::{AsyncRead, AsyncWrite, AsyncWriteExt, WriteHalf},
+    io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf, WriteHalf},
     sync::{
         Mutex as AsyncMutex,
         oneshot::{Sender, channel},
@@ -108,7 +111,14 @@ pub struct Messenger<RW> {
     /// The half of the stream that we use to send data TO the broker.
     ///
     /// This will be used by [`request`](Self::request) to queue up messages.
-    stream_write: Arc<AsyncMutex<WriteHalf<RW>>>,
+    stream_write: Arc<AsyncMutex<WriteHalf<Killable<RW>>>>,
+
+    /// Closes the connection from outside its reader and writer (patched, see PATCHED.md).
+    kill: Arc<KillSwitch>,
+
+    /// How long a request may wait for its answer, its send included (patched in from
+    /// upstream, see PATCHED.md); `None`: for ever.
+    timeout: Option<Duration>,
 
     /// Client ID.
     client_id: Arc<str>,
@@ -213,15 +223,28 @@ pub enum SaslError {
 
 impl<RW> Messenger<RW>
 where
-    RW: AsyncRead + AsyncWrite + Send + 'static,
+    RW: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    pub fn new(stream: RW, max_message_size: usize, client_id: Arc<str>) -> Self {
-        let (stream_read, stream_write) = tokio::io::split(stream);
+    pub fn new(
+        stream: RW,
+        max_message_size: usize,
+        client_id: Arc<str>,
+        timeout: Option<Duration>,
+    ) -> Self {
+        let kill = Arc::new(KillSwitch::default());
+        let (stream_read, stream_write) = tokio::io::split(Killable {
+            inner: Some(stream),
+            switch: Arc::clone(&kill),
+        });
         let state = Arc::new(Mutex::new(MessengerState::RequestMap(HashMap::default())));
         let state_captured = Arc::clone(&state);
 
         let join_handle = tokio::spawn(async move {
             let mut stream_read = stream_read;
+            // A broker (or anything in its place) can send answers nobody asked for as fast
+            // as it likes: one line now and then, with the count, not one line per answer.
+            let mut unknown_answers = RepeatedLog::new(REPEATED_LOG_INTERVAL);
+            let mut bad_headers = RepeatedLog::new(REPEATED_LOG_INTERVAL);
 
             loop {
                 match stream_read.read_message(max_message_size).await {
@@ -236,7 +259,13 @@ where
                             {
                                 Ok(header) => header,
                                 Err(e) => {
-                                    warn!(%e, "Cannot read message header, ignoring message");
+                                    if let Some(suppressed) = bad_headers.hit(Instant::now()) {
+                                        warn!(
+                                            %e,
+                                            suppressed,
+                                            "Cannot read message header, ignoring message",
+                                        );
+                                    }
                                     continue;
                                 }
                             };
@@ -246,10 +275,14 @@ where
                                 match map.remove(&header.correlation_id.0) {
                                     Some(active_request) => active_request,
                                     _ => {
-                                        warn!(
-                                            correlation_id = header.correlation_id.0,
-                                            "Got response for unknown request",
-                                        );
+                                        if let Some(suppressed) =
+                                            unknown_answers.hit(Instant::now())
+                                        {
+                                            warn!(
+                                                correlation_id = header.correlation_id.0,
+                                                suppressed, "Got response for unknown request",
+                                            );
+                                        }
                                         continue;
                                     }
                                 }
@@ -296,6 +329,8 @@ where
 
         Self {
             stream_write: Arc::new(AsyncMutex::new(stream_write)),
+            kill,
+            timeout,
             client_id,
             correlation_id: AtomicI32::new(0),
             version_ranges: HashMap::new(),
@@ -307,6 +342,12 @@ where
     #[cfg(feature = "unstable-fuzzing")]
     pub fn override_version_ranges(&mut self, ranges: HashMap<ApiKey, ApiVersionRange>) {
         self.set_version_ranges(ranges);
+    }
+
+    /// Whether this connection failed (a read or write error, or a request that timed out):
+    /// every request on it fails at once, so it must be replaced.
+    pub fn is_poisoned(&self) -> bool {
+        matches!(*self.state.lock(), MessengerState::Poison(_))
     }
 
     /// Set supported version range.
@@ -400,10 +441,27 @@ where
             }
         }
 
-        self.send_message(buf).await?;
-        cleanup_on_cancel.message_sent();
-
-        let mut response = rx.await.expect("Who closed this channel?!")?;
+        let exchange = async {
+            self.send_message(buf).await?;
+            cleanup_on_cancel.message_sent();
+            rx.await.unwrap_or_else(|_| {
+                Err(RequestError::IO(std::io::Error::new(
+                    std::io::ErrorKind::BrokenPipe,
+                    "connection closed before the answer arrived",
+                )))
+            })
+        };
+        // Patched (see PATCHED.md): the send is timed too (a peer that stops reading fills
+        // the socket buffer and blocks every writer), and a request that times out closes
+        // the connection, so the requests waiting on it fail now rather than each after its
+        // own timeout, and the connection is replaced instead of handed out again.
+        let mut response = match self.timeout {
+            Some(timeout) => match tokio::time::timeout(timeout, exchange).await {
+                Ok(response) => response?,
+                Err(_) => return Err(self.close_timed_out(timeout)),
+            },
+            None => exchange.await?,
+        };
         let body = R::ResponseBody::read_versioned(&mut response.data, body_api_version)?;
 
         // check if we fully consumed the message, otherwise there might be a bug in our protocol code
@@ -419,6 +477,27 @@ where
         }
 
         Ok(body)
+    }
+
+    /// Poisons and closes the connection after a request got no answer within `timeout`.
+    fn close_timed_out(&self, timeout: Duration) -> RequestError {
+        let timed_out = || {
+            RequestError::IO(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer from the broker within {timeout:?}; connection closed"),
+            ))
+        };
+        let first = {
+            let mut state = self.state.lock();
+            let first = matches!(*state, MessengerState::RequestMap(_));
+            state.poison(timed_out());
+            first
+        };
+        self.kill.kill();
+        if first {
+            warn!(?timeout, "Broker request timed out, closing the connection");
+        }
+        timed_out()
     }
 
     async fn send_message(&self, msg: Vec<u8>) -> Result<(), RequestError> {
@@ -631,7 +710,135 @@ where
 
 impl<RW> Drop for Messenger<RW> {
     fn drop(&mut self) {
+        // Closes the socket even while a rescued write (`CancellationSafeFuture`) holds it.
+        self.kill.kill();
         self.join_handle.abort();
+    }
+}
+
+/// Repeated log lines from a peer are written at most once per this interval.
+const REPEATED_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Rate limit of one repeated log line: the first occurrence is logged, then at most one per
+/// interval, each carrying how many were left out since the previous one (patched, see
+/// PATCHED.md).
+#[derive(Debug)]
+struct RepeatedLog {
+    interval: Duration,
+    last_logged: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RepeatedLog {
+    fn new(interval: Duration) -> Self {
+        Self {
+            interval,
+            last_logged: None,
+            suppressed: 0,
+        }
+    }
+
+    /// An occurrence at `now`: `Some(suppressed since the last line)` when it is to be logged.
+    fn hit(&mut self, now: Instant) -> Option<u64> {
+        let due = self
+            .last_logged
+            .is_none_or(|last| now.saturating_duration_since(last) >= self.interval);
+        if due {
+            self.last_logged = Some(now);
+            Some(std::mem::take(&mut self.suppressed))
+        } else {
+            self.suppressed += 1;
+            None
+        }
+    }
+}
+
+/// Lets a request that timed out close the connection: the reader and a blocked writer are
+/// woken and see an error, and the stream (the socket) is dropped at once (patched, see
+/// PATCHED.md).
+#[derive(Debug, Default)]
+struct KillSwitch {
+    killed: AtomicBool,
+    read: AtomicWaker,
+    write: AtomicWaker,
+}
+
+impl KillSwitch {
+    fn kill(&self) {
+        self.killed.store(true, Ordering::SeqCst);
+        self.read.wake();
+        self.write.wake();
+    }
+}
+
+/// The broker stream, until its [`KillSwitch`] is thrown.
+#[derive(Debug)]
+struct Killable<RW> {
+    inner: Option<RW>,
+    switch: Arc<KillSwitch>,
+}
+
+impl<RW> Killable<RW> {
+    /// The stream, or an error once killed; `waker` is registered first so a kill is not missed.
+    fn live(&mut self, waker: &AtomicWaker, cx: &Context<'_>) -> std::io::Result<&mut RW> {
+        waker.register(cx.waker());
+        if self.switch.killed.load(Ordering::SeqCst) {
+            self.inner = None;
+        }
+        self.inner.as_mut().ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                "connection closed by the client",
+            )
+        })
+    }
+}
+
+impl<RW: AsyncRead + Unpin> AsyncRead for Killable<RW> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let switch = Arc::clone(&this.switch);
+        match this.live(&switch.read, cx) {
+            Ok(inner) => Pin::new(inner).poll_read(cx, buf),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+}
+
+impl<RW: AsyncWrite + Unpin> AsyncWrite for Killable<RW> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let switch = Arc::clone(&this.switch);
+        match this.live(&switch.write, cx) {
+            Ok(inner) => Pin::new(inner).poll_write(cx, buf),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let switch = Arc::clone(&this.switch);
+        match this.live(&switch.write, cx) {
+            Ok(inner) => Pin::new(inner).poll_flush(cx),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let switch = Arc::clone(&this.switch);
+        match this.live(&switch.write, cx) {
+            Ok(inner) => Pin::new(inner).poll_shutdown(cx),
+            Err(e) => Poll::Ready(Err(e)),
+        }
     }
 }
 
@@ -816,7 +1023,7 @@ mod tests {
     #[tokio::test]
     async fn test_sync_versions_ok() {
         let (sim, rx) = MessageSimulator::new();
-        let mut messenger = Messenger::new(rx, 1_000, Arc::from(DEFAULT_CLIENT_ID));
+        let mut messenger = Messenger::new(rx, 1_000, Arc::from(DEFAULT_CLIENT_ID), None);
 
         // construct response
         let mut msg = vec![];
@@ -853,7 +1060,7 @@ mod tests {
     #[tokio::test]
     async fn test_sync_versions_ignores_error_code() {
         let (sim, rx) = MessageSimulator::new();
-        let mut messenger = Messenger::new(rx, 1_000, Arc::from(DEFAULT_CLIENT_ID));
+        let mut messenger = Messenger::new(rx, 1_000, Arc::from(DEFAULT_CLIENT_ID), None);
 
         // construct error response
         let mut msg = vec![];
@@ -916,7 +1123,7 @@ mod tests {
     #[tokio::test]
     async fn test_sync_versions_ignores_read_code() {
         let (sim, rx) = MessageSimulator::new();
-        let mut messenger = Messenger::new(rx, 1_000, Arc::from(DEFAULT_CLIENT_ID));
+        let mut messenger = Messenger::new(rx, 1_000, Arc::from(DEFAULT_CLIENT_ID), None);
 
         // construct error response
         let mut msg = vec![];
@@ -967,7 +1174,7 @@ mod tests {
     #[tokio::test]
     async fn test_sync_versions_err_flipped_range() {
         let (sim, rx) = MessageSimulator::new();
-        let mut messenger = Messenger::new(rx, 1_000, Arc::from(DEFAULT_CLIENT_ID));
+        let mut messenger = Messenger::new(rx, 1_000, Arc::from(DEFAULT_CLIENT_ID), None);
 
         // construct response
         let mut msg = vec![];
@@ -1000,7 +1207,7 @@ mod tests {
     #[tokio::test]
     async fn test_sync_versions_ignores_garbage() {
         let (sim, rx) = MessageSimulator::new();
-        let mut messenger = Messenger::new(rx, 1_000, Arc::from(DEFAULT_CLIENT_ID));
+        let mut messenger = Messenger::new(rx, 1_000, Arc::from(DEFAULT_CLIENT_ID), None);
 
         // construct response
         let mut msg = vec![];
@@ -1064,7 +1271,7 @@ mod tests {
     #[tokio::test]
     async fn test_sync_versions_err_no_working_version() {
         let (sim, rx) = MessageSimulator::new();
-        let mut messenger = Messenger::new(rx, 1_000, Arc::from(DEFAULT_CLIENT_ID));
+        let mut messenger = Messenger::new(rx, 1_000, Arc::from(DEFAULT_CLIENT_ID), None);
 
         // construct error response
         for (i, v) in ((ApiVersionsRequest::API_VERSION_RANGE.min().0.0)
@@ -1103,7 +1310,7 @@ mod tests {
     #[tokio::test]
     async fn test_poison_hangup() {
         let (sim, rx) = MessageSimulator::new();
-        let mut messenger = Messenger::new(rx, 1_000, Arc::from(DEFAULT_CLIENT_ID));
+        let mut messenger = Messenger::new(rx, 1_000, Arc::from(DEFAULT_CLIENT_ID), None);
         messenger.set_version_ranges(HashMap::from([(
             ApiKey::ListOffsets,
             ListOffsetsRequest::API_VERSION_RANGE,
@@ -1125,7 +1332,7 @@ mod tests {
     #[tokio::test]
     async fn test_poison_negative_message_size() {
         let (sim, rx) = MessageSimulator::new();
-        let mut messenger = Messenger::new(rx, 1_000, Arc::from(DEFAULT_CLIENT_ID));
+        let mut messenger = Messenger::new(rx, 1_000, Arc::from(DEFAULT_CLIENT_ID), None);
         messenger.set_version_ranges(HashMap::from([(
             ApiKey::ListOffsets,
             ListOffsetsRequest::API_VERSION_RANGE,
@@ -1158,7 +1365,7 @@ mod tests {
     #[tokio::test]
     async fn test_broken_msg_header_does_not_poison() {
         let (sim, rx) = MessageSimulator::new();
-        let mut messenger = Messenger::new(rx, 1_000, Arc::from(DEFAULT_CLIENT_ID));
+        let mut messenger = Messenger::new(rx, 1_000, Arc::from(DEFAULT_CLIENT_ID), None);
         messenger.set_version_ranges(HashMap::from([(
             ApiKey::ApiVersions,
             ApiVersionsRequest::API_VERSION_RANGE,
@@ -1203,7 +1410,7 @@ mod tests {
         let (tx_front, rx_middle) = tokio::io::duplex(1);
         let (tx_middle, mut rx_back) = tokio::io::duplex(1);
 
-        let mut messenger = Messenger::new(tx_front, 1_000, Arc::from(DEFAULT_CLIENT_ID));
+        let mut messenger = Messenger::new(tx_front, 1_000, Arc::from(DEFAULT_CLIENT_ID), None);
 
         // create two barriers:
         // - pause: will be passed after 3 bytes were sent by the client
@@ -1347,6 +1554,86 @@ mod tests {
         // clean up helper tasks
         handle_broker.abort();
         handle_network.abort();
+    }
+
+    fn api_versions_request() -> ApiVersionsRequest {
+        ApiVersionsRequest {
+            client_software_name: Some(CompactString(String::from("foo"))),
+            client_software_version: Some(CompactString(String::from("bar"))),
+            tagged_fields: Some(TaggedFields::default()),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_that_times_out_closes_the_connection_and_fails_the_others_at_once() {
+        // The broker side reads nothing and answers nothing: a silent broker.
+        let (client, mut broker) = tokio::io::duplex(64 * 1024);
+        let timeout = Duration::from_millis(200);
+        let mut messenger =
+            Messenger::new(client, 1_000, Arc::from(DEFAULT_CLIENT_ID), Some(timeout));
+        messenger.set_version_ranges(HashMap::from([(
+            ApiKey::ApiVersions,
+            ApiVersionsRequest::API_VERSION_RANGE,
+        )]));
+        let start = tokio::time::Instant::now();
+        let first = async {
+            let result = messenger.request(api_versions_request()).await;
+            (result, start.elapsed())
+        };
+        let second = async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let result = messenger.request(api_versions_request()).await;
+            (result, start.elapsed())
+        };
+        let ((first, first_at), (second, second_at)) = futures::join!(first, second);
+        assert_matches!(first, Err(RequestError::IO(e)) if e.kind() == std::io::ErrorKind::TimedOut);
+        assert_eq!(first_at, timeout);
+        // Failed with the first, not after its own 200 ms.
+        assert_matches!(second, Err(RequestError::Poisoned(_)));
+        assert_eq!(second_at, timeout);
+        assert!(messenger.is_poisoned());
+        assert_matches!(
+            messenger.request(api_versions_request()).await,
+            Err(RequestError::Poisoned(_))
+        );
+        // The socket is closed: the broker side reads the two requests, then the end.
+        let mut sent = Vec::new();
+        broker.read_to_end(&mut sent).await.unwrap();
+        assert!(!sent.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_send_blocked_by_a_peer_that_stopped_reading_times_out() {
+        // One byte of buffer and nobody reading: the request cannot be written.
+        let (client, _broker) = tokio::io::duplex(1);
+        let mut messenger = Messenger::new(
+            client,
+            1_000,
+            Arc::from(DEFAULT_CLIENT_ID),
+            Some(Duration::from_millis(200)),
+        );
+        messenger.set_version_ranges(HashMap::from([(
+            ApiKey::ApiVersions,
+            ApiVersionsRequest::API_VERSION_RANGE,
+        )]));
+        let err = messenger.request(api_versions_request()).await.unwrap_err();
+        assert_matches!(err, RequestError::IO(e) if e.kind() == std::io::ErrorKind::TimedOut);
+        assert!(messenger.is_poisoned());
+    }
+
+    #[test]
+    fn a_repeated_log_line_is_written_once_per_interval_with_the_count_left_out() {
+        let interval = Duration::from_secs(10);
+        let mut log = RepeatedLog::new(interval);
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        assert_eq!(log.hit(at(0)), Some(0));
+        assert_eq!(log.hit(at(1)), None);
+        assert_eq!(log.hit(at(9)), None);
+        assert_eq!(log.hit(at(10)), Some(2));
+        assert_eq!(log.hit(at(11)), None);
+        assert_eq!(log.hit(at(25)), Some(1));
+        assert_eq!(log.hit(at(36)), Some(0));
     }
 
     #[derive(Debug)]

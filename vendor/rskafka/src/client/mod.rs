@@ -1,4 +1,5 @@
 use std::sync::Arc;
+use std::time::Duration;
 
 use thiserror::Error;
 
@@ -6,7 +7,7 @@ use crate::{
     backoff::BackoffConfig,
     build_info::DEFAULT_CLIENT_ID,
     client::partition::PartitionClient,
-    connection::{BrokerConnector, MetadataLookupMode, TlsConfig},
+    connection::{BrokerConnector, MetadataLookupMode, Timeouts, TlsConfig},
     protocol::primitives::Boolean,
     topic::Topic,
 };
@@ -22,7 +23,9 @@ use error::{Error, Result};
 
 use self::{controller::ControllerClient, partition::UnknownTopicHandling};
 
-pub use crate::connection::{Credentials, OauthBearerCredentials, OauthCallback, SaslConfig};
+pub use crate::connection::{
+    Credentials, KeepaliveConfig, OauthBearerCredentials, OauthCallback, SaslConfig,
+};
 
 #[derive(Debug, Error)]
 pub enum ProduceError {
@@ -48,6 +51,7 @@ pub struct ClientBuilder {
     tls_config: TlsConfig,
     sasl_config: Option<SaslConfig>,
     backoff_config: Arc<BackoffConfig>,
+    timeouts: Timeouts,
 }
 
 impl ClientBuilder {
@@ -61,6 +65,11 @@ impl ClientBuilder {
             tls_config: TlsConfig::default(),
             sasl_config: None,
             backoff_config: Default::default(),
+            timeouts: Timeouts {
+                connect: Some(Duration::from_secs(30)),
+                request: None,
+                keepalive: None,
+            },
         }
     }
 
@@ -106,6 +115,34 @@ impl ClientBuilder {
         self
     }
 
+    /// Set the timeout on establishing connections to the broker (TCP and TLS).
+    /// By setting this to `None`, connection attempts will never time out unless
+    /// interrupted by an external event.
+    /// The default timeout is 30 seconds.
+    pub fn connect_timeout(mut self, connect_timeout: Option<Duration>) -> Self {
+        self.timeouts.connect = connect_timeout;
+        self
+    }
+
+    /// Set the timeout on requests to the broker, from the send to the answer. A request
+    /// that times out closes its connection: the other requests on it fail at once and the
+    /// connection is replaced.
+    /// By setting this to `None`, requests will never time out unless
+    /// interrupted by an external event.
+    /// The default timeout is `None`.
+    pub fn timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.timeouts.request = timeout;
+        self
+    }
+
+    /// Set keepalive configuration.
+    ///
+    /// The default is to not set any keepalive configuration.
+    pub fn keepalive_config(mut self, keepalive_config: KeepaliveConfig) -> Self {
+        self.timeouts.keepalive = Some(keepalive_config);
+        self
+    }
+
     /// Build [`Client`].
     pub async fn build(self) -> Result<Client> {
         let brokers = Arc::new(BrokerConnector::new(
@@ -117,6 +154,7 @@ impl ClientBuilder {
             self.sasl_config,
             self.max_message_size,
             Arc::clone(&self.backoff_config),
+            self.timeouts,
         ));
         brokers.refresh_metadata().await?;
 

@@ -419,7 +419,8 @@ impl BrokerCache for &PartitionClient {
 
     async fn get(&self) -> Result<(Arc<Self::R>, BrokerCacheGeneration)> {
         let mut current_broker = self.current_broker.lock().await;
-        if let Some(broker) = &current_broker.broker {
+        // Patched (see PATCHED.md): a connection that failed is never handed out again.
+        if let Some(broker) = current_broker.broker.as_ref().filter(|b| !b.is_poisoned()) {
             return Ok((Arc::clone(broker), current_broker.gen_broker));
         }
 
@@ -753,9 +754,17 @@ fn process_produce_response(
             response: None,
             is_virtual: false,
         }),
-        None => Ok((0..num_records)
-            .map(|x| x + response.base_offset.0)
-            .collect()),
+        // Patched (see PATCHED.md): an offset the broker sends never overflows (a panic in
+        // debug builds).
+        None => (0..num_records)
+            .map(|x| response.base_offset.0.checked_add(x))
+            .collect::<Option<Vec<i64>>>()
+            .ok_or_else(|| {
+                Error::InvalidResponse(format!(
+                    "base offset {} out of range",
+                    response.base_offset.0
+                ))
+            }),
     }
 }
 

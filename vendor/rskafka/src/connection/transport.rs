@@ -3,6 +3,7 @@ use std::pin::Pin;
 #[cfg(feature = "transport-tls")]
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -10,7 +11,9 @@ use tokio::net::TcpStream;
 #[cfg(feature = "transport-tls")]
 use tokio_rustls::{TlsConnector, client::TlsStream};
 
+mod keepalive;
 mod sasl;
+pub use keepalive::KeepaliveConfig;
 pub use sasl::{Credentials, OauthBearerCredentials, OauthCallback, SaslConfig};
 
 #[cfg(feature = "transport-tls")]
@@ -32,6 +35,9 @@ pub enum Error {
 
     #[error("Invalid port: {0}")]
     InvalidPort(#[from] std::num::ParseIntError),
+
+    #[error("Connecting to broker timed out after {0:?}")]
+    ConnectTimeout(Duration),
 
     #[cfg(feature = "transport-tls")]
     #[error("Invalid Hostname: {0}")]
@@ -111,13 +117,29 @@ impl AsyncWrite for Transport {
 }
 
 impl Transport {
+    /// Connects (TCP, then TLS when configured) within `timeout`: a broker that accepts but
+    /// never answers the TLS handshake is given up like one that never accepts (patched, see
+    /// PATCHED.md).
     pub async fn connect(
         broker: &str,
         tls_config: TlsConfig,
         socks5_proxy: Option<String>,
+        timeout: Option<Duration>,
+        keepalive_config: Option<KeepaliveConfig>,
     ) -> Result<Self> {
-        let tcp_stream = Self::connect_tcp(broker, socks5_proxy).await?;
-        Self::wrap_tls(tcp_stream, broker, tls_config).await
+        let connect = async {
+            let tcp_stream = Self::connect_tcp(broker, socks5_proxy).await?;
+            if let Some(keepalive_config) = keepalive_config {
+                keepalive_config.apply(&tcp_stream)?;
+            }
+            Self::wrap_tls(tcp_stream, broker, tls_config).await
+        };
+        match timeout {
+            Some(timeout) => tokio::time::timeout(timeout, connect)
+                .await
+                .map_err(|_| Error::ConnectTimeout(timeout))?,
+            None => connect.await,
+        }
     }
 
     #[cfg(feature = "transport-socks5")]
