@@ -26,6 +26,10 @@ locals {
   # minutes to propagate; Cloud Run caps a startup probe's period x failure threshold at 240 s.
   startup_probe_budget = coalesce(var.startup_probe_budget_seconds, 240)
   startup_probe_period = 2
+  # /healthz reports a stall after 6 x KAFKA_REQUEST_TIMEOUT_MS (30 s at the default 5 s);
+  # Cloud Run restarts after this many failed probes more (see the liveness probe).
+  liveness_probe_period   = 10
+  liveness_probe_failures = 3
   password_secret = var.kafka_sasl_password_secret == "" ? null : (
     startswith(var.kafka_sasl_password_secret, "projects/")
     ? var.kafka_sasl_password_secret
@@ -167,10 +171,16 @@ resource "google_cloud_run_v2_service" "bridge" {
         }
       }
 
+      # Liveness checks start once the startup probe passed, so a cluster unreachable at cold
+      # start never restarts an instance here. /healthz fails when the bridge's Kafka client
+      # cannot make progress: its connection task is down, or Kafka has not answered for
+      # 6 x KAFKA_REQUEST_TIMEOUT_MS (30 s by default) while deliveries failed. Three failures
+      # 10 s apart add 30 s, so a client that repairs itself (a silent connection is replaced
+      # within about one request timeout) is never restarted.
       liveness_probe {
-        period_seconds    = 10
+        period_seconds    = local.liveness_probe_period
         timeout_seconds   = 1
-        failure_threshold = 3
+        failure_threshold = local.liveness_probe_failures
         http_get {
           path = "/healthz"
         }

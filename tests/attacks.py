@@ -471,6 +471,91 @@ def kafka_stalled(bridge, tansu):
           f"Kafka back: the budget is whole again and a push is acknowledged ({status}); RSS {bridge.rss() / MIB:.0f} MiB")
 
 
+class SilenceableProxy:
+    """A TCP proxy in front of a broker whose open connections can be black-holed: bytes are read
+    and dropped both ways, the sockets stay open (a hung broker, a paused VM, a NAT flow dropped
+    without a reset), while new connections pass."""
+
+    def __init__(self, upstream_port):
+        self.upstream_port, self.connections, self.accepted = upstream_port, [], []
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(512)
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            client, _ = self.listener.accept()
+            self.accepted.append(time.time())
+            server = socket.create_connection(("127.0.0.1", self.upstream_port))
+            silent = threading.Event()
+            self.connections.append(silent)
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b, silent), daemon=True).start()
+
+    @staticmethod
+    def _pump(source, sink, silent):
+        try:
+            while data := source.recv(65536):
+                if not silent.is_set():
+                    sink.sendall(data)
+        except OSError:
+            pass
+        if not silent.is_set():
+            sink.close()
+
+    def black_hole_open_connections(self):
+        for silent in self.connections:
+            silent.set()
+
+
+def silent_broker(binary, env, work):
+    print("\n== Kafka connections black-holed (bytes dropped, sockets open), new connections pass")
+    kafka_port = free_port()
+    proxy = SilenceableProxy(kafka_port)
+    advertised = f"127.0.0.1:{proxy.port}"
+    tansu = subprocess.Popen(["tansu", "broker", "--listener-url", f"tcp://127.0.0.1:{kafka_port}",
+                              "--advertised-listener-url", f"tcp://{advertised}", "--storage-engine", "memory://tansu/"],
+                             cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    bridge = None
+    try:
+        for _ in range(100):
+            if subprocess.run(["tansu", "topic", "create", "attacks", "--broker", f"tcp://127.0.0.1:{kafka_port}",
+                               "--partitions", "1"], capture_output=True).returncode == 0:
+                break
+            time.sleep(0.1)
+        bridge = Process(binary, dict(env, KAFKA_BOOTSTRAP_SERVERS=advertised), work / "bridge-silent.log")
+        status, _ = push(bridge, envelope(b"warm"))
+        check(status == 204, f"through the proxy: {status}")
+        opened = len(proxy.accepted)
+        proxy.black_hole_open_connections()
+        silenced = time.time()
+        statuses = []
+        with futures.ThreadPoolExecutor(15) as pool:
+            while time.time() - silenced < 30:
+                results = list(pool.map(lambda _: push(bridge, envelope(b"during"), timeout=40), range(15)))
+                statuses += [r[0] for r in results]
+                if all(r[0] == 204 for r in results):
+                    break
+        recovered = time.time() - silenced
+        new = [t - silenced for t in proxy.accepted[opened:]]
+        deadline = time.time() + 15
+        while bridge.metric("pubsub_kafka_bridge_inflight_requests") and time.time() < deadline:
+            time.sleep(0.1)
+        held = bridge.metric("pubsub_kafka_bridge_inflight_requests")
+        live = request("GET", "/healthz", port=bridge.port)[0]
+        check(recovered < 15 and new and held == 0 and live == 200,
+              f"pushes acknowledged again after {recovered:.1f} s ({statuses.count(503)} answered 503 meanwhile); "
+              f"first new broker connection after {new[0] if new else float('nan'):.1f} s, {len(new)} in all; "
+              f"in-flight requests back to {held}; /healthz {live} "
+              f"(before the fix: 503 for as long as the silence lasted, 0 new connections, 15 shares held)")
+    finally:
+        if bridge:
+            bridge.stop()
+        tansu.kill()
+
+
 def hung_jwks(bridge):
     print("\n== JWKS endpoint hangs while the cached keys are stale; 3,000 forged tokens on 4 connections")
     time.sleep(11)  # keys (max-age 10 s) are stale now
@@ -622,6 +707,7 @@ def main():
         finally:
             bridge.stop()
         hung_registry(binary, env, work / "bridge-avro.log")
+        silent_broker(binary, env, work)
     finally:
         tansu.send_signal(signal.SIGCONT)
         tansu.kill()

@@ -189,6 +189,9 @@ impl ProduceStats {
 struct CountingClient {
     inner: Arc<PartitionClient>,
     stats: Arc<ProduceStats>,
+    /// `KAFKA_PRODUCE_TIMEOUT_MS`: a write (its retries included) still running after this can
+    /// no longer answer any delivery in it in time, so it ends and its records are let go of.
+    write_timeout: Duration,
 }
 
 type ProduceFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<i64>, ClientError>> + Send + 'a>>;
@@ -197,7 +200,10 @@ impl ProducerClient for CountingClient {
     fn produce(&self, records: Vec<Record>, compression: Compression) -> ProduceFuture<'_> {
         let count = records.len() as u64;
         Box::pin(async move {
-            let offsets = self.inner.produce(records, compression).await?;
+            let offsets =
+                tokio::time::timeout(self.write_timeout, self.inner.produce(records, compression))
+                    .await
+                    .map_err(|_| ClientError::Timeout)??;
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
             self.stats.records.fetch_add(count, Ordering::Relaxed);
             Ok(offsets)
@@ -657,6 +663,7 @@ impl KafkaProducer {
             let counting = Arc::new(CountingClient {
                 inner: Arc::new(partition_client),
                 stats: Arc::clone(&self.inner.stats),
+                write_timeout: self.inner.config.produce_timeout,
             });
             let batch = BatchProducerBuilder::new_with_client(
                 Arc::clone(&counting) as Arc<dyn ProducerClient>

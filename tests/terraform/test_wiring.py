@@ -243,6 +243,18 @@ def test_startup_probe_budget_fits_direct_vpc_delays_and_cloud_runs_cap(mod):
     assert "<= 240" in variable(mod, "startup_probe_budget_seconds")["validation"][0]["condition"]
 
 
+def test_liveness_probe_restarts_only_a_kafka_client_stuck_beyond_its_own_repair(mod):
+    probe = one(container(mod)["liveness_probe"])
+    assert one(probe["http_get"])["path"] == "/healthz"
+    assert probe["period_seconds"] == "${local.liveness_probe_period}"
+    assert probe["failure_threshold"] == "${local.liveness_probe_failures}"
+    period = local_value(mod, "liveness_probe_period")
+    failures = local_value(mod, "liveness_probe_failures")
+    # /healthz fails after 6 request timeouts (5 s by default) without Kafka progress; the
+    # probe adds at least as long again before a restart, so a self-repair is never cut short.
+    assert period * failures >= 6 * 5
+
+
 def test_cmek_grants_the_pubsub_agent_the_key_role(mod):
     grant = resource(mod, "google_kms_crypto_key_iam_member", "pubsub_agent_uses_key")
     assert grant["role"] == "roles/cloudkms.cryptoKeyEncrypterDecrypter"

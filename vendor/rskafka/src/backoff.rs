@@ -1,6 +1,6 @@
 use rand::prelude::*;
 use std::ops::ControlFlow;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tracing::info;
 
 /// Exponential backoff with jitter
@@ -60,6 +60,8 @@ pub struct Backoff {
     base: f64,
     total: f64,
     deadline: Option<f64>,
+    /// Patched (see PATCHED.md): the deadline counts from here, in wall-clock time.
+    started: Instant,
     rng: Option<Box<dyn RngCore + Sync + Send>>,
 }
 
@@ -96,6 +98,7 @@ impl Backoff {
             rng,
             total: 0.,
             deadline: config.deadline.map(|d| d.as_secs_f64()),
+            started: Instant::now(),
         }
     }
 
@@ -163,8 +166,11 @@ impl Iterator for Backoff {
         let backoff =
             Duration::from_secs_f64(std::mem::replace(&mut self.next_backoff_secs, next_backoff));
 
+        // Patched (see PATCHED.md): the time the attempts took counts too, not only the
+        // sleeps between them; with request timeouts an attempt can take as long as a sleep.
         if let Some(deadline) = self.deadline {
-            if self.total >= deadline {
+            let elapsed = self.started.elapsed().as_secs_f64() + next_backoff;
+            if self.total >= deadline || elapsed >= deadline {
                 return None;
             }
         }
