@@ -189,8 +189,11 @@ impl ProduceStats {
 struct CountingClient {
     inner: Arc<PartitionClient>,
     stats: Arc<ProduceStats>,
-    /// `KAFKA_PRODUCE_TIMEOUT_MS`: a write (its retries included) still running after this can
-    /// no longer answer any delivery in it in time, so it ends and its records are let go of.
+    /// `KAFKA_PRODUCE_TIMEOUT_MS` + `KAFKA_REQUEST_TIMEOUT_MS`: a write (its retries included)
+    /// still running then can no longer answer any delivery in it, so it ends and the client
+    /// lets go of its records. The same bound as a delivery's share of the in-flight budget
+    /// (its answer plus one request timeout), so the budget keeps counting the records as long
+    /// as the client holds them when the write starts with its delivery.
     write_timeout: Duration,
 }
 
@@ -307,6 +310,14 @@ const KEEPALIVE: KeepaliveConfig = KeepaliveConfig {
 /// trip while deliveries fail for want of an answer: a silent connection is replaced within
 /// about one request timeout, so six mean the client is not repairing itself.
 pub const STALL_REQUEST_TIMEOUTS: u32 = 6;
+
+/// Whether Kafka, reached once (`last_contact_ms`), has not answered for longer than `bound`
+/// since deliveries began to fail (`failing_since_ms`); 0 means never / not failing.
+fn stalled(last_contact_ms: u64, failing_since_ms: u64, now_ms: u64, bound: Duration) -> bool {
+    last_contact_ms != 0
+        && failing_since_ms != 0
+        && now_ms.saturating_sub(failing_since_ms) > bound.as_millis() as u64
+}
 
 /// Connects to the cluster with the configured security: what the producer does at startup
 /// and what `pubsub-kafka-bridge check` tries.
@@ -543,13 +554,12 @@ impl KafkaProducer {
         if !self.inner.connection_task_alive.load(Ordering::Relaxed) {
             return Err("the Kafka connection task is not running");
         }
-        let reached = self.inner.last_contact_ms.load(Ordering::Relaxed) != 0;
-        let failing_since = self.inner.failing_since_ms.load(Ordering::Relaxed);
-        let bound = self.inner.config.request_timeout * STALL_REQUEST_TIMEOUTS;
-        if reached
-            && failing_since != 0
-            && self.now_ms().saturating_sub(failing_since) > bound.as_millis() as u64
-        {
+        if stalled(
+            self.inner.last_contact_ms.load(Ordering::Relaxed),
+            self.inner.failing_since_ms.load(Ordering::Relaxed),
+            self.now_ms(),
+            self.inner.config.request_timeout * STALL_REQUEST_TIMEOUTS,
+        ) {
             return Err("Kafka has not answered while deliveries failed");
         }
         Ok(())
@@ -663,7 +673,8 @@ impl KafkaProducer {
             let counting = Arc::new(CountingClient {
                 inner: Arc::new(partition_client),
                 stats: Arc::clone(&self.inner.stats),
-                write_timeout: self.inner.config.produce_timeout,
+                write_timeout: self.inner.config.produce_timeout
+                    + self.inner.config.request_timeout,
             });
             let batch = BatchProducerBuilder::new_with_client(
                 Arc::clone(&counting) as Arc<dyn ProducerClient>
@@ -950,6 +961,21 @@ mod tests {
         let source = std::error::Error::source(&error).expect("a source");
         assert!(source.to_string().contains("MessageTooLarge"), "{source}");
         assert!(error.to_string().starts_with("t/0: "), "{error}");
+    }
+
+    #[test]
+    fn stalled_only_after_the_bound_of_failures_without_an_answer_once_reached() {
+        let bound = Duration::from_millis(1_000);
+        // Never reached: a cold start against an unreachable cluster is not a stall.
+        assert!(!stalled(0, 100, 60_000, bound));
+        // Reached, nothing failing.
+        assert!(!stalled(50, 0, 60_000, bound));
+        // Failing, within the bound (inclusive).
+        assert!(!stalled(50, 100, 1_000, bound));
+        assert!(!stalled(50, 100, 1_100, bound));
+        assert!(stalled(50, 100, 1_101, bound));
+        // A clock read before the failure was noted never underflows.
+        assert!(!stalled(50, 100, 99, bound));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
