@@ -216,7 +216,7 @@ async fn a_big_topic_loads_from_one_metadata_request_shared_by_deliveries_that_t
                 let (client, url) = (client.clone(), bridge.url());
                 let id = format!("{name}-{i}");
                 async move {
-                    let body = envelope(id.as_bytes(), &[], &id, "2024-01-01T00:00:00Z", None);
+                    let body = envelope(id.as_bytes(), &[], &id, "2024-01-01T00:00:00Z", Some(&id));
                     let started = Instant::now();
                     let (status, body) = post(&client, &url, body.to_string(), None).await;
                     (id, status, body, started.elapsed())
@@ -251,7 +251,7 @@ async fn a_big_topic_loads_from_one_metadata_request_shared_by_deliveries_that_t
         PARTITIONS as usize
     );
 
-    // Each record in the partition Kafka's Java partitioner picks for its message id.
+    // Each record in the partition Kafka's Java partitioner picks for its key (the ordering key).
     proxy.delay_answers(METADATA, Duration::ZERO);
     let reader = broker.client().await.unwrap();
     for (id, ..) in &late {

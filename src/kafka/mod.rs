@@ -269,8 +269,9 @@ impl TopicLoad {
     async fn run(self, client: Arc<Client>) {
         let outcome = self.producer.read_topic(&client, &self.topic).await;
         if let Err(failure) = &outcome {
+            // Each delivery that waited logs its own failure.
             let error = failure.clone().into_error(&self.topic);
-            tracing::warn!(topic = self.topic, %error, "cannot load topic");
+            tracing::debug!(topic = self.topic, %error, "cannot load topic");
         }
         self.finish(outcome);
     }
@@ -931,6 +932,19 @@ mod tests {
         assert_eq!(
             via_producer(ProducerError::FlushError("x".into())).class(),
             class(true, "kafka_unavailable")
+        );
+    }
+
+    #[test]
+    fn a_throttle_beyond_the_deadline_is_retriable_and_named() {
+        let throttled = server_error(ProtocolError::ThrottlingQuotaExceeded);
+        assert_eq!(
+            via_client(Arc::clone(&throttled)).class(),
+            class(true, "kafka_throttled")
+        );
+        assert_eq!(
+            via_producer(ProducerError::Client(throttled)).class(),
+            class(true, "kafka_throttled")
         );
     }
 
