@@ -2,7 +2,8 @@
 //! frame-aware proxy that counts the Metadata requests and their answers' bytes, the bridge
 //! binary, and deliveries until one is acknowledged. Two runs: the topic there at startup, and
 //! the topic created after startup. Prints the time to the first acknowledged delivery, the
-//! Metadata requests and bytes, and the bridge's peak RSS (`VmHWM`).
+//! Metadata requests and bytes (the bridge's alone: topics are created past the proxy), and the
+//! bridge's peak RSS (`VmHWM`).
 //!
 //! `cargo build --bin pubsub-kafka-bridge && cargo run --example big_topic -- [PARTITIONS]`
 //! (`BRIDGE_BIN` picks another binary; default `target/debug/pubsub-kafka-bridge`).
@@ -23,9 +24,7 @@ const GIVE_UP: Duration = Duration::from_secs(120);
 async fn main() {
     #[allow(clippy::disallowed_methods, reason = "the example's own settings")]
     let (partitions, binary) = (
-        std::env::args()
-            .nth(1)
-            .map_or(3_000, |n| n.parse::<i32>().expect("PARTITIONS")),
+        partitions_arg(),
         std::env::var("BRIDGE_BIN").unwrap_or_else(|_| "target/debug/pubsub-kafka-bridge".into()),
     );
     let mut broker = Broker::builder().build();
@@ -34,7 +33,7 @@ async fn main() {
     broker.start_now().await;
     println!("{partitions} partitions, bridge {binary}");
 
-    broker.create_topic("big-at-startup", partitions).await;
+    create_topic(&broker, "big-at-startup", partitions);
     run(&broker, &proxy, &binary, "big-at-startup", None).await;
     run(&broker, &proxy, &binary, "big-later", Some(partitions)).await;
 }
@@ -45,6 +44,7 @@ async fn run(broker: &Broker, proxy: &KafkaProxy, binary: &str, topic: &str, cre
     let port = free_port();
     let started = Instant::now();
     let (requests, bytes) = metadata(proxy);
+    let answered = proxy.answers(METADATA).len();
     let mut bridge = Command::new(binary)
         .env("PORT", port.to_string())
         .env("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap())
@@ -60,7 +60,17 @@ async fn run(broker: &Broker, proxy: &KafkaProxy, binary: &str, topic: &str, cre
     let base = format!("http://127.0.0.1:{port}");
     wait_for_status(&client, &format!("{base}/healthz"), 200).await;
     if let Some(partitions) = create {
-        broker.create_topic(topic, partitions).await;
+        // The bridge reads metadata when it connects and when it opens its topic, which fails:
+        // the topic is created after that.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while proxy.answers(METADATA).len() < answered + 2 {
+            assert!(
+                Instant::now() < deadline,
+                "the bridge never tried its topic"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        create_topic(broker, topic, partitions);
     }
     let (requests_before, bytes_before) = metadata(proxy);
     let pushed = Instant::now();
@@ -79,12 +89,25 @@ async fn run(broker: &Broker, proxy: &KafkaProxy, binary: &str, topic: &str, cre
     };
     let (requests_after, bytes_after) = metadata(proxy);
     let peak = peak_rss_kib(&bridge);
+    let every_partition = match (loaded, create.or(partitions_of(topic))) {
+        (Some(_), Some(partitions)) => {
+            let started = Instant::now();
+            let written = write_every_partition(&client, &base, partitions as u32).await;
+            format!(
+                "; then one delivery to each partition ({written} acknowledged) in {:.1} s, \
+                 peak RSS {:.1} MiB",
+                started.elapsed().as_secs_f64(),
+                peak_rss_kib(&bridge) as f64 / 1024.0
+            )
+        }
+        _ => String::new(),
+    };
     stop(&mut bridge);
     let failed = answers.iter().filter(|s| **s != 204).count();
     println!(
         "{topic}: {} ({failed} deliveries answered otherwise first); metadata requests {} \
          ({:.1} MB of answers) from the first delivery, {} ({:.1} MB) from startup; \
-         bridge peak RSS {:.1} MiB; run {:.1} s",
+         bridge peak RSS {:.1} MiB; run {:.1} s{every_partition}",
         match loaded {
             Some(after) => format!("first 204 after {:.2} s", after.as_secs_f64()),
             None => format!("no 204 within {} s", GIVE_UP.as_secs()),
@@ -96,6 +119,68 @@ async fn run(broker: &Broker, proxy: &KafkaProxy, binary: &str, topic: &str, cre
         peak as f64 / 1024.0,
         started.elapsed().as_secs_f64(),
     );
+}
+
+/// The partitions `main` gave the topic created before startup.
+fn partitions_of(topic: &str) -> Option<i32> {
+    (topic == "big-at-startup").then(partitions_arg)
+}
+
+fn partitions_arg() -> i32 {
+    std::env::args()
+        .nth(1)
+        .map_or(3_000, |n| n.parse::<i32>().expect("PARTITIONS"))
+}
+
+/// One keyed delivery to each of `partitions` (keys picked with Kafka's Java partitioner),
+/// [`writers`] at a time; how many were acknowledged.
+async fn write_every_partition(client: &HttpClient, base: &str, partitions: u32) -> usize {
+    use futures_util::StreamExt as _;
+    let mut keys: Vec<Option<String>> = vec![None; partitions as usize];
+    let mut left = partitions;
+    for i in 0.. {
+        let key = format!("key-{i}");
+        let slot = &mut keys[java_partition(key.as_bytes(), partitions) as usize];
+        if slot.is_none() {
+            *slot = Some(key);
+            left -= 1;
+            if left == 0 {
+                break;
+            }
+        }
+    }
+    futures_util::stream::iter(keys.into_iter().flatten())
+        .map(|key| async move {
+            let body = envelope(b"x", &[], &key, "2024-01-01T00:00:00Z", Some(&key)).to_string();
+            post(client, base, body, None).await.0 == 204
+        })
+        .buffer_unordered(writers())
+        .filter(|ok| std::future::ready(*ok))
+        .count()
+        .await
+}
+
+/// Deliveries in flight while every partition is written to: `WRITERS`, default 16.
+fn writers() -> usize {
+    #[allow(clippy::disallowed_methods, reason = "the example's own setting")]
+    std::env::var("WRITERS").map_or(16, |n| n.parse().expect("WRITERS"))
+}
+
+/// Creates `topic` with tansu's CLI, straight to the broker: the proxy counts the bridge alone.
+fn create_topic(broker: &Broker, topic: &str, partitions: i32) {
+    let status = Command::new(tansu_bin())
+        .args([
+            "topic",
+            "create",
+            topic,
+            "--partitions",
+            &partitions.to_string(),
+        ])
+        .args(["--broker", &format!("tcp://127.0.0.1:{}", broker.port)])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "tansu topic create {topic}");
 }
 
 /// Metadata requests the proxy passed, and the bytes of their answers.
