@@ -151,6 +151,9 @@ fn classify_client(error: &ClientError) -> ErrorClass {
             | ProtocolError::InvalidRecord
             | ProtocolError::InvalidTimestamp => class(false, "record_rejected"),
             ProtocolError::InvalidTopicException => class(false, "invalid_topic"),
+            // The broker's quota throttle (KIP-219) outlasts the produce timeout: the records
+            // were not sent, a redelivery after the throttle writes them.
+            ProtocolError::ThrottlingQuotaExceeded => class(true, "kafka_throttled"),
             // Authorization and everything else may be fixed by an operator or a leader move.
             _ => class(true, "broker_error"),
         },
@@ -225,13 +228,97 @@ struct TopicProducers {
     unkeyed: RoundRobin,
 }
 
+/// How long loading a topic may take: one metadata request (retried within the produce timeout
+/// on errors) and no I/O per partition. Deliveries waiting for a load time out on their own
+/// deadline; a load that outlasts this fails, and the next delivery to the topic starts another.
+pub const TOPIC_LOAD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a topic load ends with, shared by every delivery that waited for it.
+type LoadOutcome = Result<Arc<TopicProducers>, LoadFailure>;
+
+/// Why a topic load failed, cloned for each delivery that waited for it.
+#[derive(Debug, Clone)]
+enum LoadFailure {
+    UnknownTopic,
+    Client(Arc<ClientError>),
+    TimedOut,
+    Interrupted,
+}
+
+impl LoadFailure {
+    fn into_error(self, topic: &str) -> KafkaError {
+        let topic = topic.to_owned();
+        match self {
+            Self::UnknownTopic => KafkaError::UnknownTopic { topic },
+            Self::Client(source) => KafkaError::Client {
+                topic,
+                partition: None,
+                source,
+            },
+            Self::TimedOut => KafkaError::Timeout {
+                topic,
+                partition: -1,
+                after: TOPIC_LOAD_TIMEOUT,
+            },
+            Self::Interrupted => KafkaError::Unavailable(format!("loading topic {topic} stopped")),
+        }
+    }
+}
+
+/// A topic load, run as a task of its own. However it ends (a panic or the runtime shutting
+/// down included), the topic leaves `loads` and its waiters get an outcome, so the next
+/// delivery to the topic can start another load.
+struct TopicLoad {
+    producer: KafkaProducer,
+    topic: String,
+    done: watch::Sender<Option<LoadOutcome>>,
+}
+
+impl TopicLoad {
+    async fn run(self, client: Arc<Client>) {
+        let outcome = self.producer.read_topic(&client, &self.topic).await;
+        if let Err(failure) = &outcome {
+            // Each delivery that waited logs its own failure.
+            let error = failure.clone().into_error(&self.topic);
+            tracing::debug!(topic = self.topic, %error, "cannot load topic");
+        }
+        self.finish(outcome);
+    }
+
+    /// Publishes the topic's producers and leaves `loads` (under its lock, see
+    /// [`KafkaProducer::load_topic`]), then answers the waiters.
+    fn finish(&self, outcome: LoadOutcome) {
+        let inner = &self.producer.inner;
+        let mut loads = inner.loads.lock().unwrap_or_else(|e| e.into_inner());
+        if let Ok(producers) = &outcome {
+            inner
+                .topics
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(self.topic.clone(), Arc::clone(producers));
+        }
+        loads.remove(&self.topic);
+        drop(loads);
+        self.done.send_replace(Some(outcome));
+    }
+}
+
+impl Drop for TopicLoad {
+    fn drop(&mut self) {
+        if self.done.borrow().is_none() {
+            self.finish(Err(LoadFailure::Interrupted));
+        }
+    }
+}
+
 struct Inner {
     config: KafkaConfig,
     compression: Compression,
     client: watch::Sender<Option<Arc<Client>>>,
     topics: RwLock<HashMap<String, Arc<TopicProducers>>>,
-    /// Serialises topic loading so concurrent first deliveries make one set of partition clients.
-    loading: tokio::sync::Mutex<()>,
+    /// The topic loads under way, each a task of its own that every delivery to the topic waits
+    /// for (at most one per topic).
+    loads: std::sync::Mutex<HashMap<String, watch::Receiver<Option<LoadOutcome>>>>,
     started: Instant,
     /// Milliseconds since `started` of the last successful metadata read or produce; 0 = never.
     last_contact_ms: AtomicU64,
@@ -432,7 +519,7 @@ impl KafkaProducer {
                 compression,
                 client: watch::Sender::new(None),
                 topics: RwLock::new(HashMap::new()),
-                loading: tokio::sync::Mutex::new(()),
+                loads: std::sync::Mutex::default(),
                 started: Instant::now(),
                 last_contact_ms: AtomicU64::new(0),
                 failing_since_ms: AtomicU64::new(0),
@@ -592,7 +679,7 @@ impl KafkaProducer {
             let current = counts.get(&topic).copied().unwrap_or(0);
             if current > known {
                 tracing::info!(topic, from = known, to = current, "partition count changed");
-                if let Err(e) = self.load_topic(client, &topic, Some(current)).await {
+                if let Err(e) = self.load_topic(client, &topic, true).await {
                     tracing::warn!(topic, error = %e, "cannot open new partitions");
                 }
             }
@@ -614,20 +701,86 @@ impl KafkaProducer {
         {
             return Ok(Arc::clone(t));
         }
-        // Boxed: the first delivery to a topic waits on metadata requests whose state (about
-        // 3.7 KiB) would otherwise be part of every delivery's produce future, which is moved
-        // onto the heap per delivery.
-        Box::pin(self.load_topic(client, topic, None)).await
+        // Boxed: only the first deliveries to a topic wait here, and the state of the wait
+        // would otherwise be part of every delivery's produce future, moved onto the heap per
+        // delivery.
+        Box::pin(self.load_topic(client, topic, false)).await
     }
 
-    /// Opens a producer for each partition of `topic`, reusing the ones already open.
+    /// Waits for `topic`'s producers, loading them in a task of their own unless a load is
+    /// under way: every delivery that arrives meanwhile waits for the same load, and one that
+    /// stops waiting (its deadline came) leaves the load running. `grow`: load even when the
+    /// topic is loaded already (it has more partitions now).
     async fn load_topic(
         &self,
         client: &Arc<Client>,
         topic: &str,
-        partition_count: Option<usize>,
+        grow: bool,
     ) -> Result<Arc<TopicProducers>, KafkaError> {
-        let _loading = self.inner.loading.lock().await;
+        let mut outcome = {
+            let mut loads = self.inner.loads.lock().unwrap_or_else(|e| e.into_inner());
+            // A load publishes its topic and leaves `loads` under this lock, so a topic that is
+            // neither loaded nor loading here has no load to wait for.
+            let loaded = self
+                .inner
+                .topics
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(topic)
+                .cloned();
+            match (loads.get(topic), loaded) {
+                (Some(load), _) => load.clone(),
+                (None, Some(loaded)) if !grow => return Ok(loaded),
+                (None, _) => {
+                    let (done, load) = watch::channel(None);
+                    loads.insert(topic.to_owned(), load.clone());
+                    let task = TopicLoad {
+                        producer: self.clone(),
+                        topic: topic.to_owned(),
+                        done,
+                    };
+                    tokio::spawn(task.run(Arc::clone(client)));
+                    load
+                }
+            }
+        };
+        // `TopicLoad` always sends before it drops its sender, so the wait cannot fail.
+        let finished = outcome
+            .wait_for(Option::is_some)
+            .await
+            .ok()
+            .and_then(|outcome| outcome.clone());
+        match finished {
+            Some(Ok(producers)) => Ok(producers),
+            Some(Err(failure)) => Err(failure.into_error(topic)),
+            None => Err(LoadFailure::Interrupted.into_error(topic)),
+        }
+    }
+
+    /// Reads the cluster's metadata once and makes a producer for each partition of `topic`
+    /// it lists, keeping those already made.
+    async fn read_topic(
+        &self,
+        client: &Client,
+        topic: &str,
+    ) -> Result<Arc<TopicProducers>, LoadFailure> {
+        let clients = tokio::time::timeout(
+            TOPIC_LOAD_TIMEOUT,
+            client.partition_clients(topic, UnknownTopicHandling::Error),
+        )
+        .await
+        .map_err(|_| LoadFailure::TimedOut)?
+        .map_err(|e| match e {
+            ClientError::ServerError {
+                protocol_error: ProtocolError::UnknownTopicOrPartition,
+                ..
+            } => LoadFailure::UnknownTopic,
+            e => LoadFailure::Client(Arc::new(e)),
+        })?;
+        self.touch();
+        if clients.is_empty() {
+            return Err(LoadFailure::UnknownTopic);
+        }
         let existing = self
             .inner
             .topics
@@ -635,41 +788,12 @@ impl KafkaProducer {
             .unwrap_or_else(|e| e.into_inner())
             .get(topic)
             .cloned();
-        let count = match partition_count {
-            Some(n) => n,
-            None => {
-                if let Some(t) = existing.clone() {
-                    return Ok(t);
-                }
-                let topics = client.list_topics().await.map_err(|e| KafkaError::Client {
-                    topic: topic.to_owned(),
-                    partition: None,
-                    source: Arc::new(e),
-                })?;
-                self.touch();
-                topics
-                    .into_iter()
-                    .find(|t| t.name == topic)
-                    .map(|t| t.partitions.len())
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| KafkaError::UnknownTopic {
-                        topic: topic.to_owned(),
-                    })?
-            }
+        let mut partitions: Vec<Arc<PartitionProducer>> = match existing {
+            Some(existing) if existing.partitions.len() >= clients.len() => return Ok(existing),
+            Some(existing) => existing.partitions.clone(),
+            None => Vec::with_capacity(clients.len()),
         };
-        let mut partitions: Vec<Arc<PartitionProducer>> = existing
-            .as_ref()
-            .map(|t| t.partitions.clone())
-            .unwrap_or_default();
-        for partition in partitions.len()..count {
-            let partition_client = client
-                .partition_client(topic, partition as i32, UnknownTopicHandling::Error)
-                .await
-                .map_err(|e| KafkaError::Client {
-                    topic: topic.to_owned(),
-                    partition: Some(partition as i32),
-                    source: Arc::new(e),
-                })?;
+        for partition_client in clients.into_iter().skip(partitions.len()) {
             let counting = Arc::new(CountingClient {
                 inner: Arc::new(partition_client),
                 stats: Arc::clone(&self.inner.stats),
@@ -687,16 +811,10 @@ impl KafkaProducer {
                 batch,
             }));
         }
-        let producers = Arc::new(TopicProducers {
+        Ok(Arc::new(TopicProducers {
             partitions,
             unkeyed: RoundRobin::default(),
-        });
-        self.inner
-            .topics
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(topic.to_owned(), Arc::clone(&producers));
-        Ok(producers)
+        }))
     }
 
     /// Produces `record` to `topic` and waits for its acknowledgement (acks=all), at most
@@ -952,6 +1070,19 @@ mod tests {
         assert_eq!(
             via_producer(ProducerError::FlushError("x".into())).class(),
             class(true, "kafka_unavailable")
+        );
+    }
+
+    #[test]
+    fn a_throttle_beyond_the_deadline_is_retriable_and_named() {
+        let throttled = server_error(ProtocolError::ThrottlingQuotaExceeded);
+        assert_eq!(
+            via_client(Arc::clone(&throttled)).class(),
+            class(true, "kafka_throttled")
+        );
+        assert_eq!(
+            via_producer(ProducerError::Client(throttled)).class(),
+            class(true, "kafka_throttled")
         );
     }
 

@@ -10,6 +10,7 @@ pub mod bridge;
 pub mod broker;
 pub mod client;
 pub mod jwks;
+pub mod kafka_proxy;
 pub mod metadata;
 pub mod proxy;
 pub mod push;

@@ -39,14 +39,17 @@ pub enum BackoffError {
 }
 pub type BackoffResult<T> = Result<T, BackoffError>;
 
-/// Error (which should increase backoff) or throttle for a specific duration (as asked for by the broker).
+/// An error, which increases the backoff.
+///
+/// Patched (see PATCHED.md): rskafka 0.6.0 had a second variant, a broker's throttle, after
+/// which the request was sent again. A throttled answer is an answer (the broker handled the
+/// request) and is never retried; see `crate::throttle`. The name stays so callers are unchanged.
 #[derive(Debug)]
 pub enum ErrorOrThrottle<E>
 where
     E: Send,
 {
     Error(E),
-    Throttle(Duration),
 }
 
 /// [`Backoff`] can be created from a [`BackoffConfig`]
@@ -120,27 +123,22 @@ impl Backoff {
                 ControlFlow::Continue(e) => e,
             };
 
-            let sleep_time = match fail {
-                ErrorOrThrottle::Error(e) => match self.next() {
-                    Some(backoff) => {
-                        info!(
-                            e=%e,
-                            request_name,
-                            backoff_secs = backoff.as_secs(),
-                            "request encountered non-fatal error - backing off",
-                        );
-                        backoff
-                    }
-                    None => {
-                        break Err(BackoffError::DeadlineExceded {
-                            deadline: Duration::from_secs_f64(self.deadline.unwrap()),
-                            source: Box::new(e),
-                        });
-                    }
-                },
-                ErrorOrThrottle::Throttle(throttle) => {
-                    info!(?throttle, request_name, "broker asked us to throttle",);
-                    throttle
+            let ErrorOrThrottle::Error(e) = fail;
+            let sleep_time = match self.next() {
+                Some(backoff) => {
+                    info!(
+                        e=%e,
+                        request_name,
+                        backoff_secs = backoff.as_secs(),
+                        "request encountered non-fatal error - backing off",
+                    );
+                    backoff
+                }
+                None => {
+                    break Err(BackoffError::DeadlineExceded {
+                        deadline: Duration::from_secs_f64(self.deadline.unwrap()),
+                        source: Box::new(e),
+                    });
                 }
             };
 

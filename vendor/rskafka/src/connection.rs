@@ -15,7 +15,6 @@ use crate::connection::transport::Transport;
 use crate::messenger::{Messenger, RequestError};
 use crate::protocol::messages::{MetadataRequest, MetadataRequestTopic, MetadataResponse};
 use crate::protocol::primitives::String_;
-use crate::throttle::maybe_throttle;
 use crate::{
     backoff::{Backoff, BackoffConfig, BackoffError},
     client::metadata_cache::MetadataCache,
@@ -582,13 +581,10 @@ where
             };
 
             match broker.metadata_request(request_params).await {
-                Ok(response) => {
-                    if let Err(e) = maybe_throttle(response.throttle_time_ms) {
-                        return ControlFlow::Continue(e);
-                    }
-
-                    ControlFlow::Break(Ok(response))
-                }
+                // Patched (PATCHED.md): a throttled answer is an answer, never sent again.
+                // Up to Metadata v5 (this client sends v0-v4) the broker throttles by delaying
+                // the answer itself, so nothing is left to wait for (KIP-219).
+                Ok(response) => ControlFlow::Break(Ok(response)),
                 Err(e @ RequestError::Poisoned(_) | e @ RequestError::IO(_))
                     if !matches!(metadata_mode, MetadataLookupMode::SpecificBroker(_)) =>
                 {

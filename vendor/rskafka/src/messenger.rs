@@ -32,7 +32,6 @@ use tracing::{debug, info, warn};
 
 use crate::protocol::{messages::ApiVersionsRequest, traits::ReadType};
 use crate::{
-    backoff::ErrorOrThrottle,
     protocol::{
         api_key::ApiKey,
         api_version::ApiVersion,
@@ -45,7 +44,6 @@ use crate::{
         },
         primitives::{Int16, Int32, NullableString, TaggedFields},
     },
-    throttle::maybe_throttle,
 };
 use crate::{
     client::SaslConfig,
@@ -355,6 +353,15 @@ where
         self.version_ranges = ranges;
     }
 
+    /// The version of `R` this connection sends (and reads the answer in), once negotiated.
+    ///
+    /// Patched (PATCHED.md): whether the client serves a broker's throttle depends on it.
+    pub(crate) fn version_of<R: RequestBody>(&self) -> Option<ApiVersion> {
+        self.version_ranges
+            .get(&R::API_KEY)
+            .and_then(|range_server| match_versions(*range_server, R::API_VERSION_RANGE))
+    }
+
     pub async fn request<R>(&self, msg: R) -> Result<R::ResponseBody, RequestError>
     where
         R: RequestBody + Send + WriteVersionedType<Vec<u8>>,
@@ -549,22 +556,26 @@ where
                 tagged_fields: Some(TaggedFields::default()),
             };
 
-            'throttle: loop {
+            // Patched (PATCHED.md): one request per version, never sent again after a throttle.
+            {
                 match self
                     .request_with_version_ranges(&body, &version_ranges)
                     .await
                 {
                     Ok(response) => {
-                        if let Err(ErrorOrThrottle::Throttle(throttle)) =
-                            maybe_throttle::<SyncVersionsError>(response.throttle_time_ms)
-                        {
+                        // A throttled answer is an answer. From v2 on the client serves the
+                        // throttle (KIP-219): the next request on this connection waits for it.
+                        if let Some(throttle) = crate::throttle::client_delay(
+                            ApiKey::ApiVersions,
+                            ApiVersion(Int16(upper_bound)),
+                            response.throttle_time_ms,
+                        ) {
                             info!(
                                 ?throttle,
                                 request_name = "version sync",
                                 "broker asked us to throttle"
                             );
                             tokio::time::sleep(throttle).await;
-                            continue 'throttle;
                         }
 
                         if let Some(e) = response.error_code {

@@ -16,7 +16,6 @@ use crate::{
         messages::{CreateTopicRequest, CreateTopicsRequest, DeleteTopicsRequest},
         primitives::{Array, Int16, Int32, String_},
     },
-    throttle::maybe_throttle,
     validation::ExactlyOne,
 };
 
@@ -73,7 +72,8 @@ impl ControllerClient {
                 .await
                 .map_err(|e| ErrorOrThrottle::Error((e.into(), Some(r#gen))))?;
 
-            maybe_throttle(response.throttle_time_ms)?;
+            // Patched (PATCHED.md): a throttled answer is an answer (KIP-219); sending the
+            // request again would create or delete the topic twice.
 
             let topic = response
                 .topics
@@ -124,7 +124,8 @@ impl ControllerClient {
                 .await
                 .map_err(|e| ErrorOrThrottle::Error((e.into(), Some(r#gen))))?;
 
-            maybe_throttle(response.throttle_time_ms)?;
+            // Patched (PATCHED.md): a throttled answer is an answer (KIP-219); sending the
+            // request again would create or delete the topic twice.
 
             let topic = response
                 .responses
@@ -238,9 +239,6 @@ where
             let (error, cache_gen) = match f().await {
                 Ok(v) => {
                     return ControlFlow::Break(Ok(v));
-                }
-                Err(ErrorOrThrottle::Throttle(t)) => {
-                    return ControlFlow::Continue(ErrorOrThrottle::Throttle(t));
                 }
                 Err(ErrorOrThrottle::Error(e)) => e,
             };

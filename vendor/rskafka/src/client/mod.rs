@@ -9,6 +9,7 @@ use crate::{
     client::partition::PartitionClient,
     connection::{BrokerConnector, MetadataLookupMode, Timeouts, TlsConfig},
     protocol::primitives::Boolean,
+    throttle::BrokerThrottles,
     topic::Topic,
 };
 
@@ -19,7 +20,7 @@ pub(crate) mod metadata_cache;
 pub mod partition;
 pub mod producer;
 
-use error::{Error, Result};
+use error::{Error, ProtocolError, RequestContext, Result};
 
 use self::{controller::ControllerClient, partition::UnknownTopicHandling};
 
@@ -161,6 +162,7 @@ impl ClientBuilder {
         Ok(Client {
             brokers,
             backoff_config: self.backoff_config,
+            throttles: Arc::default(),
         })
     }
 }
@@ -181,6 +183,8 @@ impl std::fmt::Debug for ClientBuilder {
 pub struct Client {
     brokers: Arc<BrokerConnector>,
     backoff_config: Arc<BackoffConfig>,
+    /// When each broker takes this client's next request (patched, see PATCHED.md).
+    throttles: Arc<BrokerThrottles>,
 }
 
 impl Client {
@@ -205,8 +209,84 @@ impl Client {
             Arc::clone(&self.brokers),
             unknown_topic_handling,
             Arc::clone(&self.backoff_config),
+            Arc::clone(&self.throttles),
         )
         .await
+    }
+
+    /// A client for each partition of `topic`, in partition order, from one metadata request.
+    ///
+    /// Patched (see PATCHED.md): a client from [`Self::partition_client`] reads the whole topic's
+    /// metadata from its leader before it is returned, so a topic of thousands of partitions took
+    /// thousands of metadata requests, each answered with every partition. These clients take
+    /// their leaders from this one answer and connect on first use. The request asks for every
+    /// topic, as [`Self::list_topics`] does, because a broker may create a topic that a metadata
+    /// request names (`auto.create.topics.enable`): an unknown topic is an error, never created.
+    pub async fn partition_clients(
+        &self,
+        topic: &str,
+        unknown_topic_handling: UnknownTopicHandling,
+    ) -> Result<Vec<PartitionClient>> {
+        let (response, _gen) = self
+            .brokers
+            .request_metadata(&MetadataLookupMode::ArbitraryBroker, None)
+            .await?;
+        let found = response
+            .topics
+            .into_iter()
+            .find(|t| t.name.0 == topic)
+            .ok_or_else(|| Error::ServerError {
+                protocol_error: ProtocolError::UnknownTopicOrPartition,
+                error_message: None,
+                request: RequestContext::Topic(topic.to_owned()),
+                response: None,
+                is_virtual: true,
+            })?;
+        if let Some(protocol_error) = found.error {
+            return Err(Error::ServerError {
+                protocol_error,
+                error_message: None,
+                request: RequestContext::Topic(topic.to_owned()),
+                response: None,
+                is_virtual: false,
+            });
+        }
+        // Each partition's leader; `Some(None)`: listed without a usable leader now, so its
+        // client looks the leader up on first use.
+        let mut leaders: Vec<Option<Option<i32>>> = vec![None; found.partitions.len()];
+        for partition in &found.partitions {
+            let index = partition.partition_index.0;
+            let slot = usize::try_from(index)
+                .ok()
+                .and_then(|i| leaders.get_mut(i))
+                .ok_or_else(|| {
+                    Error::InvalidResponse(format!(
+                        "partition {index} of topic \"{topic}\" is out of its range"
+                    ))
+                })?;
+            let leader = partition.leader_id.0;
+            *slot = Some((partition.error.is_none() && leader >= 0).then_some(leader));
+        }
+        leaders
+            .into_iter()
+            .enumerate()
+            .map(|(index, leader)| {
+                let leader = leader.ok_or_else(|| {
+                    Error::InvalidResponse(format!(
+                        "no metadata for partition {index} of topic \"{topic}\""
+                    ))
+                })?;
+                Ok(PartitionClient::with_leader(
+                    topic.to_owned(),
+                    index as i32,
+                    leader,
+                    Arc::clone(&self.brokers),
+                    unknown_topic_handling,
+                    Arc::clone(&self.backoff_config),
+                    Arc::clone(&self.throttles),
+                ))
+            })
+            .collect()
     }
 
     /// Returns a list of topics in the cluster

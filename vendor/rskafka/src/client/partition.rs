@@ -15,16 +15,18 @@ use crate::{
             ListOffsetsRequest, ListOffsetsRequestPartition, ListOffsetsRequestTopic,
             ListOffsetsResponse, ListOffsetsResponsePartition, NORMAL_CONSUMER, ProduceRequest,
             ProduceRequestPartitionData, ProduceRequestTopicData, ProduceResponse,
+            ReadVersionedType, RequestBody, WriteVersionedType,
         },
         primitives::*,
         record::{Record as ProtocolRecord, *},
     },
     record::{Record, RecordAndOffset},
-    throttle::maybe_throttle,
+    throttle::{BrokerThrottles, ThrottleGate, client_delay},
     validation::ExactlyOne,
 };
 use chrono::{DateTime, LocalResult, TimeZone, Utc};
 use std::{
+    io::Cursor,
     ops::{ControlFlow, Deref, Range},
     sync::Arc,
 };
@@ -107,6 +109,11 @@ struct CurrentBroker {
     gen_broker: BrokerCacheGeneration,
     gen_leader_from_arbitrary: Option<MetadataCacheGeneration>,
     gen_leader_from_self: Option<MetadataCacheGeneration>,
+    /// The throttle of `broker`'s broker (patched, see PATCHED.md).
+    gate: Option<Arc<ThrottleGate>>,
+    /// The leader a metadata answer named when this client was built, used for the first
+    /// connection only (patched, see PATCHED.md).
+    leader_hint: Option<i32>,
 }
 
 /// Many operations must be performed on the leader for a partition
@@ -130,6 +137,9 @@ pub struct PartitionClient {
     current_broker: Mutex<CurrentBroker>,
 
     unknown_topic_handling: UnknownTopicHandling,
+
+    /// Each broker's throttle, shared with the other clients of the same [`super::Client`].
+    throttles: Arc<BrokerThrottles>,
 }
 
 impl std::fmt::Debug for PartitionClient {
@@ -145,20 +155,17 @@ impl PartitionClient {
         brokers: Arc<BrokerConnector>,
         unknown_topic_handling: UnknownTopicHandling,
         backoff_config: Arc<BackoffConfig>,
+        throttles: Arc<BrokerThrottles>,
     ) -> Result<Self> {
-        let p = Self {
+        let p = Self::with_leader(
             topic,
             partition,
-            brokers: Arc::clone(&brokers),
-            backoff_config,
-            current_broker: Mutex::new(CurrentBroker {
-                broker: None,
-                gen_broker: BrokerCacheGeneration::START,
-                gen_leader_from_arbitrary: None,
-                gen_leader_from_self: None,
-            }),
+            None,
+            Arc::clone(&brokers),
             unknown_topic_handling,
-        };
+            backoff_config,
+            throttles,
+        );
 
         // Force discover and establish a cached connection to the leader
         let scope = &p;
@@ -178,6 +185,38 @@ impl PartitionClient {
         .await?;
 
         Ok(p)
+    }
+
+    /// A client whose first connection goes to `leader`, as a metadata answer the caller just
+    /// read names it (`None`: look it up on first use). No I/O: it connects on first use.
+    ///
+    /// Patched (see PATCHED.md): [`Self::new`] reads the topic's metadata for each partition, so
+    /// [`super::Client::partition_clients`] builds the clients of a whole topic with this.
+    pub(super) fn with_leader(
+        topic: String,
+        partition: i32,
+        leader: Option<i32>,
+        brokers: Arc<BrokerConnector>,
+        unknown_topic_handling: UnknownTopicHandling,
+        backoff_config: Arc<BackoffConfig>,
+        throttles: Arc<BrokerThrottles>,
+    ) -> Self {
+        Self {
+            topic,
+            partition,
+            brokers,
+            backoff_config,
+            current_broker: Mutex::new(CurrentBroker {
+                broker: None,
+                gen_broker: BrokerCacheGeneration::START,
+                gen_leader_from_arbitrary: None,
+                gen_leader_from_self: None,
+                gate: None,
+                leader_hint: leader,
+            }),
+            unknown_topic_handling,
+            throttles,
+        }
     }
 
     /// Topic
@@ -210,15 +249,9 @@ impl PartitionClient {
             self,
             "produce",
             || async move {
-                let (broker, r#gen) = self
-                    .get()
-                    .await
-                    .map_err(|e| ErrorOrThrottle::Error((e, None)))?;
-                let response = broker
-                    .request(&request)
-                    .await
-                    .map_err(|e| ErrorOrThrottle::Error((e.into(), Some(r#gen))))?;
-                maybe_throttle(response.throttle_time_ms)?;
+                let (response, r#gen) = self
+                    .request_leader(request, |r| r.throttle_time_ms)
+                    .await?;
                 process_produce_response(self.partition, &self.topic, n, response)
                     .map_err(|e| ErrorOrThrottle::Error((e, Some(r#gen))))
             },
@@ -249,15 +282,9 @@ impl PartitionClient {
             self,
             "fetch_records",
             || async move {
-                let (broker, r#gen) = self
-                    .get()
-                    .await
-                    .map_err(|e| ErrorOrThrottle::Error((e, None)))?;
-                let response = broker
-                    .request(&request)
-                    .await
-                    .map_err(|e| ErrorOrThrottle::Error((e.into(), Some(r#gen))))?;
-                maybe_throttle(response.throttle_time_ms)?;
+                let (response, r#gen) = self
+                    .request_leader(request, |r| r.throttle_time_ms)
+                    .await?;
                 process_fetch_response(self.partition, &self.topic, response, offset)
                     .map_err(|e| ErrorOrThrottle::Error((e, Some(r#gen))))
             },
@@ -285,15 +312,9 @@ impl PartitionClient {
             self,
             "get_offset",
             || async move {
-                let (broker, r#gen) = self
-                    .get()
-                    .await
-                    .map_err(|e| ErrorOrThrottle::Error((e, None)))?;
-                let response = broker
-                    .request(&request)
-                    .await
-                    .map_err(|e| ErrorOrThrottle::Error((e.into(), Some(r#gen))))?;
-                maybe_throttle(response.throttle_time_ms)?;
+                let (response, r#gen) = self
+                    .request_leader(request, |r| r.throttle_time_ms)
+                    .await?;
                 process_list_offsets_response(self.partition, &self.topic, response)
                     .map_err(|e| ErrorOrThrottle::Error((e, Some(r#gen))))
             },
@@ -318,21 +339,86 @@ impl PartitionClient {
             self,
             "delete_records",
             || async move {
-                let (broker, r#gen) = self
-                    .get()
-                    .await
-                    .map_err(|e| ErrorOrThrottle::Error((e, None)))?;
-                let response = broker
-                    .request(&request)
-                    .await
-                    .map_err(|e| ErrorOrThrottle::Error((e.into(), Some(r#gen))))?;
-                maybe_throttle(Some(response.throttle_time_ms))?;
+                let (response, r#gen) = self
+                    .request_leader(request, |r| Some(r.throttle_time_ms))
+                    .await?;
                 process_delete_records_response(&self.topic, self.partition, response)
                     .map_err(|e| ErrorOrThrottle::Error((e, Some(r#gen))))
             },
         )
         .await?;
 
+        Ok(())
+    }
+
+    /// Sends `request` to the partition's leader once that broker's throttle has passed, and
+    /// keeps the next request to that broker back for the throttle time its answer carries.
+    ///
+    /// Patched (see PATCHED.md): a throttled answer is an answer. The broker handled the request
+    /// (a produce request's records are written) and asks the client to wait before its NEXT
+    /// request (KIP-219); rskafka 0.6.0 sent the same request again instead.
+    async fn request_leader<R>(
+        &self,
+        request: &R,
+        throttle_time_ms: impl Fn(&R::ResponseBody) -> Option<Int32> + Send,
+    ) -> Result<
+        (R::ResponseBody, BrokerCacheGeneration),
+        ErrorOrThrottle<(Error, Option<BrokerCacheGeneration>)>,
+    >
+    where
+        R: RequestBody + WriteVersionedType<Vec<u8>> + Send + Sync,
+        R::ResponseBody: ReadVersionedType<Cursor<Vec<u8>>>,
+    {
+        let (broker, r#gen, gate) = self
+            .leader()
+            .await
+            .map_err(|e| ErrorOrThrottle::Error((e, None)))?;
+        self.pass_gate(&gate)
+            .await
+            .map_err(|e| ErrorOrThrottle::Error((e, None)))?;
+        let response = broker
+            .request(request)
+            .await
+            .map_err(|e| ErrorOrThrottle::Error((e.into(), Some(r#gen))))?;
+        let delay = broker
+            .version_of::<R>()
+            .and_then(|version| client_delay(R::API_KEY, version, throttle_time_ms(&response)));
+        if let Some(delay) = delay {
+            info!(
+                topic = %self.topic,
+                partition = self.partition,
+                ?delay,
+                "broker throttles this client: its next request waits",
+            );
+            gate.close_for(delay);
+        }
+        Ok((response, r#gen))
+    }
+
+    /// Waits until the broker's throttle has passed.
+    ///
+    /// A throttle that outlasts the retry deadline fails the request at once, unsent: waiting
+    /// would hold its caller past the deadline, and the records would reach Kafka after their
+    /// caller was told they had not.
+    async fn pass_gate(&self, gate: &ThrottleGate) -> Result<()> {
+        while let Some(remaining) = gate.remaining() {
+            if self
+                .backoff_config
+                .deadline
+                .is_some_and(|deadline| remaining > deadline)
+            {
+                return Err(Error::ServerError {
+                    protocol_error: ProtocolError::ThrottlingQuotaExceeded,
+                    error_message: Some(format!(
+                        "the broker throttles this client for another {remaining:?}"
+                    )),
+                    request: RequestContext::Partition(self.topic.clone(), self.partition),
+                    response: None,
+                    is_virtual: true,
+                });
+            }
+            tokio::time::sleep(remaining).await;
+        }
         Ok(())
     }
 
@@ -412,16 +498,20 @@ impl PartitionClient {
     }
 }
 
-/// Caches the partition leader broker.
-impl BrokerCache for &PartitionClient {
-    type R = MessengerTransport;
-    type E = Error;
-
-    async fn get(&self) -> Result<(Arc<Self::R>, BrokerCacheGeneration)> {
+impl PartitionClient {
+    /// The connection to the partition leader, its cache generation and its broker's throttle.
+    async fn leader(&self) -> Result<(BrokerConnection, BrokerCacheGeneration, Arc<ThrottleGate>)> {
         let mut current_broker = self.current_broker.lock().await;
         // Patched (see PATCHED.md): a connection that failed is never handed out again.
-        if let Some(broker) = current_broker.broker.as_ref().filter(|b| !b.is_poisoned()) {
-            return Ok((Arc::clone(broker), current_broker.gen_broker));
+        if let (Some(broker), Some(gate)) = (
+            current_broker.broker.as_ref().filter(|b| !b.is_poisoned()),
+            &current_broker.gate,
+        ) {
+            return Ok((
+                Arc::clone(broker),
+                current_broker.gen_broker,
+                Arc::clone(gate),
+            ));
         }
 
         info!(
@@ -430,17 +520,28 @@ impl BrokerCache for &PartitionClient {
             "Creating new partition-specific broker connection",
         );
 
-        // Perform a request to fetch the topic metadata to determine the
-        // current leader.
-        //
-        // Accept a cached metadata entry as a response because:
-        //   * If the leader is offline, the connection call below fails and the cache is invalidated - the next call
-        //     will cause the cache to be re-populate with a fresh entry.
-        //   * A subsequent query is performed against the leader that does not use the cached entry - this validates
-        //     the correctness of the cached entry.
-        //
-        let (leader, gen_leader_from_arbitrary) =
-            self.get_leader(MetadataLookupMode::CachedArbitrary).await?;
+        // Patched (see PATCHED.md): the first connection of a client built from a metadata
+        // answer goes to the leader that answer named, unchecked: the broker's answer to the
+        // first request checks it (a broker that is not the leader says so, and this client then
+        // looks the leader up as below). Checking it here would cost a metadata request for the
+        // whole topic per partition.
+        let (leader, gen_leader_from_arbitrary, verify) = match current_broker.leader_hint.take()
+        {
+            Some(leader) => (leader, None, false),
+            None => {
+                // Perform a request to fetch the topic metadata to determine the
+                // current leader.
+                //
+                // Accept a cached metadata entry as a response because:
+                //   * If the leader is offline, the connection call below fails and the cache is invalidated - the next call
+                //     will cause the cache to be re-populate with a fresh entry.
+                //   * A subsequent query is performed against the leader that does not use the cached entry - this validates
+                //     the correctness of the cached entry.
+                //
+                let (leader, r#gen) = self.get_leader(MetadataLookupMode::CachedArbitrary).await?;
+                (leader, r#gen, true)
+            }
+        };
         let broker = match self.brokers.connect(leader).await {
             Ok(Some(c)) => Ok(c),
             Ok(None) => {
@@ -477,9 +578,12 @@ impl BrokerCache for &PartitionClient {
         //
         // Because this check requires the most up-to-date metadata from a specific broker, do not accept a cached
         // metadata response.
-        let (leader_self, gen_leader_from_self) = self
-            .get_leader(MetadataLookupMode::SpecificBroker(Arc::clone(&broker)))
-            .await?;
+        let (leader_self, gen_leader_from_self) = if verify {
+            self.get_leader(MetadataLookupMode::SpecificBroker(Arc::clone(&broker)))
+                .await?
+        } else {
+            (leader, None)
+        };
         if leader != leader_self {
             if let Some(r#gen) = gen_leader_from_self {
                 // The cached metadata identified an incorrect leader - it is stale and should be refreshed.
@@ -503,11 +607,14 @@ impl BrokerCache for &PartitionClient {
             });
         }
 
+        let gate = self.throttles.gate(leader);
         *current_broker = CurrentBroker {
             broker: Some(Arc::clone(&broker)),
             gen_broker: current_broker.gen_broker.bump(),
             gen_leader_from_arbitrary,
             gen_leader_from_self,
+            gate: Some(Arc::clone(&gate)),
+            leader_hint: None,
         };
 
         info!(
@@ -516,7 +623,18 @@ impl BrokerCache for &PartitionClient {
             leader,
             "Created new partition-specific broker connection",
         );
-        Ok((broker, current_broker.gen_broker))
+        Ok((broker, current_broker.gen_broker, gate))
+    }
+}
+
+/// Caches the partition leader broker.
+impl BrokerCache for &PartitionClient {
+    type R = MessengerTransport;
+    type E = Error;
+
+    async fn get(&self) -> Result<(Arc<Self::R>, BrokerCacheGeneration)> {
+        let (broker, r#gen, _gate) = self.leader().await?;
+        Ok((broker, r#gen))
     }
 
     async fn invalidate(&self, reason: &'static str, r#gen: BrokerCacheGeneration) {
@@ -575,11 +693,20 @@ where
                 Ok(v) => {
                     return ControlFlow::Break(Ok(v));
                 }
-                Err(ErrorOrThrottle::Throttle(throttle)) => {
-                    return ControlFlow::Continue(ErrorOrThrottle::Throttle(throttle));
-                }
                 Err(ErrorOrThrottle::Error(e)) => e,
             };
+
+            // Patched (PATCHED.md): a throttle that outlasts the deadline ends the request
+            // unsent; the broker's flow control, not a fault worth an error line per request.
+            if let Error::ServerError {
+                protocol_error: ProtocolError::ThrottlingQuotaExceeded,
+                is_virtual: true,
+                ..
+            } = &error
+            {
+                debug!(e=%error, request_name, "request not sent: broker throttles this client");
+                return ControlFlow::Break(Err(error));
+            }
 
             let retry = match error {
                 Error::Request(RequestError::Poisoned(_) | RequestError::IO(_))
