@@ -91,9 +91,11 @@ impl Emulator {
 
 impl Drop for Emulator {
     fn drop(&mut self) {
-        // The whole group: the wrapper and the Java process it started.
+        // The whole group: the wrapper and the Java process it started. `--` before the negative
+        // group id: without it procps' kill reads `-PGID` as "-1", every process.
+        let group = format!("-{}", self.child.id());
         let _ = Command::new("kill")
-            .args(["-KILL", &format!("-{}", self.child.id())])
+            .args(["-s", "KILL", "--", &group])
             .status();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.data_dir);

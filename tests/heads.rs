@@ -258,10 +258,10 @@ async fn heads_past_the_limits_are_refused_431_however_cut_counted_and_logged() 
 
     // Exactly at both limits: MAX_HEAD_FIELDS fields, MAX_HEAD_BYTES bytes. Delivered.
     let mut extra = fillers(MAX_HEAD_FIELDS - base_fields, 8);
-    let short = unwrapped_push(&run.token, "at-limit", &attributes, &extra, b"");
+    let short = unwrapped_push(&run.token, "limit-0", &attributes, &extra, b"");
     let last = extra.last_mut().unwrap();
     last.1 += &"f".repeat(MAX_HEAD_BYTES - short.len());
-    let at_limit = unwrapped_push(&run.token, "at-limit", &attributes, &extra, b"");
+    let at_limit = unwrapped_push(&run.token, "limit-0", &attributes, &extra, b"");
     assert_eq!(at_limit.len(), MAX_HEAD_BYTES);
     assert_eq!(fields_of(&at_limit), MAX_HEAD_FIELDS);
     let (status, body) = exchange(&run.addr, &at_limit, 1400).await;
@@ -270,11 +270,11 @@ async fn heads_past_the_limits_are_refused_431_however_cut_counted_and_logged() 
     // One byte more, one field more: 431 with the JSON error, whole, in 1,400-byte and in
     // 1-byte segments alike.
     extra.last_mut().unwrap().1.push('f');
-    let byte_over = unwrapped_push(&run.token, "byte-over", &attributes, &extra, b"");
+    let byte_over = unwrapped_push(&run.token, "limit-1", &attributes, &extra, b"");
     assert_eq!(byte_over.len(), MAX_HEAD_BYTES + 1);
     let field_over = unwrapped_push(
         &run.token,
-        "field-over",
+        "limit-2",
         &attributes,
         &fillers(MAX_HEAD_FIELDS + 1 - base_fields, 8),
         b"",
@@ -336,5 +336,5 @@ async fn heads_past_the_limits_are_refused_431_however_cut_counted_and_logged() 
     assert_eq!(by_parser, transport_refused, "{lines:#?}");
     assert_eq!(run.refusals_logged("malformed_head", 400), 1);
     // Only the push at the limits reached Kafka.
-    assert_eq!(run.broker.message_ids(TOPIC).await, ["at-limit"]);
+    assert_eq!(run.broker.message_ids(TOPIC).await, ["limit-0"]);
 }
