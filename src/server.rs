@@ -227,22 +227,32 @@ async fn serve_connection<P: Produce>(
             serve(Arc::clone(&service), head, body, busy)
         })
     };
-    let ended = match protocol {
+    // A refusal is recorded while the connection (its socket) is still held: whoever sees it
+    // closed can already see the refusal counted.
+    match protocol {
         Protocol::Http1 => {
             let io = TokioIo::new(HeadWatch {
                 stream,
                 activity: Arc::clone(&activity),
             });
-            let connection = builders.http1.serve_connection(io, requests);
-            supervise(pin!(connection), &activity, deadlines, &stopping).await
+            let connection = pin!(builders.http1.serve_connection(io, requests));
+            let ended = supervise(connection, &activity, deadlines, &stopping).await;
+            record_head_refusal(&service, ended);
         }
         Protocol::Http2 => {
-            let connection = builders
-                .http2
-                .serve_connection(TokioIo::new(stream), requests);
-            supervise(pin!(connection), &activity, deadlines, &stopping).await
+            let connection = pin!(
+                builders
+                    .http2
+                    .serve_connection(TokioIo::new(stream), requests)
+            );
+            let ended = supervise(connection, &activity, deadlines, &stopping).await;
+            record_head_refusal(&service, ended);
         }
-    };
+    }
+}
+
+/// Logs and counts what the HTTP parser refused of a connection that ended with `ended`.
+fn record_head_refusal<P: Produce>(service: &Service<P>, ended: Option<hyper::Result<()>>) {
     if let Some(Err(error)) = ended
         && let Some(refusal) = head_refusal(&error)
     {
