@@ -59,6 +59,16 @@ pub enum DeliveryError {
     /// The in-flight budget is full: 503, so Pub/Sub backs off and redelivers.
     #[error(transparent)]
     Overloaded(#[from] crate::limits::Overloaded),
+    /// The request head is over the head limits (431).
+    #[error(transparent)]
+    HeadTooLarge(#[from] crate::limits::HeadTooLarge),
+    /// The request target is longer than the HTTP parser takes (414, answered by it).
+    #[error("request URI too long")]
+    UriTooLong,
+    /// The HTTP parser could not read the request head (400, answered by it): the reason as
+    /// the parser gives it.
+    #[error("request head is not valid HTTP: {0}")]
+    MalformedHead(String),
     /// The body did not arrive within `HTTP_BODY_IDLE_TIMEOUT_MS` / `HTTP_BODY_TIMEOUT_MS`.
     #[error("request body not received within {0:?}")]
     BodyTimeout(std::time::Duration),
@@ -74,7 +84,11 @@ impl DeliveryError {
     /// The HTTP status Pub/Sub sees.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::Envelope(_) | Self::BodyUnreadable(_) => StatusCode::BAD_REQUEST,
+            Self::Envelope(_) | Self::BodyUnreadable(_) | Self::MalformedHead(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::HeadTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::UriTooLong => StatusCode::URI_TOO_LONG,
             Self::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::Auth(AuthError::EmailNotAllowed { .. }) => StatusCode::FORBIDDEN,
@@ -101,6 +115,9 @@ impl DeliveryError {
             Self::BodyUnreadable(_) => "body_unreadable",
             Self::Overloaded(_) => "overloaded",
             Self::BodyTimeout(_) => "body_timeout",
+            Self::HeadTooLarge(_) => "head_too_large",
+            Self::UriTooLong => "uri_too_long",
+            Self::MalformedHead(_) => "malformed_head",
             Self::UnknownSubscription(_) => "unknown_subscription",
             Self::SchemaRegistry(_) => "schema_registry_unavailable",
             Self::Encode(_) => "encoding_failed",
@@ -193,6 +210,10 @@ mod tests {
             ),
             (DeliveryError::ShuttingDown, 503),
             (DeliveryError::Internal, 500),
+            (crate::limits::HeadTooLarge::Fields(161).into(), 431),
+            (crate::limits::HeadTooLarge::Transport.into(), 431),
+            (DeliveryError::UriTooLong, 414),
+            (DeliveryError::MalformedHead("x".into()), 400),
         ];
         for (error, status) in cases {
             assert_eq!(error.status().as_u16(), status, "{error}");
@@ -206,6 +227,15 @@ mod tests {
         assert!(!DeliveryError::from(AuthError::NotBearer).is_dead_letter());
         assert!(!DeliveryError::from(KafkaError::Unavailable("x".into())).is_dead_letter());
         assert!(!DeliveryError::BodyTooLarge { limit: 1 }.is_dead_letter());
+        // A refused head was never verified nor read: it stays outside Kafka.
+        assert!(!DeliveryError::from(crate::limits::HeadTooLarge::Fields(1)).is_dead_letter());
+        assert!(!DeliveryError::MalformedHead("x".into()).is_dead_letter());
+        assert!(
+            DeliveryError::from(EnvelopeError::DuplicateMetadataHeader(
+                "x-goog-pubsub-message-id"
+            ))
+            .is_dead_letter()
+        );
     }
 
     #[test]

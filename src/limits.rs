@@ -4,7 +4,23 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::HeaderMap;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Header fields a request head may carry. An unwrapped push carries every attribute as a
+/// header: Pub/Sub allows 100 attributes per message ("Quotas and limits": 100 attributes,
+/// keys up to 256 bytes, values up to 1,024 bytes), plus its 4 `x-goog-pubsub-*` metadata
+/// headers and about 10 of its own (`host`, `authorization`, `content-type`, `content-length`,
+/// `user-agent`, `accept-encoding`, `from`, ...); Cloud Run's front end adds about 10 more
+/// (`forwarded`, `x-forwarded-for`, `x-forwarded-proto`, `x-cloud-trace-context`, `traceparent`,
+/// `x-serverless-authorization`, ...). That is about 125; the rest is margin.
+pub const MAX_HEAD_FIELDS: usize = 160;
+/// Bytes a request head may take, counted as it is written canonically (the request line,
+/// then `name: value` and CRLF per field, then CRLF), whatever whitespace or segmentation it
+/// arrived with. 100 attributes at Pub/Sub's limits take 100 × (256 + 2 + 1,024 + 2) =
+/// 128,400 bytes; the metadata (a 1 KiB ordering key, a subscription name), a token or two
+/// and the front end's headers about 8 KiB more; the rest is margin.
+pub const MAX_HEAD_BYTES: usize = 192 << 10;
 
 /// Each body frame (an HTTP/1 chunk or read, an HTTP/2 DATA frame) is charged this much on top
 /// of its data. More than its framing (a 9-byte HTTP/2 frame header, 5 bytes around a 1-byte
@@ -87,6 +103,39 @@ fn memory_limit_under(root: &std::path::Path) -> Option<u64> {
         read("memory.max").as_deref(),
         read("memory/memory.limit_in_bytes").as_deref(),
     )
+}
+
+/// A request head over [`MAX_HEAD_FIELDS`] or [`MAX_HEAD_BYTES`] (431).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HeadTooLarge {
+    /// More header fields than [`MAX_HEAD_FIELDS`].
+    #[error("request head has {0} header fields, over the {MAX_HEAD_FIELDS} accepted")]
+    Fields(usize),
+    /// More bytes than [`MAX_HEAD_BYTES`].
+    #[error("request head takes {0} bytes, over the {MAX_HEAD_BYTES} accepted")]
+    Bytes(usize),
+    /// Refused by the HTTP parser itself while reading it, past the transport's own bounds
+    /// (which sit above these; see `server`), so its size was never known.
+    #[error("request head over the HTTP parser's bounds")]
+    Transport,
+}
+
+/// Checks a request head against the head limits. `method` and `target` (the request target,
+/// e.g. `/?a=b`) make the request line; the verdict depends only on the parsed head, never on
+/// how it arrived.
+pub fn check_head(method: &str, target: &str, headers: &HeaderMap) -> Result<(), HeadTooLarge> {
+    if headers.len() > MAX_HEAD_FIELDS {
+        return Err(HeadTooLarge::Fields(headers.len()));
+    }
+    // "METHOD SP target SP HTTP/1.1 CRLF" ... "CRLF"
+    let mut bytes = method.len() + 1 + target.len() + 11 + 2;
+    for (name, value) in headers {
+        bytes += name.as_str().len() + 2 + value.len() + 2;
+    }
+    if bytes > MAX_HEAD_BYTES {
+        return Err(HeadTooLarge::Bytes(bytes));
+    }
+    Ok(())
 }
 
 /// Where a body stands against its limits after a frame.
@@ -243,6 +292,82 @@ impl InflightPermit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A head of `fields` fields whose canonical size is exactly `bytes` (the last value padded).
+    fn head_of(fields: usize, bytes: usize) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        let line = "POST / HTTP/1.1\r\n\r\n".len();
+        let mut used = line;
+        for i in 0..fields {
+            let name = format!("a{i:03}");
+            used += name.len() + 4;
+            let value = if i + 1 == fields {
+                "v".repeat(bytes - used)
+            } else {
+                String::new()
+            };
+            headers.append(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+        }
+        headers
+    }
+
+    #[test]
+    fn heads_within_the_limits_pass_and_one_field_or_byte_more_does_not() {
+        let headers = head_of(MAX_HEAD_FIELDS, MAX_HEAD_BYTES);
+        assert_eq!(check_head("POST", "/", &headers), Ok(()));
+        let over = head_of(MAX_HEAD_FIELDS, MAX_HEAD_BYTES + 1);
+        assert_eq!(
+            check_head("POST", "/", &over),
+            Err(HeadTooLarge::Bytes(MAX_HEAD_BYTES + 1))
+        );
+        // The request line counts: one more byte of target is over.
+        assert_eq!(
+            check_head("POST", "/x", &headers),
+            Err(HeadTooLarge::Bytes(MAX_HEAD_BYTES + 1))
+        );
+        let mut more = head_of(MAX_HEAD_FIELDS, 4096);
+        assert_eq!(check_head("POST", "/", &more), Ok(()));
+        more.append("a000", "again".parse().unwrap());
+        assert_eq!(
+            check_head("POST", "/", &more),
+            Err(HeadTooLarge::Fields(MAX_HEAD_FIELDS + 1))
+        );
+    }
+
+    #[test]
+    fn pubsubs_largest_unwrapped_push_fits_with_room() {
+        // 100 attributes of 256-byte keys and 1 KiB values, the metadata, a token and the
+        // front end's headers.
+        let mut headers = HeaderMap::new();
+        for i in 0..100 {
+            let name = format!("{i:03}{}", "k".repeat(253));
+            headers.append(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                "v".repeat(1024).parse().unwrap(),
+            );
+        }
+        for (name, len) in [
+            ("x-goog-pubsub-message-id", 20),
+            ("x-goog-pubsub-publish-time", 24),
+            ("x-goog-pubsub-subscription-name", 300),
+            ("x-goog-pubsub-ordering-key", 1024),
+            ("authorization", 1400),
+            ("x-serverless-authorization", 1400),
+        ] {
+            headers.append(name, "x".repeat(len).parse().unwrap());
+        }
+        for i in 0..24 {
+            headers.append(
+                http::HeaderName::from_bytes(format!("front-end-{i}").as_bytes()).unwrap(),
+                "x".repeat(200).parse().unwrap(),
+            );
+        }
+        assert_eq!(headers.len(), 130);
+        assert_eq!(check_head("POST", "/", &headers), Ok(()));
+    }
 
     #[test]
     fn memory_limit_from_cgroup_v2_or_v1() {

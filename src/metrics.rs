@@ -4,7 +4,9 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Every status a delivery can be answered with; anything else is counted as `other`.
-const STATUSES: [u16; 12] = [204, 400, 401, 403, 404, 405, 408, 413, 422, 500, 503, 0];
+const STATUSES: [u16; 14] = [
+    204, 400, 401, 403, 404, 405, 408, 413, 414, 422, 431, 500, 503, 0,
+];
 
 /// Figures read from the rest of the bridge at scrape time.
 #[derive(Debug, Default, Clone, Copy)]

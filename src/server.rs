@@ -6,7 +6,7 @@ use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -25,12 +25,27 @@ use tokio::time::Instant;
 
 use crate::error::DeliveryError;
 use crate::kafka::Produce;
-use crate::limits::{BodyMeter, BodyVerdict, HttpLimits, InflightPermit};
+use crate::limits::{
+    BodyMeter, BodyVerdict, HeadTooLarge, HttpLimits, InflightPermit, MAX_HEAD_BYTES,
+    MAX_HEAD_FIELDS,
+};
 use crate::service::{Head, Service, Signal};
 
-/// Largest request head (request line plus headers) accepted; oversized heads are answered
-/// 431 (HTTP/1) or the stream is refused (HTTP/2) instead of filling memory.
-const MAX_HEADER_BYTES: usize = 64 * 1024;
+mod heads;
+
+/// What the HTTP parsers themselves take of a request head, above the head limits
+/// ([`MAX_HEAD_BYTES`], [`MAX_HEAD_FIELDS`]) that the service checks: a head within these is
+/// parsed and then refused by the service with its JSON answer, log line and count; beyond
+/// them (whitespace padding, or a head that never ends) hyper answers 431 itself, which is
+/// logged and counted when its connection ends. hyper checks the size of a head over all the
+/// reads it took, never per read, so the verdict does not depend on how the head was cut.
+/// Holding a head takes up to this much memory per connection until its deadline.
+pub const TRANSPORT_HEAD_BYTES: usize = MAX_HEAD_BYTES + (64 << 10);
+/// Header fields hyper parses into (it answers 431 beyond).
+const TRANSPORT_HEAD_FIELDS: usize = MAX_HEAD_FIELDS + 96;
+/// The same bound for HTTP/2, whose header list size counts 32 bytes more per field
+/// (RFC 9113 §6.5.2); h2 answers a stream over it 431 itself.
+const TRANSPORT_H2_HEADER_LIST: u32 = (TRANSPORT_HEAD_BYTES + 32 * TRANSPORT_HEAD_FIELDS) as u32;
 /// An oversized body is read and discarded up to this wire cost so the 413 reaches the client
 /// (closing a connection with unread data makes the kernel reset it, losing the answer).
 const DRAIN_MAX_BYTES: u64 = 64 << 20;
@@ -129,11 +144,13 @@ impl Builders {
         // close keep-alive connections idle past it, cutting `HTTP_IDLE_TIMEOUT_MS` short.
         http1
             .header_read_timeout(None)
-            .max_buf_size(MAX_HEADER_BYTES);
+            .max_headers(TRANSPORT_HEAD_FIELDS)
+            .max_header_size(TRANSPORT_HEAD_BYTES)
+            .max_buf_size(TRANSPORT_HEAD_BYTES);
         let mut http2 = http2::Builder::new(TokioExecutor::new());
         http2
             .timer(TokioTimer::new())
-            .max_header_list_size(MAX_HEADER_BYTES as u32)
+            .max_header_list_size(TRANSPORT_H2_HEADER_LIST)
             .max_concurrent_streams(config.limits.h2_max_streams)
             .initial_stream_window_size(H2_STREAM_WINDOW)
             .initial_connection_window_size(H2_CONNECTION_WINDOW)
@@ -199,32 +216,66 @@ async fn serve_connection<P: Produce>(
         head: config.header_read_timeout,
         idle: config.limits.idle_timeout,
     };
-    let activity = Arc::new(Activity::new());
+    let activity = Arc::new(Activity::new(protocol == Protocol::Http1));
     let requests = {
         let activity = Arc::clone(&activity);
+        let service = Arc::clone(&service);
         service_fn(move |request: Request<Incoming>| {
-            let busy = Activity::begin(&activity);
+            let busy = Activity::begin(&activity, request.body().size_hint().exact());
             // Taken apart here: the parts the request future holds are then its only copy.
             let (head, body) = request.into_parts();
             serve(Arc::clone(&service), head, body, busy)
         })
     };
+    // A refusal is recorded while the connection (its socket) is still held: whoever sees it
+    // closed can already see the refusal counted.
     match protocol {
         Protocol::Http1 => {
             let io = TokioIo::new(HeadWatch {
                 stream,
                 activity: Arc::clone(&activity),
             });
-            let connection = builders.http1.serve_connection(io, requests);
-            supervise(pin!(connection), &activity, deadlines, &stopping).await;
+            let connection = pin!(builders.http1.serve_connection(io, requests));
+            let ended = supervise(connection, &activity, deadlines, &stopping).await;
+            record_head_refusal(&service, ended);
         }
         Protocol::Http2 => {
-            let connection = builders
-                .http2
-                .serve_connection(TokioIo::new(stream), requests);
-            supervise(pin!(connection), &activity, deadlines, &stopping).await;
+            let connection = pin!(
+                builders
+                    .http2
+                    .serve_connection(TokioIo::new(stream), requests)
+            );
+            let ended = supervise(connection, &activity, deadlines, &stopping).await;
+            record_head_refusal(&service, ended);
         }
     }
+}
+
+/// Logs and counts what the HTTP parser refused of a connection that ended with `ended`.
+fn record_head_refusal<P: Produce>(service: &Service<P>, ended: Option<hyper::Result<()>>) {
+    if let Some(Err(error)) = ended
+        && let Some(refusal) = head_refusal(&error)
+    {
+        service.refused_by_transport(&refusal);
+    }
+}
+
+/// The refusal hyper answered itself when it could not take a request head (it writes 400,
+/// 414 or 431 and ends the connection); `None` for anything else that ends a connection.
+fn head_refusal(error: &hyper::Error) -> Option<DeliveryError> {
+    if !error.is_parse() {
+        return None;
+    }
+    Some(if error.is_parse_too_large() {
+        // hyper puts an overlong request target (414) in the same class as a large head.
+        if error.to_string().contains("URI") {
+            DeliveryError::UriTooLong
+        } else {
+            HeadTooLarge::Transport.into()
+        }
+    } else {
+        DeliveryError::MalformedHead(crate::error::bounded_echo(&error.to_string()))
+    })
 }
 
 /// How long a connection may take over a request head, and stay without a request.
@@ -234,7 +285,8 @@ struct Deadlines {
     idle: Duration,
 }
 
-/// Polls `connection` to its end under its deadlines and the server's stop.
+/// Polls `connection` to its end under its deadlines and the server's stop: its own result
+/// when it ended, `None` when it was dropped (a stalled head, or the close grace over).
 ///
 /// One timer serves the head deadline, the idle limit and, once closing, the grace before a
 /// drop. It is armed for a head only when a poll ends with part of one read and not the rest
@@ -246,7 +298,7 @@ async fn supervise(
     activity: &Activity,
     deadlines: Deadlines,
     stopping: &Signal,
-) {
+) -> Option<hyper::Result<()>> {
     let mut stop = pin!(stopping.notified());
     let mut timer = pin!(tokio::time::sleep_until(
         activity.idle_deadline(deadlines.idle)
@@ -260,8 +312,8 @@ async fn supervise(
     let mut closing = false;
     poll_fn(|cx| {
         loop {
-            if connection.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(());
+            if let Poll::Ready(ended) = connection.as_mut().poll(cx) {
+                return Poll::Ready(Some(ended));
             }
             if !stop_registered {
                 // Never ready before `raise`, whose flag is read after this.
@@ -296,7 +348,7 @@ async fn supervise(
             timer_registered = false;
             if closing {
                 if !activity.is_busy() {
-                    return Poll::Ready(());
+                    return Poll::Ready(None);
                 }
                 timer.as_mut().reset(Instant::now() + CLOSE_GRACE);
                 continue;
@@ -306,7 +358,7 @@ async fn supervise(
             {
                 if armed_at == activity.requests() {
                     // The head is still not complete: drop the connection (slow loris).
-                    return Poll::Ready(());
+                    return Poll::Ready(None);
                 }
                 // A later head: it gets the whole deadline from now.
                 timer.as_mut().reset(Instant::now() + deadlines.head);
@@ -323,7 +375,7 @@ async fn supervise(
             }
         }
     })
-    .await;
+    .await
 }
 
 /// The protocol a connection speaks, told from its first bytes.
@@ -372,15 +424,16 @@ fn is_partial_h2_preface(seen: &[u8]) -> bool {
     seen.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(seen)
 }
 
-/// Requests in progress on one connection, since when it has had none, and whether part of
-/// a request head has arrived since the last request began.
+/// Requests in progress on one connection, since when it has had none, and (HTTP/1) whether
+/// part of a request head has arrived whose request has not begun.
 struct Activity {
     busy: AtomicUsize,
     /// Requests begun on the connection.
     begun: AtomicU64,
-    /// Set by a read while no request is in progress (bytes of the next head), cleared when a
-    /// request begins. Everything here is touched from the connection's one task.
-    head_started: AtomicBool,
+    /// Where the HTTP/1 reads stand among heads and bodies; `None` for HTTP/2, whose
+    /// heads are frames hyper times by its own keep-alive. Everything here is touched from the
+    /// connection's one task, so the lock is never contended.
+    heads: Option<Mutex<heads::Heads>>,
     idle_since: Mutex<Instant>,
 }
 
@@ -388,19 +441,22 @@ struct Activity {
 struct Busy(Arc<Activity>);
 
 impl Activity {
-    fn new() -> Self {
+    fn new(http1: bool) -> Self {
         Self {
             busy: AtomicUsize::new(0),
             begun: AtomicU64::new(0),
-            head_started: AtomicBool::new(false),
+            heads: http1.then(|| Mutex::new(heads::Heads::new())),
             idle_since: Mutex::new(Instant::now()),
         }
     }
 
-    fn begin(this: &Arc<Self>) -> Busy {
+    /// A request begins, its body framed by `body_length` (`None`: no length, chunked).
+    fn begin(this: &Arc<Self>, body_length: Option<u64>) -> Busy {
         this.busy.fetch_add(1, Ordering::AcqRel);
         this.begun.fetch_add(1, Ordering::Relaxed);
-        this.head_started.store(false, Ordering::Relaxed);
+        if let Some(heads) = &this.heads {
+            lock(heads).begin(body_length);
+        }
         Busy(Arc::clone(this))
     }
 
@@ -412,16 +468,16 @@ impl Activity {
         self.begun.load(Ordering::Relaxed)
     }
 
-    /// Bytes arrived: with no request in progress, they start the next request's head.
-    fn bytes_read(&self) {
-        if !self.is_busy() {
-            self.head_started.store(true, Ordering::Relaxed);
+    /// `bytes` arrived (HTTP/1): some may start the next request's head.
+    fn bytes_read(&self, bytes: &[u8]) {
+        if let Some(heads) = &self.heads {
+            lock(heads).read(bytes);
         }
     }
 
-    /// Whether part of a request head has arrived and the request has not begun.
+    /// Whether no request is in progress and part of a head may have arrived.
     fn awaits_head(&self) -> bool {
-        self.head_started.load(Ordering::Relaxed) && !self.is_busy()
+        !self.is_busy() && self.heads.as_ref().is_some_and(|h| lock(h).awaits_head())
     }
 
     /// When the connection will have idled for `timeout` (a moment from now while busy).
@@ -433,6 +489,10 @@ impl Activity {
     }
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl Drop for Busy {
     fn drop(&mut self) {
         *self.0.idle_since.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
@@ -440,8 +500,8 @@ impl Drop for Busy {
     }
 }
 
-/// An HTTP/1 connection's socket, telling its [`Activity`] when bytes arrive between
-/// requests: that starts a request head, which then has `HTTP_HEADER_READ_TIMEOUT_MS`.
+/// An HTTP/1 connection's socket, showing its [`Activity`] every byte read: where a request
+/// head starts, it then has `HTTP_HEADER_READ_TIMEOUT_MS`.
 struct HeadWatch {
     stream: TcpStream,
     activity: Arc<Activity>,
@@ -456,7 +516,7 @@ impl AsyncRead for HeadWatch {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
         if buf.filled().len() > before {
-            self.activity.bytes_read();
+            self.activity.bytes_read(&buf.filled()[before..]);
         }
         polled
     }
@@ -736,18 +796,26 @@ mod tests {
 
     #[test]
     fn a_head_is_awaited_from_bytes_between_requests_until_a_request_begins() {
-        let activity = Arc::new(Activity::new());
+        let activity = Arc::new(Activity::new(true));
         assert!(!activity.awaits_head());
-        activity.bytes_read();
+        activity.bytes_read(b"POST / HTTP/1.1\r\nContent-Length: 4\r\n\r\n");
         assert!(activity.awaits_head());
-        let busy = Activity::begin(&activity);
+        let busy = Activity::begin(&activity, Some(4));
         assert_eq!(activity.requests(), 1);
         assert!(!activity.awaits_head());
         // Body bytes, read while the request is in progress, start no head.
-        activity.bytes_read();
+        activity.bytes_read(b"body");
         drop(busy);
         assert!(!activity.awaits_head());
-        activity.bytes_read();
+        activity.bytes_read(b"P");
         assert!(activity.awaits_head());
+    }
+
+    #[test]
+    fn http2_connections_never_await_a_head() {
+        let activity = Arc::new(Activity::new(false));
+        activity.bytes_read(b"P");
+        drop(Activity::begin(&activity, None));
+        assert!(!activity.awaits_head());
     }
 }

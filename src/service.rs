@@ -136,6 +136,12 @@ impl<P: Produce> Service<P> {
     /// The token is verified here, before the body is read, so an unauthenticated client never
     /// gets a `100 Continue`, never has its body read, and never holds in-flight budget.
     pub async fn admit(&self, head: &Parts) -> Head {
+        let target = head.uri.path_and_query().map_or("/", |p| p.as_str());
+        if let Err(too_large) =
+            crate::limits::check_head(head.method.as_str(), target, &head.headers)
+        {
+            return Head::Answered(self.refuse(too_large.into(), &head.headers));
+        }
         match (&head.method, head.uri.path()) {
             (&Method::GET | &Method::HEAD, "/healthz") => return Head::Answered(self.liveness()),
             (&Method::GET | &Method::HEAD, "/readyz") => return Head::Answered(self.readiness()),
@@ -226,6 +232,14 @@ impl<P: Produce> Service<P> {
         response
     }
 
+    /// Logs and counts a request the HTTP parser refused and answered itself (a head it could
+    /// not read, or over its bounds), which never reached the service: one line and one count,
+    /// as every other refusal gets.
+    pub fn refused_by_transport(&self, error: &DeliveryError) {
+        self.log_failure(error, None, None);
+        self.metrics.record(error.status().as_u16());
+    }
+
     /// Logs the one line a failed delivery gets and builds its response.
     fn fail(
         &self,
@@ -233,14 +247,17 @@ impl<P: Produce> Service<P> {
         message_id: Option<&str>,
         headers: &HeaderMap,
     ) -> Response<Bytes> {
+        self.log_failure(error, message_id, self.trace(headers));
+        error.to_response()
+    }
+
+    fn log_failure(&self, error: &DeliveryError, message_id: Option<&str>, trace: Option<String>) {
         let status = error.status().as_u16();
-        let trace = self.trace(headers);
         if error.level() == tracing::Level::ERROR {
             tracing::error!(message_id, status, code = error.code(), reason = %error, trace = trace.as_deref(), "delivery failed");
         } else {
             tracing::warn!(message_id, status, code = error.code(), reason = %error, trace = trace.as_deref(), "delivery failed");
         }
-        error.to_response()
     }
 
     /// Cloud Logging trace name from `X-Cloud-Trace-Context` or `traceparent`.

@@ -646,6 +646,55 @@ def bounded_echoes(bridge):
     check(longest < 4096, f"longest log line so far: {longest} bytes")
 
 
+def wide_heads(bridge):
+    print("\n== heads: Pub/Sub's largest unwrapped push (100 attributes of 256 + 1,024 bytes as headers) whole and cut;"
+          " heads past the limits; a repeated metadata header; half a head pipelined behind a request")
+    attributes = {f"{i:03d}-" + "k" * 252: chr(33 + i % 94) * 1024 for i in range(100)}
+
+    def unwrapped(message_id, extra=None, metadata=None):
+        headers = {"Authorization": f"Bearer {mint()}", "x-goog-pubsub-message-id": message_id,
+                   "x-goog-pubsub-publish-time": "2026-12-05T00:00:00Z",
+                   "x-goog-pubsub-subscription-name": "projects/p/subscriptions/attacks",
+                   "X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https",
+                   "X-Cloud-Trace-Context": "105445aa7843bc8bf206b12000100000/1;o=1",
+                   **attributes, **(extra or {}), "Content-Length": "4"}
+        return head_bytes("POST", "/", headers).replace(b"\r\n\r\n", (metadata or b"") + b"\r\n\r\n", 1) + b"data"
+
+    def send(data, segment):
+        with socket.create_connection(("127.0.0.1", bridge.port)) as s:
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for i in range(0, len(data), segment):
+                s.sendall(data[i:i + segment])
+            status, _, body = read_response(s, 60)
+            return status, body
+
+    push = unwrapped("wide")
+    for segment in (len(push), 1400, 1):
+        cpu, started = bridge.cpu(), time.time()
+        status, body = send(unwrapped(f"wide-{segment}"), segment)
+        check(status == 204, f"{len(push) - 4:,}-byte head in {segment:,}-byte segments: {status} {body[:60]!r} "
+                             f"in {time.time() - started:.2f} s, bridge CPU {bridge.cpu() - cpu:.2f} s")
+    refused_before = bridge.metric('pubsub_kafka_bridge_deliveries_total{status="431"}')
+    over = unwrapped("over", {"x-pad": "p" * (192 * 1024 - len(push) + 4)})
+    statuses = {send(over, segment)[0] for segment in (len(over), 1400, 1)}
+    many = unwrapped("many", {f"x-field-{i}": "f" for i in range(60)})
+    statuses |= {send(many, segment)[0] for segment in (len(many), 1)}
+    counted = bridge.metric('pubsub_kafka_bridge_deliveries_total{status="431"}') - refused_before
+    logged = sum(b"head_too_large" in line for line in open(bridge.log, "rb"))
+    check(statuses == {431} and counted == 5 and logged >= 5,
+          f"a head over 192 KiB, or over 160 fields, whole or in 1,400- or 1-byte segments: {statuses}, "
+          f"{counted} counted in /metrics, {logged} logged")
+    status, body = send(unwrapped("twice", metadata=b"\r\nx-goog-pubsub-message-id: forged"), 1 << 20)
+    check(status == 400 and b"duplicate_metadata_header" in body, f"a repeated message-id header: {status} {body[:70]!r}")
+    s = socket.create_connection(("127.0.0.1", bridge.port))
+    started = time.time()
+    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: b\r\n\r\nGET /healthz HTTP/1.1\r\nHo")
+    closed = closed_by_server(s, 10)
+    s.close()
+    check(closed and time.time() - started < 4,
+          f"half a head behind a request in one write: closed after {time.time() - started:.1f} s (head timeout 2 s)")
+
+
 def refused_settings(binary, env):
     print("\n== insecure or contradictory settings refuse to start")
     cases = {
@@ -701,6 +750,7 @@ def main():
             forged_tokens(bridge)
             other_accounts_flood(bridge)
             bounded_echoes(bridge)
+            wide_heads(bridge)
             kafka_stalled(bridge, tansu)
             hung_jwks(bridge)
             print(f"\nbridge RSS at the end: {bridge.rss() / MIB:.1f} MiB")

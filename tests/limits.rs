@@ -381,3 +381,54 @@ async fn an_authorization_value_that_is_not_text_is_an_invalid_token() {
     assert!(answer.contains("invalid_token"), "{answer}");
     assert!(broker.read_all("limits").await.is_empty());
 }
+
+/// The head deadline times every head, also one whose first bytes came in the same read as
+/// the request before it (and so sit in the parser's buffer, where no later read shows them):
+/// a request and the start of the next in one write, then nothing, is closed at the head
+/// deadline, not the idle one. Both ways such bytes arrive: behind a request without a body,
+/// and behind a body counted off by its Content-Length.
+#[tokio::test]
+async fn a_head_begun_in_the_same_read_as_the_request_before_it_is_cut_at_the_head_deadline() {
+    let broker = Broker::start().await;
+    let jwks = JwksServer::start(&[key(1)]).await;
+    let bridge = bridge_with(
+        &broker,
+        &jwks,
+        &[
+            ("HTTP_HEADER_READ_TIMEOUT_MS", "300"),
+            ("HTTP_IDLE_TIMEOUT_MS", "20000"),
+        ],
+    )
+    .await;
+    let token = mint(&key(1), &google_claims());
+    let body = body_of("pipelined");
+    let length = format!("Content-Length: {}", body.len());
+    let delivery = head(Some(&token), &[&length]) + &body;
+    for (first, expected) in [
+        (
+            "GET /healthz HTTP/1.1\r\nHost: bridge\r\n\r\n".to_owned(),
+            "HTTP/1.1 200 ",
+        ),
+        (delivery, "HTTP/1.1 204 "),
+    ] {
+        let mut stream = TcpStream::connect(bridge.addr).await.unwrap();
+        let started = Instant::now();
+        stream
+            .write_all(format!("{first}GET /healthz HTTP/1.1\r\nHo").as_bytes())
+            .await
+            .unwrap();
+        let (answer, closed) = read_until_close(&mut stream, Duration::from_secs(5)).await;
+        let waited = started.elapsed();
+        assert!(
+            closed,
+            "{expected}: still open after {waited:?} with half a head"
+        );
+        assert!(answer.starts_with(expected), "{answer}");
+        assert_eq!(answer.matches("HTTP/1.1").count(), 1, "{answer}");
+        assert!(
+            waited >= Duration::from_millis(250) && waited < Duration::from_millis(2500),
+            "{expected}: closed after {waited:?}"
+        );
+    }
+    assert_eq!(broker.message_ids("limits").await, ["pipelined"]);
+}

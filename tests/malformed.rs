@@ -231,3 +231,70 @@ async fn malformed_requests_get_a_clear_4xx_and_the_server_still_serves() {
         200
     );
 }
+
+/// An unwrapped push whose `x-goog-pubsub-*` metadata header appears twice is refused 400
+/// `duplicate_metadata_header` (first-wins would let an added header forge the message id,
+/// publish time, subscription or ordering key); with a Kafka dead-letter topic it goes there,
+/// as every other 400 does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_metadata_header_of_an_unwrapped_push_is_a_400() {
+    let broker = Broker::start().await;
+    broker.create_topic("unwrapped", 1).await;
+    broker.create_topic("dead-letters", 1).await;
+    let jwks = JwksServer::start(&[key(1)]).await;
+    let bridge = Bridge::start(&bridge_env(&broker, "unwrapped", Some(&jwks))).await;
+    let mut dlq_env = bridge_env(&broker, "unwrapped", Some(&jwks));
+    dlq_env.insert("KAFKA_DLQ_TOPIC".into(), "dead-letters".into());
+    let dlq_bridge = Bridge::start(&dlq_env).await;
+    let client = http_client();
+    let token = mint(&key(1), &google_claims());
+    let metadata = [
+        ("x-goog-pubsub-message-id", "100", "999"),
+        (
+            "x-goog-pubsub-publish-time",
+            "2024-01-01T00:00:00Z",
+            "2030-01-01T00:00:00Z",
+        ),
+        (
+            "x-goog-pubsub-subscription-name",
+            "projects/p/subscriptions/s",
+            "projects/p/subscriptions/forged",
+        ),
+        ("x-goog-pubsub-ordering-key", "k", "forged"),
+    ];
+    let push = |url: &str, repeated: Option<usize>| {
+        let mut request = http::Request::post(url)
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/octet-stream");
+        for (i, (name, value, forged)) in metadata.iter().enumerate() {
+            request = request.header(*name, *value);
+            if repeated == Some(i) {
+                // `header` appends: the name is sent twice.
+                request = request.header(*name, *forged);
+            }
+        }
+        request
+            .body(Full::new(Bytes::from_static(b"data")))
+            .unwrap()
+    };
+    for (repeated, (name, _, _)) in metadata.iter().enumerate() {
+        let (status, text) = send(&client, push(&bridge.url(), Some(repeated))).await;
+        assert_eq!(status, 400, "{name}: {text}");
+        let error: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(error["error"], "duplicate_metadata_header", "{text}");
+        assert!(text.contains(name), "names the header: {text}");
+    }
+    // Each once: delivered.
+    assert_eq!(send(&client, push(&bridge.url(), None)).await.0, 204);
+    assert_eq!(broker.message_ids("unwrapped").await, ["100"]);
+    // With a dead-letter topic: 204, the dead letter names the reason.
+    assert_eq!(send(&client, push(&dlq_bridge.url(), Some(0))).await.0, 204);
+    let dead = broker.read_all("dead-letters").await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        dead[0].header("pubsub.error").as_deref(),
+        Some("duplicate_metadata_header")
+    );
+    assert_eq!(dead[0].record.value.as_deref(), Some(&b"data"[..]));
+    assert_eq!(broker.message_ids("unwrapped").await, ["100"]);
+}

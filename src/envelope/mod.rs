@@ -22,6 +22,13 @@ pub const HEADER_UNWRAPPED_PUBLISH_TIME: &str = "x-goog-pubsub-publish-time";
 pub const HEADER_UNWRAPPED_SUBSCRIPTION: &str = "x-goog-pubsub-subscription-name";
 /// Unwrapped push: ordering key header.
 pub const HEADER_UNWRAPPED_ORDERING_KEY: &str = "x-goog-pubsub-ordering-key";
+/// The metadata headers an unwrapped push is read from: each must appear at most once.
+const UNWRAPPED_METADATA_HEADERS: [&str; 4] = [
+    HEADER_UNWRAPPED_MESSAGE_ID,
+    HEADER_UNWRAPPED_PUBLISH_TIME,
+    HEADER_UNWRAPPED_SUBSCRIPTION,
+    HEADER_UNWRAPPED_ORDERING_KEY,
+];
 
 /// Request headers that belong to HTTP, proxies or the push itself, never to the message:
 /// on an unwrapped push every other header is an attribute.
@@ -123,6 +130,11 @@ pub enum EnvelopeError {
     /// `publishTime` is not RFC 3339.
     #[error("publishTime {0:?} is not an RFC 3339 timestamp")]
     InvalidPublishTime(String),
+    /// An unwrapped push's metadata header appears more than once: which one is Pub/Sub's
+    /// cannot be told, and taking either would let an added header forge the id, time or
+    /// subscription.
+    #[error("metadata header {0} appears more than once")]
+    DuplicateMetadataHeader(&'static str),
 }
 
 impl EnvelopeError {
@@ -134,6 +146,7 @@ impl EnvelopeError {
             Self::MissingField(_) => "missing_field",
             Self::InvalidBase64(_) => "invalid_base64",
             Self::InvalidPublishTime(_) => "invalid_publish_time",
+            Self::DuplicateMetadataHeader(_) => "duplicate_metadata_header",
         }
     }
 }
@@ -200,12 +213,19 @@ pub fn parse_push(
 
 /// Parses an unwrapped push: the body is the data, metadata and attributes are headers.
 ///
-/// Header names are case-insensitive, so attribute names arrive lower-cased.
+/// Header names are case-insensitive, so attribute names arrive lower-cased. Pub/Sub writes
+/// each metadata header once; a repeated one is refused rather than read first-wins.
 pub fn parse_unwrapped(
     headers: &HeaderMap,
     body: &[u8],
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<PubsubMessage, EnvelopeError> {
+    if let Some(repeated) = UNWRAPPED_METADATA_HEADERS
+        .into_iter()
+        .find(|name| headers.get_all(*name).iter().nth(1).is_some())
+    {
+        return Err(EnvelopeError::DuplicateMetadataHeader(repeated));
+    }
     let header = |name: &str| {
         headers
             .get(name)
@@ -763,6 +783,54 @@ bG8=""#,
         assert_eq!(m.ordering_key.as_deref(), Some("k1"));
         assert_eq!(m.attributes.len(), 1, "{:?}", m.attributes);
         assert_eq!(m.attributes.get("tenant").map(String::as_str), Some("acme"));
+    }
+
+    #[test]
+    fn a_repeated_metadata_header_is_refused_not_read_first_wins() {
+        let now = chrono::Utc::now();
+        let once = [
+            ("x-goog-pubsub-message-id", "1"),
+            ("x-goog-pubsub-publish-time", "2021-02-26T19:13:55.749Z"),
+            (
+                "x-goog-pubsub-subscription-name",
+                "projects/p/subscriptions/s",
+            ),
+            ("x-goog-pubsub-ordering-key", "k"),
+            ("tenant", "a"),
+        ];
+        assert!(parse_push(&headers(&once), b"", PushPayload::Auto, || now).is_ok());
+        for (name, forged) in [
+            ("x-goog-pubsub-message-id", "2"),
+            ("x-goog-pubsub-publish-time", "2030-01-01T00:00:00Z"),
+            (
+                "x-goog-pubsub-subscription-name",
+                "projects/p/subscriptions/other",
+            ),
+            ("X-Goog-PubSub-Ordering-Key", "k2"),
+        ] {
+            let mut pairs = once.to_vec();
+            pairs.push((name, forged));
+            let error = parse_push(&headers(&pairs), b"", PushPayload::Auto, || now).unwrap_err();
+            assert_eq!(
+                error,
+                EnvelopeError::DuplicateMetadataHeader(
+                    UNWRAPPED_METADATA_HEADERS
+                        .into_iter()
+                        .find(|h| h.eq_ignore_ascii_case(name))
+                        .unwrap()
+                ),
+                "{name}"
+            );
+            assert_eq!(error.code(), "duplicate_metadata_header");
+        }
+        // Even the same value twice: Pub/Sub writes each once.
+        let mut pairs = once.to_vec();
+        pairs.push(("x-goog-pubsub-message-id", "1"));
+        assert!(parse_push(&headers(&pairs), b"", PushPayload::Unwrapped, || now).is_err());
+        // A repeated attribute header is not metadata: the rules of attributes apply.
+        let mut pairs = once.to_vec();
+        pairs.push(("tenant", "b"));
+        assert!(parse_push(&headers(&pairs), b"", PushPayload::Auto, || now).is_ok());
     }
 
     #[test]
