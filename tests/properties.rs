@@ -67,7 +67,7 @@ proptest! {
         millis in 0i64..4_000_000_000_000,
         nanos_digits in 0usize..10,
         ordering_key in prop::option::of("\\PC{1,30}"),
-        attempt in prop::option::of(1u32..100),
+        attempt in prop::option::of(1i32..100),
         padded in any::<bool>(),
     ) {
         let time = chrono::DateTime::from_timestamp_millis(millis).unwrap();
