@@ -1,6 +1,7 @@
 //! Message → record value: raw bytes, JSON, Avro (single-object encoding) or Pub/Sub's protobuf.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashSet};
 
 use apache_avro::Schema;
 use apache_avro::headers::{HeaderBuilder, RabinFingerprintHeader};
@@ -196,14 +197,11 @@ fn embeddable(text: &str) -> bool {
 }
 
 fn embeddable_scan(text: &str) -> Option<()> {
-    use std::borrow::Cow;
-    use std::collections::HashSet;
-
     let bytes = text.as_bytes();
     // One entry per open container: the keys of an object so far, `None` for an array.
-    let mut open: Vec<Option<HashSet<Cow<'_, str>>>> = Vec::new();
-    // Emptied sets of closed objects, reused so a payload of many objects allocates few.
-    let mut spare: Vec<HashSet<Cow<'_, str>>> = Vec::new();
+    let mut open: Vec<Option<ObjectKeys<'_>>> = Vec::new();
+    // Emptied key sets of closed objects, reused so a payload of many objects allocates few.
+    let mut spare: Vec<ObjectKeys<'_>> = Vec::new();
     // Whether the next string is an object key (after `{` or an object's `,`).
     let mut key_next = false;
     let mut at = 0;
@@ -245,6 +243,39 @@ fn embeddable_scan(text: &str) -> Option<()> {
         at += 1;
     }
     Some(())
+}
+
+/// The keys of one object: compared one by one while there are few (most objects: no hashing),
+/// hashed once there are more, so a huge object costs linear time too.
+#[derive(Default)]
+struct ObjectKeys<'a> {
+    few: Vec<Cow<'a, str>>,
+    many: HashSet<Cow<'a, str>>,
+}
+
+impl<'a> ObjectKeys<'a> {
+    /// Up to this many keys an object's are compared directly.
+    const FEW: usize = 16;
+
+    /// Adds `key`; false if the object already has it.
+    fn insert(&mut self, key: Cow<'a, str>) -> bool {
+        if !self.many.is_empty() {
+            return self.many.insert(key);
+        }
+        if self.few.contains(&key) {
+            return false;
+        }
+        self.few.push(key);
+        if self.few.len() > Self::FEW {
+            self.many.extend(self.few.drain(..));
+        }
+        true
+    }
+
+    fn clear(&mut self) {
+        self.few.clear();
+        self.many.clear();
+    }
 }
 
 /// The index of the quote closing the string whose contents start at `at`, and whether the
@@ -690,6 +721,25 @@ mod tests {
             assert_eq!(
                 record["data"],
                 base64::engine::general_purpose::STANDARD.encode(repeated)
+            );
+        }
+        // Objects beyond the directly compared few: hashed, same verdicts.
+        let many = |keys: &[usize]| {
+            let entries: Vec<String> = keys.iter().map(|k| format!(r#""k{k}":{k}"#)).collect();
+            format!("{{{}}}", entries.join(","))
+        };
+        let distinct: Vec<usize> = (0..40).collect();
+        assert_eq!(
+            embedded_record(many(&distinct).as_bytes())["data_encoding"],
+            "json"
+        );
+        for (repeat, of) in [(16, 0), (17, 3), (39, 20), (39, 38)] {
+            let mut keys = distinct[..repeat].to_vec();
+            keys.push(of);
+            assert_eq!(
+                embedded_record(many(&keys).as_bytes())["data_encoding"],
+                "base64",
+                "key {of} again after {repeat}"
             );
         }
         // One key in many objects, and values equal to keys, are no repetition.
