@@ -56,7 +56,16 @@ impl Produce for NullProducer {
 struct Case {
     size: usize,
     wrapped: bool,
-    avro: bool,
+    format: Format,
+}
+
+/// The value format of a case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Raw,
+    Avro,
+    /// `json` with `KAFKA_JSON_EMBED_DATA=true`, and a JSON payload (an array of small objects).
+    JsonEmbed,
 }
 
 impl Case {
@@ -64,14 +73,21 @@ impl Case {
         let mut cases = Vec::new();
         for size in [100, 1024, 64 * 1024, 1024 * 1024] {
             for wrapped in [true, false] {
-                for avro in [false, true] {
+                for format in [Format::Raw, Format::Avro] {
                     cases.push(Self {
                         size,
                         wrapped,
-                        avro,
+                        format,
                     });
                 }
             }
+        }
+        for size in [1024, 1024 * 1024] {
+            cases.push(Self {
+                size,
+                wrapped: true,
+                format: Format::JsonEmbed,
+            });
         }
         cases
     }
@@ -85,12 +101,19 @@ impl Case {
         format!(
             "{size}-{}-{}",
             if self.wrapped { "wrapped" } else { "unwrapped" },
-            if self.avro { "avro" } else { "raw" }
+            match self.format {
+                Format::Raw => "raw",
+                Format::Avro => "avro",
+                Format::JsonEmbed => "json-embed",
+            }
         )
     }
 
     fn request(&self, token: &str, n: usize) -> http::Request<Bytes> {
-        let payload: Vec<u8> = (0..self.size).map(|i| (i % 251) as u8).collect();
+        let payload: Vec<u8> = match self.format {
+            Format::JsonEmbed => json_payload(self.size),
+            _ => (0..self.size).map(|i| (i % 251) as u8).collect(),
+        };
         let id = format!("message-{n}");
         let publish_time = "2026-03-04T05:06:07.891Z";
         let request = http::Request::post("/")
@@ -114,6 +137,24 @@ impl Case {
                 .unwrap()
         }
     }
+}
+
+/// A JSON array of small objects, about `size` bytes: what an embedded payload looks like.
+fn json_payload(size: usize) -> Vec<u8> {
+    let mut text = String::from("[");
+    let mut i = 0;
+    while text.len() < size {
+        if i > 0 {
+            text.push(',');
+        }
+        text.push_str(&format!(
+            r#"{{"id":{i},"name":"item-{i}","tags":["a","b"],"price":{}.5,"stock":{{"here":true}}}}"#,
+            i % 100
+        ));
+        i += 1;
+    }
+    text.push(']');
+    text.into_bytes()
 }
 
 /// The counted part (callgrind's toggle): nothing but deliveries through the service.
@@ -174,7 +215,22 @@ fn main() {
         ("KAFKA_TOPIC", "events"),
         ("OIDC_AUDIENCE", AUDIENCE),
         ("OIDC_ALLOWED_EMAILS", PUSH_EMAIL),
-        ("KAFKA_VALUE_FORMAT", if case.avro { "avro" } else { "raw" }),
+        (
+            "KAFKA_VALUE_FORMAT",
+            match case.format {
+                Format::Raw => "raw",
+                Format::Avro => "avro",
+                Format::JsonEmbed => "json",
+            },
+        ),
+        (
+            "KAFKA_JSON_EMBED_DATA",
+            if case.format == Format::JsonEmbed {
+                "true"
+            } else {
+                "false"
+            },
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))

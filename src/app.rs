@@ -208,7 +208,9 @@ impl<P: Produce> App<P> {
         };
         let (record, fallback): (KafkaRecord, _) =
             record::build_record(message, &self.config.record, |message| {
-                self.encoder.encode_framed(message, schema_id)
+                self.encoder
+                    .encode_framed(message, schema_id)
+                    .map_err(DeliveryError::from)
             })?;
         if let Some(fallback) = fallback {
             tracing::warn!(message_id = message_id.as_deref(), reason = %fallback, "event time unusable; using publishTime");
@@ -240,7 +242,7 @@ impl<P: Produce> App<P> {
             key: message_id.map(|id| id.as_bytes().to_vec()),
             value: body.to_vec(),
             headers,
-            timestamp_ms: unix_now_ms(),
+            timestamp: crate::timestamp::RecordTimestamp::now(),
         };
         match self.producer.produce(topic, record, permit).await {
             Ok(ack) => Ok(Acked::DeadLetter { ack, error }),
@@ -262,13 +264,6 @@ fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-fn unix_now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
 

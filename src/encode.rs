@@ -1,6 +1,7 @@
 //! Message → record value: raw bytes, JSON, Avro (single-object encoding) or Pub/Sub's protobuf.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashSet};
 
 use apache_avro::Schema;
 use apache_avro::headers::{HeaderBuilder, RabinFingerprintHeader};
@@ -134,7 +135,7 @@ struct JsonValue<'a> {
     subscription: &'a str,
     ordering_key: Option<&'a str>,
     attributes: &'a BTreeMap<String, String>,
-    delivery_attempt: Option<u32>,
+    delivery_attempt: Option<i32>,
     data: JsonData<'a>,
     /// Present only with `KAFKA_JSON_EMBED_DATA`: `"json"` or `"base64"`, so readers know
     /// whether a string `data` is a JSON string payload or base64 bytes.
@@ -153,7 +154,8 @@ fn encode_json(message: &PubsubMessage, embed_json_data: bool) -> Result<Vec<u8>
     let embedded = embed_json_data
         .then(|| std::str::from_utf8(&message.data).ok())
         .flatten()
-        .and_then(|text| serde_json::from_str::<&serde_json::value::RawValue>(text).ok());
+        .and_then(|text| serde_json::from_str::<&serde_json::value::RawValue>(text).ok())
+        .filter(|raw| embeddable(raw.get()));
     let (data, data_encoding) = match embedded {
         Some(raw) => (JsonData::Embedded(raw), Some("json")),
         None => (
@@ -172,6 +174,123 @@ fn encode_json(message: &PubsubMessage, embed_json_data: bool) -> Result<Vec<u8>
         data_encoding,
     })
     .map_err(|e| EncodeError::Json(e.to_string()))
+}
+
+/// Deepest nesting (open arrays and objects) of a payload embedded as JSON; a deeper one is
+/// written as base64. The record around it adds one level, so every record nests at most 64
+/// deep: the lowest default limit among mainstream JSON parsers (.NET's System.Text.Json
+/// `MaxDepth` and Json.NET 13's: 64; Ruby's `max_nesting`: 100; serde_json: 128; Jackson's
+/// `StreamReadConstraints` and Python's recursion limit: about 1,000). A record a consumer
+/// cannot parse loses its metadata too, not only its data.
+pub const MAX_EMBEDDED_JSON_DEPTH: usize = 63;
+
+/// Whether a payload, already read as one JSON value, may be embedded as it is: nesting at
+/// most [`MAX_EMBEDDED_JSON_DEPTH`] and no object with a key twice (after unescaping), since
+/// parsers disagree on which of two values a repeated key has (RFC 8259 section 4 leaves it
+/// open: the first, the last, or an error).
+///
+/// One pass without recursion: the open containers are a stack bounded by the depth limit,
+/// strings are skipped with memchr, and each object's keys go into a hash set, so the cost is
+/// linear in the payload whatever its shape.
+fn embeddable(text: &str) -> bool {
+    embeddable_scan(text).is_some()
+}
+
+fn embeddable_scan(text: &str) -> Option<()> {
+    let bytes = text.as_bytes();
+    // One entry per open container: the keys of an object so far, `None` for an array.
+    let mut open: Vec<Option<ObjectKeys<'_>>> = Vec::new();
+    // Emptied key sets of closed objects, reused so a payload of many objects allocates few.
+    let mut spare: Vec<ObjectKeys<'_>> = Vec::new();
+    // Whether the next string is an object key (after `{` or an object's `,`).
+    let mut key_next = false;
+    let mut at = 0;
+    while let Some(&byte) = bytes.get(at) {
+        match byte {
+            b'"' => {
+                let (end, escaped) = string_end(bytes, at + 1)?;
+                if key_next {
+                    // Quotes are ASCII, so both ends of the contents are char boundaries.
+                    let key = match escaped {
+                        false => Cow::Borrowed(text.get(at + 1..end)?),
+                        true => Cow::Owned(serde_json::from_str(text.get(at..=end)?).ok()?),
+                    };
+                    if !open.last_mut()?.as_mut()?.insert(key) {
+                        return None;
+                    }
+                    key_next = false;
+                }
+                at = end;
+            }
+            b'[' | b'{' => {
+                if open.len() == MAX_EMBEDDED_JSON_DEPTH {
+                    return None;
+                }
+                let object = byte == b'{';
+                open.push(object.then(|| spare.pop().unwrap_or_default()));
+                key_next = object;
+            }
+            b']' | b'}' => {
+                if let Some(mut keys) = open.pop()? {
+                    keys.clear();
+                    spare.push(keys);
+                }
+                key_next = false;
+            }
+            b',' => key_next = matches!(open.last(), Some(Some(_))),
+            _ => {}
+        }
+        at += 1;
+    }
+    Some(())
+}
+
+/// The keys of one object: compared one by one while there are few (most objects: no hashing),
+/// hashed once there are more, so a huge object costs linear time too.
+#[derive(Default)]
+struct ObjectKeys<'a> {
+    few: Vec<Cow<'a, str>>,
+    many: HashSet<Cow<'a, str>>,
+}
+
+impl<'a> ObjectKeys<'a> {
+    /// Up to this many keys an object's are compared directly.
+    const FEW: usize = 16;
+
+    /// Adds `key`; false if the object already has it.
+    fn insert(&mut self, key: Cow<'a, str>) -> bool {
+        if !self.many.is_empty() {
+            return self.many.insert(key);
+        }
+        if self.few.contains(&key) {
+            return false;
+        }
+        self.few.push(key);
+        if self.few.len() > Self::FEW {
+            self.many.extend(self.few.drain(..));
+        }
+        true
+    }
+
+    fn clear(&mut self) {
+        self.few.clear();
+        self.many.clear();
+    }
+}
+
+/// The index of the quote closing the string whose contents start at `at`, and whether the
+/// string has an escape.
+fn string_end(bytes: &[u8], mut at: usize) -> Option<(usize, bool)> {
+    let mut escaped = false;
+    loop {
+        at += memchr::memchr2(b'"', b'\\', bytes.get(at..)?)?;
+        if bytes.get(at) == Some(&b'"') {
+            return Some((at, escaped));
+        }
+        // A backslash and the character it escapes (`\u` is followed by hex digits only).
+        escaped = true;
+        at += 2;
+    }
 }
 
 /// The Avro binary encoding of `message` as `schemas/pubsub_message.avsc` lays it out, after
@@ -207,7 +326,7 @@ fn encode_avro(header: &[u8], message: &PubsubMessage) -> Vec<u8> {
         None => avro_long(&mut out, 0),
         Some(attempt) => {
             avro_long(&mut out, 1);
-            avro_long(&mut out, i64::from(attempt as i32));
+            avro_long(&mut out, i64::from(attempt));
         }
     }
     avro_bytes(&mut out, &message.data);
@@ -237,7 +356,7 @@ fn avro_datum_len(message: &PubsubMessage) -> usize {
         + 1
         + message
             .delivery_attempt
-            .map_or(0, |a| avro_long_len(i64::from(a as i32)))
+            .map_or(0, |a| avro_long_len(i64::from(a)))
         + bytes(message.data.len())
 }
 
@@ -531,6 +650,265 @@ mod tests {
         assert_eq!(v["data_encoding"], "base64");
     }
 
+    /// The record `encode` writes for `payload` with embedding on, as serde_json reads it.
+    fn embedded_record(payload: &[u8]) -> serde_json::Value {
+        let encoder = Encoder::new(ValueFormat::Json {
+            embed_json_data: true,
+        });
+        let message = PubsubMessage {
+            data: payload.to_vec(),
+            ..message()
+        };
+        serde_json::from_slice(&encoder.encode(message).unwrap()).unwrap()
+    }
+
+    fn nested(depth: usize) -> String {
+        // Arrays and objects alternating, a scalar innermost.
+        let mut text = String::from("7");
+        for level in 0..depth {
+            text = if level % 2 == 0 {
+                format!("[{text}]")
+            } else {
+                format!(r#"{{"k{level}":{text}}}"#)
+            };
+        }
+        text
+    }
+
+    #[test]
+    fn embedding_stops_at_the_depth_limit() {
+        for depth in [0, 1, 2, MAX_EMBEDDED_JSON_DEPTH] {
+            let payload = nested(depth);
+            let record = embedded_record(payload.as_bytes());
+            assert_eq!(record["data_encoding"], "json", "depth {depth}");
+            assert_eq!(
+                record["data"],
+                serde_json::from_str::<serde_json::Value>(&payload).unwrap()
+            );
+        }
+        for depth in [
+            MAX_EMBEDDED_JSON_DEPTH + 1,
+            MAX_EMBEDDED_JSON_DEPTH + 2,
+            120,
+        ] {
+            let payload = nested(depth);
+            let record = embedded_record(payload.as_bytes());
+            assert_eq!(record["data_encoding"], "base64", "depth {depth}");
+            assert_eq!(
+                record["data"],
+                base64::engine::general_purpose::STANDARD.encode(&payload)
+            );
+        }
+        // Brackets inside strings are text, not nesting.
+        let quoted = format!(r#"{{"a":"{}","b":"\"[{{"}}"#, "[".repeat(200));
+        assert_eq!(embedded_record(quoted.as_bytes())["data_encoding"], "json");
+    }
+
+    #[test]
+    fn embedding_refuses_a_key_repeated_in_any_object() {
+        for repeated in [
+            r#"{"a":1,"a":2}"#,
+            r#"{"a":1,"b":{"c":[{"x":1,"y":2,"x":3}]}}"#,
+            r#"[1,{"k":{},"k":{}}]"#,
+            r#"{"a":1,"\u0061":2}"#,
+            r#"{"\"":1,"\u0022":2}"#,
+            r#"{"é":1,"\u00e9":2}"#,
+            r#"{"😀":1,"\ud83d\ude00":2}"#,
+            r#"{"a":{"b":1},"a":{"b":1}}"#,
+        ] {
+            let record = embedded_record(repeated.as_bytes());
+            assert_eq!(record["data_encoding"], "base64", "{repeated}");
+            assert_eq!(
+                record["data"],
+                base64::engine::general_purpose::STANDARD.encode(repeated)
+            );
+        }
+        // Objects beyond the directly compared few: hashed, same verdicts.
+        let many = |keys: &[usize]| {
+            let entries: Vec<String> = keys.iter().map(|k| format!(r#""k{k}":{k}"#)).collect();
+            format!("{{{}}}", entries.join(","))
+        };
+        let distinct: Vec<usize> = (0..40).collect();
+        assert_eq!(
+            embedded_record(many(&distinct).as_bytes())["data_encoding"],
+            "json"
+        );
+        for (repeat, of) in [(16, 0), (17, 3), (39, 20), (39, 38)] {
+            let mut keys = distinct[..repeat].to_vec();
+            keys.push(of);
+            assert_eq!(
+                embedded_record(many(&keys).as_bytes())["data_encoding"],
+                "base64",
+                "key {of} again after {repeat}"
+            );
+        }
+        // One key in many objects, and values equal to keys, are no repetition.
+        for distinct in [
+            r#"[{"a":1},{"a":1}]"#,
+            r#"{"a":{"a":{"a":"a"}},"b":"a"}"#,
+            r#"{"a":1,"A":2,"a ":3,"\\u0061":4}"#,
+            r#"{"x":[1,2],"y":{"x":[],"y":{}}}"#,
+            r#"{}"#,
+            r#""a""#,
+        ] {
+            assert_eq!(
+                embedded_record(distinct.as_bytes())["data_encoding"],
+                "json",
+                "{distinct}"
+            );
+        }
+    }
+
+    #[test]
+    fn embedding_checks_a_huge_payload_without_recursing() {
+        // 10 MB of '[': neither serde_json's reading nor the check may recurse on it.
+        let open = vec![b'['; 10 << 20];
+        assert_eq!(embedded_record(&open)["data_encoding"], "base64");
+        let deep = format!("{}{}", "[".repeat(50_000), "]".repeat(50_000));
+        assert_eq!(embedded_record(deep.as_bytes())["data_encoding"], "base64");
+        assert!(!embeddable(&deep));
+        // Cut strings and stray closers (never checked: serde_json refuses them first) do not
+        // panic the check.
+        for broken in [r#"{"a"#, r#"{"a\"#, "]]]", "}", r#"{"a":1}}"#, "\"\\"] {
+            let _ = embeddable(broken);
+        }
+    }
+
+    /// The reference shape of a JSON text, read recursively by serde_json: its nesting depth
+    /// and whether some object repeats a key.
+    #[derive(Debug, Default)]
+    struct Shape {
+        depth: usize,
+        repeated_key: bool,
+    }
+
+    impl<'de> serde::Deserialize<'de> for Shape {
+        fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct Reader;
+            impl<'de> serde::de::Visitor<'de> for Reader {
+                type Value = Shape;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("a JSON value")
+                }
+                fn visit_bool<E>(self, _: bool) -> Result<Shape, E> {
+                    Ok(Shape::default())
+                }
+                fn visit_i64<E>(self, _: i64) -> Result<Shape, E> {
+                    Ok(Shape::default())
+                }
+                fn visit_u64<E>(self, _: u64) -> Result<Shape, E> {
+                    Ok(Shape::default())
+                }
+                fn visit_f64<E>(self, _: f64) -> Result<Shape, E> {
+                    Ok(Shape::default())
+                }
+                fn visit_str<E>(self, _: &str) -> Result<Shape, E> {
+                    Ok(Shape::default())
+                }
+                fn visit_unit<E>(self) -> Result<Shape, E> {
+                    Ok(Shape::default())
+                }
+                fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                    self,
+                    mut seq: A,
+                ) -> Result<Shape, A::Error> {
+                    let mut shape = Shape::default();
+                    while let Some(child) = seq.next_element::<Shape>()? {
+                        shape.depth = shape.depth.max(child.depth);
+                        shape.repeated_key |= child.repeated_key;
+                    }
+                    shape.depth += 1;
+                    Ok(shape)
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(
+                    self,
+                    mut map: A,
+                ) -> Result<Shape, A::Error> {
+                    let mut shape = Shape::default();
+                    let mut keys = std::collections::HashSet::new();
+                    while let Some((key, child)) = map.next_entry::<String, Shape>()? {
+                        shape.repeated_key |= !keys.insert(key);
+                        shape.depth = shape.depth.max(child.depth);
+                        shape.repeated_key |= child.repeated_key;
+                    }
+                    shape.depth += 1;
+                    Ok(shape)
+                }
+            }
+            deserializer.deserialize_any(Reader)
+        }
+    }
+
+    /// JSON text with repeated and escaped keys, strings full of brackets, and nesting around
+    /// the depth limit.
+    fn any_json_text() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        const KEYS: &[&str] = &[
+            r#""a""#,
+            r#""b""#,
+            r#""\u0061""#,
+            r#""\"""#,
+            r#""[{""#,
+            r#""\\""#,
+        ];
+        const LEAVES: &[&str] = &[
+            "1",
+            "-2.5e3",
+            "null",
+            "true",
+            r#""a""#,
+            r#""]}\"[{""#,
+            "[]",
+            "{}",
+        ];
+        let leaf = proptest::sample::select(LEAVES).prop_map(str::to_owned);
+        let tree = leaf.prop_recursive(4, 32, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4)
+                    .prop_map(|items| format!("[{}]", items.join(", "))),
+                proptest::collection::vec((proptest::sample::select(KEYS), inner), 0..4).prop_map(
+                    |entries| {
+                        let entries: Vec<String> =
+                            entries.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+                        format!("{{{}}}", entries.join(","))
+                    }
+                ),
+            ]
+        });
+        (tree, 0usize..70, any::<bool>()).prop_map(|(tree, wrap, objects)| {
+            let (open, close) = if objects {
+                (r#"{"w":"#, "}")
+            } else {
+                ("[", "]")
+            };
+            format!(" {}{tree}{} ", open.repeat(wrap), close.repeat(wrap))
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2_000))]
+
+        /// The one-pass check agrees with the recursive reference on every valid text, and the
+        /// record says which form it holds.
+        #[test]
+        fn embedding_check_agrees_with_a_recursive_reader(text in any_json_text()) {
+            let shape: Shape = serde_json::from_str(&text).unwrap();
+            let reference = shape.depth <= MAX_EMBEDDED_JSON_DEPTH && !shape.repeated_key;
+            proptest::prop_assert_eq!(embeddable(text.trim()), reference, "{} {:?}", text, shape);
+            let record = embedded_record(text.as_bytes());
+            proptest::prop_assert_eq!(
+                &record["data_encoding"],
+                if reference { "json" } else { "base64" }
+            );
+        }
+
+        /// Arbitrary bytes never panic the check.
+        #[test]
+        fn embedding_check_takes_any_text(text in "[\\[\\]{}\",:\\\\a-c0-9 ]{0,64}") {
+            let _ = embeddable(&text);
+        }
+    }
+
     /// The datum as apache-avro's own writer builds it from a value tree (the reference).
     fn reference_avro_datum(message: &PubsubMessage) -> Vec<u8> {
         let schema = Schema::parse_str(AVRO_SCHEMA).unwrap();
@@ -567,7 +945,7 @@ mod tests {
             ),
             (
                 "delivery_attempt".into(),
-                nullable(message.delivery_attempt.map(|a| AvroValue::Int(a as i32))),
+                nullable(message.delivery_attempt.map(AvroValue::Int)),
             ),
             ("data".into(), AvroValue::Bytes(message.data.clone())),
         ]);
@@ -581,7 +959,7 @@ mod tests {
             proptest::collection::btree_map(".{0,12}", ".{0,40}", 0..6),
             (".{0,20}", ".{0,40}", ".{0,60}"),
             proptest::option::of(".{0,20}"),
-            proptest::option::of(any::<u32>()),
+            proptest::option::of(any::<i32>()),
             any::<i64>(),
         )
             .prop_map(

@@ -7,7 +7,7 @@ use crate::auth::AuthError;
 use crate::encode::EncodeError;
 use crate::envelope::EnvelopeError;
 use crate::kafka::KafkaError;
-use crate::record::UnknownSubscription;
+use crate::record::{TimestampOutOfRange, UnknownSubscription};
 use crate::registry::RegistryError;
 
 /// Longest piece of client input an error message repeats (response bodies and log lines).
@@ -44,6 +44,9 @@ pub enum DeliveryError {
     /// not a bad message: never dead-lettered, redelivered until the table names it).
     #[error(transparent)]
     UnknownSubscription(#[from] UnknownSubscription),
+    /// The record's timestamp would lie outside Kafka's range (a permanent fault of the message).
+    #[error(transparent)]
+    Timestamp(#[from] TimestampOutOfRange),
     /// The schema registry gave no schema id (retriable).
     #[error(transparent)]
     SchemaRegistry(#[from] RegistryError),
@@ -84,9 +87,10 @@ impl DeliveryError {
     /// The HTTP status Pub/Sub sees.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::Envelope(_) | Self::BodyUnreadable(_) | Self::MalformedHead(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::Envelope(_)
+            | Self::BodyUnreadable(_)
+            | Self::MalformedHead(_)
+            | Self::Timestamp(_) => StatusCode::BAD_REQUEST,
             Self::HeadTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::UriTooLong => StatusCode::URI_TOO_LONG,
             Self::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -119,6 +123,7 @@ impl DeliveryError {
             Self::UriTooLong => "uri_too_long",
             Self::MalformedHead(_) => "malformed_head",
             Self::UnknownSubscription(_) => "unknown_subscription",
+            Self::Timestamp(_) => "timestamp_out_of_range",
             Self::SchemaRegistry(_) => "schema_registry_unavailable",
             Self::Encode(_) => "encoding_failed",
             Self::Kafka(e) => e.code(),
@@ -132,7 +137,7 @@ impl DeliveryError {
     /// topic when one is configured. Unverified requests never qualify: they stay outside Kafka.
     pub fn is_dead_letter(&self) -> bool {
         match self {
-            Self::Envelope(_) | Self::Encode(_) => true,
+            Self::Envelope(_) | Self::Encode(_) | Self::Timestamp(_) => true,
             Self::Kafka(e) => !e.is_retriable(),
             _ => false,
         }
@@ -171,6 +176,7 @@ mod tests {
     fn statuses_follow_the_contract() {
         let cases: Vec<(DeliveryError, u16)> = vec![
             (EnvelopeError::MissingMessage.into(), 400),
+            (timestamp_out_of_range().into(), 400),
             (AuthError::MissingAuthorization.into(), 401),
             (
                 AuthError::InvalidToken(crate::auth::token::TokenRejection::Expired).into(),
@@ -221,9 +227,19 @@ mod tests {
         }
     }
 
+    fn timestamp_out_of_range() -> TimestampOutOfRange {
+        TimestampOutOfRange {
+            origin: crate::record::TimestampOrigin::Attribute("t".into()),
+            value: "-1".into(),
+        }
+    }
+
     #[test]
     fn only_permanent_failures_are_dead_letters() {
         assert!(DeliveryError::from(EnvelopeError::MissingMessage).is_dead_letter());
+        let timestamp = DeliveryError::from(timestamp_out_of_range());
+        assert!(timestamp.is_dead_letter());
+        assert_eq!(timestamp.code(), "timestamp_out_of_range");
         assert!(!DeliveryError::from(AuthError::NotBearer).is_dead_letter());
         assert!(!DeliveryError::from(KafkaError::Unavailable("x".into())).is_dead_letter());
         assert!(!DeliveryError::BodyTooLarge { limit: 1 }.is_dead_letter());

@@ -14,6 +14,9 @@
 //!                                 └ kafka     record → partition → batched produce → ack (the `Produce` seam)
 //! ```
 //!
+//! [`timestamp::RecordTimestamp`] is the one range of record timestamps (a leaf: `envelope` and
+//! `record` both hold times to it).
+//!
 //! Every failure is a [`error::DeliveryError`], turned into its HTTP status in one place.
 //! The pure stages (`envelope`, `record`, `encode`, `kafka::partition`) take values and return
 //! values; only `auth::jwks`, `kafka` and the adapters do I/O.
@@ -37,6 +40,7 @@ pub mod record;
 pub mod registry;
 pub mod server;
 pub mod service;
+pub mod timestamp;
 
 pub use app::App;
 pub use service::Service;

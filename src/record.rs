@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use crate::envelope::PubsubMessage;
+use crate::timestamp::RecordTimestamp;
 
 /// Header carrying Pub/Sub's message id; consumers drop redeliveries by it.
 pub const HEADER_MESSAGE_ID: &str = "pubsub.message_id";
@@ -149,8 +150,8 @@ pub struct KafkaRecord {
     pub value: Vec<u8>,
     /// Attributes under their own names plus the `pubsub.*` metadata headers.
     pub headers: BTreeMap<String, Vec<u8>>,
-    /// CreateTime in milliseconds since the epoch.
-    pub timestamp_ms: i64,
+    /// CreateTime, within Kafka's range whatever its source (see [`RecordTimestamp`]).
+    pub timestamp: RecordTimestamp,
 }
 
 /// Why the event-time attribute could not be used (the record falls back to publishTime).
@@ -182,6 +183,39 @@ impl std::fmt::Display for TimestampFallback {
             }
         }
     }
+}
+
+/// Where a record's timestamp came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TimestampOrigin {
+    /// The message's publish time.
+    PublishTime,
+    /// The event-time attribute (`KAFKA_TIMESTAMP_ATTRIBUTE`) of this name.
+    Attribute(String),
+}
+
+impl std::fmt::Display for TimestampOrigin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::PublishTime => f.write_str("publishTime"),
+            Self::Attribute(name) => write!(f, "attribute {name:?}"),
+        }
+    }
+}
+
+/// A time outside [`RecordTimestamp`]'s range: refused (400, or a dead letter), never
+/// replaced by another time, so a record is never written at a time nobody gave it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{origin} {value:?} is outside Kafka's timestamp range {}..={}",
+    RecordTimestamp::MIN,
+    RecordTimestamp::MAX
+)]
+pub struct TimestampOutOfRange {
+    /// Where the time came from.
+    pub origin: TimestampOrigin,
+    /// The value as given (cut by [`crate::error::bounded_echo`]).
+    pub value: String,
 }
 
 /// The key bytes `source` selects from `message`.
@@ -243,38 +277,64 @@ pub fn record_headers(
 }
 
 /// The record timestamp: the event-time attribute when configured and usable, else publishTime.
+///
+/// The attribute is epoch milliseconds (an optionally signed integer) or RFC 3339. A value of
+/// either form outside Kafka's range is refused; only a missing attribute, or one of neither
+/// form, falls back to publishTime (returned for the caller to log).
 pub fn record_timestamp(
     message: &PubsubMessage,
     attribute: Option<&str>,
-) -> (i64, Option<TimestampFallback>) {
+) -> Result<(RecordTimestamp, Option<TimestampFallback>), TimestampOutOfRange> {
+    let publish_time = || {
+        RecordTimestamp::from_millis(message.publish_time_ms).ok_or_else(|| TimestampOutOfRange {
+            origin: TimestampOrigin::PublishTime,
+            value: message.publish_time_ms.to_string(),
+        })
+    };
     let Some(attribute) = attribute else {
-        return (message.publish_time_ms, None);
+        return Ok((publish_time()?, None));
     };
     let Some(value) = message.attributes.get(attribute) else {
         let fallback = TimestampFallback::Missing {
             attribute: attribute.to_owned(),
         };
-        return (message.publish_time_ms, Some(fallback));
+        return Ok((publish_time()?, Some(fallback)));
     };
-    let parsed = value
-        .trim()
-        .parse::<i64>()
-        .ok()
-        .filter(|ms| *ms >= 0)
-        .or_else(|| {
-            chrono::DateTime::parse_from_rfc3339(value.trim())
-                .ok()
-                .map(|t| t.timestamp_millis())
-        });
-    match parsed {
-        Some(ms) => (ms, None),
-        None => (
-            message.publish_time_ms,
+    match event_time_millis(value) {
+        Some(millis) => millis
+            .and_then(RecordTimestamp::from_millis)
+            .map(|timestamp| (timestamp, None))
+            .ok_or_else(|| TimestampOutOfRange {
+                origin: TimestampOrigin::Attribute(attribute.to_owned()),
+                value: crate::error::bounded_echo(value),
+            }),
+        None => Ok((
+            publish_time()?,
             Some(TimestampFallback::Unparsable {
                 attribute: attribute.to_owned(),
                 value: crate::error::bounded_echo(value),
             }),
-        ),
+        )),
+    }
+}
+
+/// An event-time attribute read as epoch milliseconds or RFC 3339: `None` when it is neither,
+/// `Some(None)` for an integer beyond `i64` (out of any range), else its milliseconds.
+fn event_time_millis(value: &str) -> Option<Option<i64>> {
+    let text = value.trim();
+    match text.parse::<i64>() {
+        Ok(millis) => Some(Some(millis)),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::num::IntErrorKind::PosOverflow | std::num::IntErrorKind::NegOverflow
+            ) =>
+        {
+            Some(None)
+        }
+        Err(_) => chrono::DateTime::parse_from_rfc3339(text)
+            .ok()
+            .map(|t| Some(t.timestamp_millis())),
     }
 }
 
@@ -282,21 +342,21 @@ pub fn record_timestamp(
 ///
 /// `encode` runs first and may take what it uses (the raw format moves the payload out);
 /// everything else then moves into the headers, so no part of the message is copied twice.
-/// A timestamp fallback is returned for the caller to log.
-pub fn build_record<E>(
+/// A timestamp fallback is returned for the caller to log; a timestamp out of Kafka's range
+/// is an error before anything is encoded.
+pub fn build_record<E: From<TimestampOutOfRange>>(
     mut message: PubsubMessage,
     options: &RecordOptions,
     encode: impl FnOnce(&mut PubsubMessage) -> Result<Vec<u8>, E>,
 ) -> Result<(KafkaRecord, Option<TimestampFallback>), E> {
     let key = record_key(&message, &options.key_source);
-    let (timestamp_ms, fallback) =
-        record_timestamp(&message, options.timestamp_attribute.as_deref());
+    let (timestamp, fallback) = record_timestamp(&message, options.timestamp_attribute.as_deref())?;
     let value = encode(&mut message)?;
     let record = KafkaRecord {
         key,
         value,
         headers: record_headers(message, options),
-        timestamp_ms,
+        timestamp,
     };
     Ok((record, fallback))
 }
@@ -416,7 +476,7 @@ mod tests {
     #[test]
     fn headers_carry_attributes_and_metadata_and_forged_metadata_is_renamed() {
         let (record, fallback) = build_record(message(), &RecordOptions::default(), |_| {
-            Ok::<_, ()>(b"v".to_vec())
+            Ok::<_, TimestampOutOfRange>(b"v".to_vec())
         })
         .unwrap();
         assert_eq!(fallback, None);
@@ -443,7 +503,7 @@ mod tests {
             Some("forged")
         );
         assert_eq!(record.headers.len(), 7);
-        assert_eq!(record.timestamp_ms, 1_614_366_835_749);
+        assert_eq!(record.timestamp.millis(), 1_614_366_835_749);
         assert_eq!(record.value, b"v");
     }
 
@@ -550,6 +610,14 @@ mod tests {
         assert_eq!(names(only), vec!["tenant".to_owned()]);
     }
 
+    /// `record_timestamp` as milliseconds, for comparing with literals.
+    fn event_time(
+        m: &PubsubMessage,
+        attribute: Option<&str>,
+    ) -> Result<(i64, Option<TimestampFallback>), TimestampOutOfRange> {
+        record_timestamp(m, attribute).map(|(timestamp, fallback)| (timestamp.millis(), fallback))
+    }
+
     #[test]
     fn event_time_from_an_attribute_or_back_to_publish_time() {
         let mut m = message();
@@ -557,9 +625,9 @@ mod tests {
         m.attributes
             .insert("iso".into(), "2023-11-14T22:13:20.5+01:00".into());
         m.attributes.insert("junk".into(), "yesterday".into());
-        assert_eq!(record_timestamp(&m, Some("ms")), (1_700_000_000_123, None));
-        assert_eq!(record_timestamp(&m, Some("iso")), (1_699_996_400_500, None));
-        let (ts, fallback) = record_timestamp(&m, Some("junk"));
+        assert_eq!(event_time(&m, Some("ms")), Ok((1_700_000_000_123, None)));
+        assert_eq!(event_time(&m, Some("iso")), Ok((1_699_996_400_500, None)));
+        let (ts, fallback) = event_time(&m, Some("junk")).unwrap();
         assert_eq!(ts, m.publish_time_ms);
         assert!(matches!(
             fallback,
@@ -569,14 +637,93 @@ mod tests {
             fallback.as_ref().unwrap().to_string(),
             "attribute \"junk\"=\"yesterday\" is neither epoch ms nor RFC 3339"
         );
-        let (ts, fallback) = record_timestamp(&m, Some("absent"));
+        let (ts, fallback) = event_time(&m, Some("absent")).unwrap();
         assert_eq!(ts, m.publish_time_ms);
         assert_eq!(
             fallback.as_ref().unwrap().to_string(),
             "attribute \"absent\" missing"
         );
         assert!(matches!(fallback, Some(TimestampFallback::Missing { .. })));
-        assert_eq!(record_timestamp(&m, None), (m.publish_time_ms, None));
+        assert_eq!(event_time(&m, None), Ok((m.publish_time_ms, None)));
+    }
+
+    #[test]
+    fn event_times_at_the_edges_of_kafkas_range_are_kept_exactly() {
+        let mut m = message();
+        for (value, millis) in [
+            ("0", 0),
+            ("+0", 0),
+            (" 253402300799999 ", 253_402_300_799_999),
+            ("1970-01-01T00:00:00Z", 0),
+            ("1970-01-01T01:00:00+01:00", 0),
+            ("9999-12-31T23:59:59.999Z", 253_402_300_799_999),
+            ("9999-12-31T23:59:59.999999999Z", 253_402_300_799_999),
+            ("9999-12-31T23:59:59.999+00:00", 253_402_300_799_999),
+        ] {
+            m.attributes.insert("t".into(), value.into());
+            assert_eq!(event_time(&m, Some("t")), Ok((millis, None)), "{value}");
+        }
+    }
+
+    #[test]
+    fn event_times_outside_kafkas_range_are_refused_not_replaced() {
+        let mut m = message();
+        for value in [
+            "-1",
+            "-0001",
+            "-9223372036854775808",
+            "253402300800000",
+            "9223372036854775807",
+            "99999999999999999999",
+            "-99999999999999999999",
+            "1969-12-31T23:59:59.999Z",
+            "1969-12-31T23:59:59.9999Z",
+            "1970-01-01T00:59:59.999+01:00",
+            "0000-01-01T00:00:00Z",
+            "9999-12-31T23:59:59.999-00:01",
+            "9999-12-31T23:59:59-23:59",
+        ] {
+            m.attributes.insert("t".into(), value.into());
+            let refused = event_time(&m, Some("t")).unwrap_err();
+            assert_eq!(
+                refused.origin,
+                TimestampOrigin::Attribute("t".into()),
+                "{value}"
+            );
+            assert_eq!(refused.value, value);
+            assert_eq!(
+                refused.to_string(),
+                format!(
+                    "attribute \"t\" {value:?} is outside Kafka's timestamp range \
+                     1970-01-01T00:00:00.000Z..=9999-12-31T23:59:59.999Z"
+                )
+            );
+        }
+        // A long value is cut in the error, as every echo is.
+        m.attributes.insert("t".into(), "9".repeat(500));
+        assert!(event_time(&m, Some("t")).unwrap_err().value.len() < 200);
+    }
+
+    #[test]
+    fn a_publish_time_outside_kafkas_range_is_refused_with_or_without_an_attribute() {
+        let mut m = message();
+        m.publish_time_ms = -1;
+        for attribute in [None, Some("absent")] {
+            assert_eq!(
+                event_time(&m, attribute).unwrap_err().origin,
+                TimestampOrigin::PublishTime
+            );
+        }
+        // A usable event time needs no publish time.
+        m.attributes.insert("t".into(), "5".into());
+        assert_eq!(event_time(&m, Some("t")), Ok((5, None)));
+        m.publish_time_ms = RecordTimestamp::MAX.millis() + 1;
+        let refused = build_record(m, &RecordOptions::default(), |_| {
+            Ok::<_, TimestampOutOfRange>(Vec::new())
+        })
+        .unwrap_err();
+        assert_eq!(refused.origin, TimestampOrigin::PublishTime);
+        assert_eq!(refused.value, "253402300800000");
     }
 
     #[test]

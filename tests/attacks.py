@@ -636,6 +636,40 @@ def hung_registry(binary, env, log):
         bridge.stop()
 
 
+def record_limits(binary, env, log):
+    print("\n== event times outside Kafka's range, deliveryAttempt beyond int32, and JSON no consumer "
+          "parses alike (KAFKA_JSON_EMBED_DATA)")
+    bridge = Process(binary, dict(env, KAFKA_VALUE_FORMAT="json", KAFKA_JSON_EMBED_DATA="true",
+                                  KAFKA_TIMESTAMP_ATTRIBUTE="event_time"), log)
+    try:
+        for time_value in ["-1", "1969-12-31T23:59:59.999Z", "253402300800000", "9223372036854775807"]:
+            status, answer = push(bridge, envelope(b"{}", {"event_time": time_value}))
+            code = json.loads(answer or b"{}").get("error")
+            check(status == 400 and code == "timestamp_out_of_range",
+                  f"event_time {time_value}: {status} {code} (before the fix: 204, written at -1, "
+                  "a year-10000 time or the current time)")
+        body = json.loads(envelope(b"{}"))
+        body["deliveryAttempt"] = 2**31
+        status, answer = push(bridge, json.dumps(body).encode())
+        check(status == 400, f"deliveryAttempt 2^31: {status} {answer[:80]!r} (before the fix: 204, Avro wrote -2^31)")
+        payloads = {
+            "10 MB of '['": b"[" * (10 * 1000 * 1000),
+            "50,000-deep nesting": b"[" * 50_000 + b"]" * 50_000,
+            "repeated keys": b'{"amount":1,' * 1000 + b'"amount":2}',
+            "1 MiB of valid objects": b"[" + b",".join(b'{"id":%d,"tags":["a","b"]}' % i for i in range(40_000)) + b"]",
+        }
+        for name, payload in payloads.items():
+            cpu = bridge.cpu()
+            with Peak(bridge) as peak:
+                status, _ = push(bridge, envelope(payload), timeout=60)
+            # 422: the broker's own record size limit (the bridge held either way).
+            check(status in (204, 422), f"{name}: {status}, bridge CPU {(bridge.cpu() - cpu) * 1000:.0f} ms for the "
+                                 f"{len(payload) / MIB:.1f} MiB delivery, RSS +{peak.growth_mib():.1f} MiB "
+                                 "(written as base64 unless embeddable: tests/formats.rs reads it back)")
+    finally:
+        bridge.stop()
+
+
 def bounded_echoes(bridge):
     print("\n== a 60 KB method and a 40 KB key id")
     status, _, body = request("X" * 60_000, "/", port=bridge.port)
@@ -757,6 +791,7 @@ def main():
         finally:
             bridge.stop()
         hung_registry(binary, env, work / "bridge-avro.log")
+        record_limits(binary, env, work / "bridge-json.log")
         silent_broker(binary, env, work)
     finally:
         tansu.send_signal(signal.SIGCONT)

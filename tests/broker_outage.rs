@@ -152,7 +152,8 @@ async fn a_produce_given_up_after_hand_over_holds_its_share_until_kafka_answers(
         key: None,
         value: b"value".to_vec(),
         headers: Default::default(),
-        timestamp_ms: 1_700_000_000_000,
+        timestamp: pubsub_kafka_bridge::timestamp::RecordTimestamp::from_millis(1_700_000_000_000)
+            .unwrap(),
     };
     // Connected, and the topic's partition producer open.
     producer

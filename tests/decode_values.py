@@ -3,7 +3,8 @@
 Reads JSON lines on stdin, one per Kafka record:
   {"format": "avro"|"protobuf"|"json", "value": base64, "expected": {...}}
 and decodes each value with libraries that share no code with the bridge: fastavro for Avro
-single-object encoding, google-cloud-pubsub's PubsubMessage for protobuf, json for JSON.
+single-object encoding, google-cloud-pubsub's PubsubMessage for protobuf, json for JSON
+("json-embed": the JSON format with KAFKA_JSON_EMBED_DATA, `data_encoding` expected too).
 Prints "checked N records" and exits 1 on the first mismatch.
 """
 import base64
@@ -50,6 +51,25 @@ def fail(message: str) -> None:
 def check(label, got, want):
     if got != want:
         fail(f"{label}: got {got!r}, want {want!r}")
+
+
+def depth(value) -> int:
+    """Nesting depth of a parsed JSON value (open arrays and objects), without recursion."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, (list, dict)):
+            level += 1
+            deepest = max(deepest, level)
+            stack.extend((child, level) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def unique_keys(pairs):
+    keys = [k for k, _ in pairs]
+    if len(keys) != len(set(keys)):
+        fail(f"embedded object repeats a key: {keys}")
+    return dict(pairs)
 
 
 def main() -> None:
@@ -104,6 +124,20 @@ def main() -> None:
             check(f"{mid} attributes", obj["attributes"], want["attributes"])
             check(f"{mid} delivery_attempt", obj["delivery_attempt"], want["delivery_attempt"])
             check(f"{mid} data", base64.b64decode(obj["data"]), want_data)
+        elif fmt == "json-embed":
+            # The whole record must parse (a payload nested too deep would fail it, metadata
+            # included) and nest no deeper than the bridge promises.
+            obj = json.loads(value)
+            check(f"{mid} record depth <= 64", depth(obj) <= 64, True)
+            check(f"{mid} message_id", obj["message_id"], mid)
+            check(f"{mid} attributes", obj["attributes"], want["attributes"])
+            check(f"{mid} data_encoding", obj["data_encoding"], want["data_encoding"])
+            if obj["data_encoding"] == "json":
+                # Embedded only when no object repeats a key: then every reader agrees.
+                embedded = json.loads(want_data, object_pairs_hook=unique_keys)
+                check(f"{mid} data", obj["data"], embedded)
+            else:
+                check(f"{mid} data", base64.b64decode(obj["data"]), want_data)
         else:
             fail(f"unknown format {fmt}")
         count += 1

@@ -141,6 +141,14 @@ async fn round_trip_with(format: &str, decoder: &str, extra: &[(&str, String)]) 
         lines.push_str(&line.to_string());
         lines.push('\n');
     }
+    assert_eq!(
+        decode_in_python(&lines, format),
+        format!("checked {} records", sent.len())
+    );
+}
+
+/// Runs tests/decode_values.py on `lines` (one JSON line per record); its summary line.
+fn decode_in_python(lines: &str, what: &str) -> String {
     let schema = concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/pubsub_message.avsc");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/decode_values.py");
     let mut child = Command::new(python())
@@ -150,21 +158,17 @@ async fn round_trip_with(format: &str, decoder: &str, extra: &[(&str, String)]) 
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(lines.as_bytes())
-        .unwrap();
+    // A decoder that stops at a mismatch closes its input early: its own report says why.
+    let _ = child.stdin.take().unwrap().write_all(lines.as_bytes());
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "{format}: {}{}",
+        "{what}: {}{}",
         stdout,
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(stdout.trim(), format!("checked {} records", sent.len()));
+    stdout.trim().to_owned()
 }
 
 #[tokio::test]
@@ -266,4 +270,126 @@ async fn json_embedding_keeps_json_payloads_readable() {
     assert_eq!(values[0]["data_encoding"], "json");
     assert_eq!(values[1]["data"], "/wA=");
     assert_eq!(values[1]["data_encoding"], "base64");
+}
+
+/// Payloads with their expected `data_encoding` under `KAFKA_JSON_EMBED_DATA=true`.
+fn embedding_cases() -> Vec<(&'static str, String, &'static str)> {
+    // Arrays and objects alternating, `depth` deep.
+    let nested = |depth: usize| {
+        let mut text = String::from("true");
+        for level in 0..depth {
+            text = if level % 2 == 0 {
+                format!("[{text}]")
+            } else {
+                format!(r#"{{"level{level}":{text}}}"#)
+            };
+        }
+        text
+    };
+    vec![
+        (
+            "object",
+            r#"{"order":7,"items":[{"sku":"a","qty":1},{"sku":"b","qty":2}],"note":"ünï"}"#.into(),
+            "json",
+        ),
+        ("at-the-limit", nested(63), "json"),
+        ("one-beyond", nested(64), "base64"),
+        (
+            "50000-deep",
+            format!("{}{}", "[".repeat(50_000), "]".repeat(50_000)),
+            "base64",
+        ),
+        (
+            "repeated-key",
+            r#"{"amount":1,"amount":1000}"#.into(),
+            "base64",
+        ),
+        (
+            "repeated-nested",
+            r#"{"orders":[{"id":1},{"id":2,"to":"a","to":"b"}]}"#.into(),
+            "base64",
+        ),
+        ("repeated-escaped", r#"{"a":1,"\u0061":2}"#.into(), "base64"),
+    ]
+}
+
+#[tokio::test]
+async fn json_embedding_falls_back_to_base64_when_nested_too_deep_or_a_key_repeats() {
+    let broker = Broker::start().await;
+    broker.create_topic("embed-limits", 1).await;
+    let mut env = bridge_env(&broker, "embed-limits", None);
+    env.insert("KAFKA_VALUE_FORMAT".into(), "json".into());
+    env.insert("KAFKA_JSON_EMBED_DATA".into(), "true".into());
+    let bridge = Bridge::start(&env).await;
+    let client = http_client();
+    let cases = embedding_cases();
+    for (id, payload, _) in &cases {
+        let body = envelope(payload.as_bytes(), &[], id, "2024-01-01T00:00:00Z", None);
+        let (status, text) = post(&client, &bridge.url(), body.to_string(), None).await;
+        assert_eq!(status, 204, "{id}: {text}");
+    }
+    let records = broker.read_all("embed-limits").await;
+    assert_eq!(records.len(), cases.len());
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut lines = String::new();
+    for (record, (id, payload, encoding)) in records.iter().zip(&cases) {
+        assert_eq!(record.header("pubsub.message_id").as_deref(), Some(*id));
+        let line = json!({
+            "format": "json-embed",
+            "value": b64.encode(record.record.value.as_deref().unwrap_or_default()),
+            "expected": {
+                "message_id": id,
+                "attributes": {},
+                "data_encoding": encoding,
+                "data": b64.encode(payload),
+            }
+        });
+        lines.push_str(&line.to_string());
+        lines.push('\n');
+    }
+    assert_eq!(
+        decode_in_python(&lines, "json-embed"),
+        format!("checked {} records", cases.len())
+    );
+}
+
+#[tokio::test]
+async fn avro_delivery_attempts_stay_within_int_and_beyond_int32_is_refused() {
+    let broker = Broker::start().await;
+    broker.create_topic("attempts", 1).await;
+    let mut env = bridge_env(&broker, "attempts", None);
+    env.insert("KAFKA_VALUE_FORMAT".into(), "avro".into());
+    let bridge = Bridge::start(&env).await;
+    let client = http_client();
+    let mut body = envelope(b"a", &[], "beyond", "2024-01-01T00:00:00Z", None);
+    body["deliveryAttempt"] = 2_147_483_648u64.into();
+    let (status, text) = post(&client, &bridge.url(), body.to_string(), None).await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("invalid_envelope"), "{text}");
+    body["message"]["messageId"] = "max".into();
+    body["deliveryAttempt"] = i32::MAX.into();
+    assert_eq!(
+        post(&client, &bridge.url(), body.to_string(), None).await.0,
+        204
+    );
+    let records = broker.read_all("attempts").await;
+    assert_eq!(records.len(), 1, "the refused delivery wrote nothing");
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let line = json!({
+        "format": "avro",
+        "value": b64.encode(records[0].record.value.as_deref().unwrap_or_default()),
+        "expected": {
+            "message_id": "max",
+            "publish_time": "2024-01-01T00:00:00Z",
+            "subscription": "projects/test-project/subscriptions/bridge-sub",
+            "ordering_key": null,
+            "attributes": {},
+            "delivery_attempt": 2_147_483_647,
+            "data": b64.encode(b"a"),
+        }
+    });
+    assert_eq!(
+        decode_in_python(&format!("{line}\n"), "avro delivery attempt"),
+        "checked 1 records"
+    );
 }

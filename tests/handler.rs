@@ -100,7 +100,7 @@ async fn an_acknowledged_delivery_is_204_with_the_record_as_mapped() {
     assert_eq!(topic, "events");
     assert_eq!(record.value, b"payload-bytes");
     assert_eq!(record.key.as_deref(), Some(&b"order-7"[..]));
-    assert_eq!(record.timestamp_ms, 1_772_600_767_891);
+    assert_eq!(record.timestamp.millis(), 1_772_600_767_891);
     let header = |name: &str| record.headers.get(name).map(|v| v.as_slice());
     assert_eq!(header("origin"), Some(&b"handler"[..]));
     assert_eq!(header("pubsub.message_id"), Some(&b"m-1"[..]));
@@ -501,9 +501,159 @@ async fn a_dead_letter_is_stamped_with_the_time_it_was_written() {
         h.service.handle(push(&bad, Some(&h.token))).await.status(),
         204
     );
-    let stamped = h.producer.produced()[0].1.timestamp_ms;
+    let stamped = h.producer.produced()[0].1.timestamp.millis();
     assert!(
         (before..before + 10_000).contains(&stamped),
         "{stamped} not within 10 s after {before}"
     );
+}
+
+/// A delivery of `message(id)` whose `event_time` attribute is `time`.
+fn timed(id: &str, time: &str) -> Value {
+    let mut body = message(id);
+    body["message"]["attributes"]["event_time"] = time.into();
+    body
+}
+
+#[tokio::test]
+async fn event_times_outside_kafkas_range_are_400_timestamp_out_of_range_never_replaced() {
+    let h = harness(&[("KAFKA_TIMESTAMP_ATTRIBUTE", "event_time")]).await;
+    for (i, time) in [
+        "-1",
+        "1969-12-31T23:59:59.999Z",
+        "253402300800000",
+        "9223372036854775807",
+        "99999999999999999999",
+        "9999-12-31T23:59:59.999-00:01",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let response = h
+            .service
+            .handle(push(&timed(&format!("out-{i}"), time), Some(&h.token)))
+            .await;
+        assert_eq!(response.status(), 400, "{time}");
+        assert_eq!(error_code(&response), "timestamp_out_of_range", "{time}");
+    }
+    assert_eq!(h.producer.calls(), 0, "nothing reaches Kafka");
+    // The edges of the range are kept to the millisecond.
+    for (i, (time, millis)) in [
+        ("0", 0),
+        ("253402300799999", 253_402_300_799_999),
+        ("9999-12-31T23:59:59.999Z", 253_402_300_799_999),
+        ("1970-01-01T00:00:00Z", 0),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let response = h
+            .service
+            .handle(push(&timed(&format!("in-{i}"), time), Some(&h.token)))
+            .await;
+        assert_eq!(response.status(), 204, "{time}");
+        assert_eq!(
+            h.producer.produced()[i].1.timestamp.millis(),
+            millis,
+            "{time}"
+        );
+    }
+    assert_eq!(metric(&h.service, "400"), 6);
+}
+
+#[tokio::test]
+async fn an_event_time_out_of_range_is_dead_lettered_with_its_code() {
+    let h = harness(&[
+        ("KAFKA_TIMESTAMP_ATTRIBUTE", "event_time"),
+        ("KAFKA_DLQ_TOPIC", "dead"),
+    ])
+    .await;
+    let request = push(&timed("early", "1969-12-31T23:59:59.999Z"), Some(&h.token));
+    let original = request.body().clone();
+    assert_eq!(h.service.handle(request).await.status(), 204);
+    let produced = h.producer.produced();
+    assert_eq!(produced.len(), 1);
+    let (topic, record) = &produced[0];
+    assert_eq!(topic, "dead");
+    assert_eq!(record.value, original.to_vec());
+    let header = |name: &str| String::from_utf8(record.headers[name].clone()).unwrap();
+    assert_eq!(header("pubsub.error"), "timestamp_out_of_range");
+    assert_eq!(header("pubsub.message_id"), "early");
+    assert_eq!(
+        header("pubsub.error_message"),
+        "attribute \"event_time\" \"1969-12-31T23:59:59.999Z\" is outside Kafka's timestamp \
+         range 1970-01-01T00:00:00.000Z..=9999-12-31T23:59:59.999Z"
+    );
+}
+
+#[tokio::test]
+async fn a_publish_time_beyond_kafkas_range_is_400_on_both_paths() {
+    let h = harness(&[]).await;
+    let late = "9999-12-31T23:59:59-23:59";
+    let wrapped = envelope(b"x", &[], "late", late, None);
+    let response = h.service.handle(push(&wrapped, Some(&h.token))).await;
+    assert_eq!(response.status(), 400);
+    assert_eq!(error_code(&response), "invalid_publish_time");
+    let unwrapped = http::Request::post("/")
+        .header("authorization", format!("Bearer {}", h.token))
+        .header("x-goog-pubsub-message-id", "late-unwrapped")
+        .header("x-goog-pubsub-publish-time", late)
+        .body(Bytes::from_static(b"x"))
+        .unwrap();
+    let response = h.service.handle(unwrapped).await;
+    assert_eq!(response.status(), 400);
+    assert_eq!(error_code(&response), "invalid_publish_time");
+    assert_eq!(h.producer.calls(), 0);
+}
+
+#[tokio::test]
+async fn a_delivery_attempt_beyond_int32_is_400_and_int32_max_is_written_alike_in_every_format() {
+    for format in ["raw", "json", "avro"] {
+        let h = harness(&[("KAFKA_VALUE_FORMAT", format)]).await;
+        let mut body = message("beyond");
+        body["deliveryAttempt"] = 2_147_483_648u64.into();
+        let response = h.service.handle(push(&body, Some(&h.token))).await;
+        assert_eq!(response.status(), 400, "{format}");
+        assert_eq!(error_code(&response), "invalid_envelope", "{format}");
+        assert_eq!(h.producer.calls(), 0, "{format}");
+
+        body["message"]["messageId"] = "max".into();
+        body["deliveryAttempt"] = i32::MAX.into();
+        let response = h.service.handle(push(&body, Some(&h.token))).await;
+        assert_eq!(response.status(), 204, "{format}");
+        let record = &h.producer.produced()[0].1;
+        assert_eq!(
+            record.headers["pubsub.delivery_attempt"], b"2147483647",
+            "{format}"
+        );
+        let written = match format {
+            "json" => {
+                serde_json::from_slice::<Value>(&record.value).unwrap()["delivery_attempt"].as_i64()
+            }
+            "avro" => {
+                let schema =
+                    apache_avro::Schema::parse_str(pubsub_kafka_bridge::encode::AVRO_SCHEMA)
+                        .unwrap();
+                let datum =
+                    apache_avro::from_avro_datum(&schema, &mut &record.value[10..], None).unwrap();
+                let apache_avro::types::Value::Record(fields) = datum else {
+                    panic!("not a record: {datum:?}")
+                };
+                match &fields
+                    .iter()
+                    .find(|(name, _)| name == "delivery_attempt")
+                    .unwrap()
+                    .1
+                {
+                    apache_avro::types::Value::Union(1, attempt) => match **attempt {
+                        apache_avro::types::Value::Int(attempt) => Some(i64::from(attempt)),
+                        ref other => panic!("{other:?}"),
+                    },
+                    other => panic!("{other:?}"),
+                }
+            }
+            _ => continue,
+        };
+        assert_eq!(written, Some(2_147_483_647), "{format}");
+    }
 }

@@ -10,8 +10,10 @@ use pubsub_kafka_bridge::auth::{Claims, bearer_token, check_email};
 use pubsub_kafka_bridge::envelope::{PushPayload, parse_push, parse_wrapped};
 use pubsub_kafka_bridge::kafka::partition::{murmur2, partition_for_key};
 use pubsub_kafka_bridge::record::{
-    AttributeHeaders, HEADER_MESSAGE_ID, RecordOptions, record_headers,
+    AttributeHeaders, HEADER_MESSAGE_ID, RecordOptions, TimestampOutOfRange, build_record,
+    record_headers,
 };
+use pubsub_kafka_bridge::timestamp::RecordTimestamp;
 
 /// Any JSON value, a few levels deep.
 fn json_value() -> impl Strategy<Value = serde_json::Value> {
@@ -67,7 +69,7 @@ proptest! {
         millis in 0i64..4_000_000_000_000,
         nanos_digits in 0usize..10,
         ordering_key in prop::option::of("\\PC{1,30}"),
-        attempt in prop::option::of(1u32..100),
+        attempt in prop::option::of(1i32..100),
         padded in any::<bool>(),
     ) {
         let time = chrono::DateTime::from_timestamp_millis(millis).unwrap();
@@ -140,6 +142,79 @@ proptest! {
             let header = format!("{prefix}{name}");
             if selected && header != HEADER_MESSAGE_ID {
                 prop_assert_eq!(headers.get(&header).map(Vec::as_slice), Some(value.as_bytes()));
+            }
+        }
+    }
+
+    /// Whatever the event-time attribute holds (epoch milliseconds of any size and sign, RFC
+    /// 3339 of any year and offset), the record's time is exactly it within Kafka's range, and
+    /// the delivery is refused outside it; nothing else is ever written.
+    #[test]
+    fn record_timestamps_are_the_given_time_within_kafkas_range_or_refused(
+        millis in prop_oneof![
+            any::<i64>(),
+            -10_000i64..10_000,
+            RecordTimestamp::MAX.millis() - 10_000..RecordTimestamp::MAX.millis() + 10_000,
+        ],
+        offset_minutes in -1439i32..1440,
+        rfc3339 in any::<bool>(),
+        padded in any::<bool>(),
+    ) {
+        let (value, expected) = if rfc3339 {
+            // chrono's range for an RFC 3339 of four-digit years, written with an offset.
+            let Some(utc) = chrono::DateTime::from_timestamp_millis(millis % 253_402_300_800_000) else {
+                return Ok(());
+            };
+            let offset = chrono::FixedOffset::east_opt(offset_minutes * 60).unwrap();
+            let local = utc.with_timezone(&offset);
+            if !(0..=9999).contains(&chrono::Datelike::year(&local)) {
+                return Ok(());
+            }
+            let text = local.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+            (text, utc.timestamp_millis())
+        } else {
+            let text = if padded { format!(" {millis} ") } else { millis.to_string() };
+            (text, millis)
+        };
+        let message = pubsub_kafka_bridge::envelope::PubsubMessage {
+            data: Vec::new(),
+            attributes: [("t".to_owned(), value.clone())].into_iter().collect(),
+            message_id: "m".into(),
+            publish_time: "2024-01-01T00:00:00Z".into(),
+            publish_time_ms: 1_704_067_200_000,
+            ordering_key: None,
+            subscription: "projects/p/subscriptions/s".into(),
+            delivery_attempt: None,
+        };
+        let options = RecordOptions { timestamp_attribute: Some("t".into()), ..RecordOptions::default() };
+        let built = build_record(message, &options, |_| Ok::<_, TimestampOutOfRange>(Vec::new()));
+        match RecordTimestamp::from_millis(expected) {
+            Some(in_range) => {
+                let (record, fallback) = built.unwrap();
+                prop_assert_eq!(record.timestamp, in_range, "{}", value);
+                prop_assert!(fallback.is_none());
+            }
+            None => {
+                let refused = built.unwrap_err();
+                prop_assert_eq!(refused.value, value);
+            }
+        }
+    }
+
+    /// Any `deliveryAttempt` number is either refused or kept exactly, within int32.
+    #[test]
+    fn delivery_attempts_are_int32_or_refused(attempt in prop_oneof![any::<u64>(), 0u64..=u64::from(u32::MAX)]) {
+        let body = format!(
+            r#"{{"message":{{"messageId":"1","publishTime":"2024-01-01T00:00:00Z"}},"subscription":"s","deliveryAttempt":{attempt}}}"#
+        );
+        match parse_wrapped(body.as_bytes()) {
+            Ok(message) => {
+                prop_assert!(attempt <= i32::MAX as u64);
+                prop_assert_eq!(message.delivery_attempt.map(i64::from), Some(attempt as i64));
+            }
+            Err(refused) => {
+                prop_assert!(attempt > i32::MAX as u64);
+                prop_assert_eq!(refused.code(), "invalid_envelope");
             }
         }
     }

@@ -326,3 +326,72 @@ async fn attributes_in_the_pubsub_namespace_are_renamed_on_both_paths() {
     ids.sort();
     assert_eq!(ids, ["unwrapped-1", "wrapped-1"]);
 }
+
+#[tokio::test]
+async fn event_times_outside_kafkas_range_are_dead_letters_and_the_edges_are_kept() {
+    let broker = Broker::start().await;
+    broker.create_topic("timed", 1).await;
+    broker.create_topic("timed-dlq", 1).await;
+    let mut env = bridge_env(&broker, "timed", None);
+    env.insert("KAFKA_TIMESTAMP_ATTRIBUTE".into(), "event_time".into());
+    env.insert("KAFKA_DLQ_TOPIC".into(), "timed-dlq".into());
+    let bridge = Bridge::start(&env).await;
+    let client = http_client();
+    let cases = [
+        ("before-1970", "1969-12-31T23:59:59.999Z"),
+        ("minus-one", "-1"),
+        ("after-9999", "253402300800000"),
+        ("beyond-chrono", "9223372036854775807"),
+        ("first", "0"),
+        ("last", "9999-12-31T23:59:59.999Z"),
+    ];
+    let mut bodies = HashMap::new();
+    for (id, time) in cases {
+        let attributes = [("event_time".to_owned(), time.to_owned())];
+        let body = envelope(b"v", &attributes, id, "2024-01-01T00:00:00Z", None).to_string();
+        let (status, text) = post(&client, &bridge.url(), body.clone(), None).await;
+        assert_eq!(status, 204, "{id}: {text}");
+        bodies.insert(id, body);
+    }
+    let dead = broker.read_all("timed-dlq").await;
+    let dead_ids: Vec<String> = dead
+        .iter()
+        .map(|r| r.header("pubsub.message_id").unwrap())
+        .collect();
+    assert_eq!(
+        dead_ids,
+        ["before-1970", "minus-one", "after-9999", "beyond-chrono"]
+    );
+    for record in &dead {
+        let id = record.header("pubsub.message_id").unwrap();
+        assert_eq!(
+            record.header("pubsub.error").as_deref(),
+            Some("timestamp_out_of_range"),
+            "{id}"
+        );
+        assert_eq!(
+            record.record.value.as_deref(),
+            Some(bodies[id.as_str()].as_bytes()),
+            "{id}: the original request"
+        );
+    }
+    let kept: Vec<(String, i64)> = broker
+        .read_all("timed")
+        .await
+        .iter()
+        .map(|r| {
+            (
+                r.header("pubsub.message_id").unwrap(),
+                r.record.timestamp.timestamp_millis(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kept,
+        [
+            ("first".to_owned(), 0),
+            ("last".to_owned(), 253_402_300_799_999)
+        ],
+        "only the times within the range, each exactly as given"
+    );
+}

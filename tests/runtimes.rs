@@ -280,7 +280,7 @@ async fn hyper_and_lambda_answer_every_request_alike() {
                     record.key,
                     record.value,
                     record.headers,
-                    record.timestamp_ms,
+                    record.timestamp,
                 )
             })
             .collect::<Vec<_>>()

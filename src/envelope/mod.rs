@@ -12,6 +12,8 @@ use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use http::HeaderMap;
 use serde::Deserialize;
 
+use crate::timestamp::RecordTimestamp;
+
 mod scan;
 
 /// Unwrapped push: message id header.
@@ -108,8 +110,10 @@ pub struct PubsubMessage {
     pub ordering_key: Option<String>,
     /// Full subscription name (`projects/P/subscriptions/S`).
     pub subscription: String,
-    /// Delivery attempt, present when the subscription has a dead-letter policy.
-    pub delivery_attempt: Option<u32>,
+    /// Delivery attempt, present when the subscription has a dead-letter policy. Pub/Sub's API
+    /// types it int32 (`ReceivedMessage.delivery_attempt`): a push carrying more is refused, so
+    /// every value format and the header write the same number.
+    pub delivery_attempt: Option<i32>,
 }
 
 /// Why a push body is not a usable delivery. Every variant is the sender's fault (400).
@@ -127,8 +131,12 @@ pub enum EnvelopeError {
     /// `message.data` is not standard base64.
     #[error("message.data is not valid base64: {0}")]
     InvalidBase64(String),
-    /// `publishTime` is not RFC 3339.
-    #[error("publishTime {0:?} is not an RFC 3339 timestamp")]
+    /// `publishTime` is not RFC 3339, or not within Kafka's timestamp range.
+    #[error(
+        "publishTime {0:?} is not an RFC 3339 timestamp within Kafka's range {min}..={max}",
+        min = RecordTimestamp::MIN,
+        max = RecordTimestamp::MAX
+    )]
     InvalidPublishTime(String),
     /// An unwrapped push's metadata header appears more than once: which one is Pub/Sub's
     /// cannot be told, and taking either would let an added header forge the id, time or
@@ -320,7 +328,18 @@ fn message_from<D>(
         publish_time,
         ordering_key: non_empty(message.ordering_key_camel.or(message.ordering_key_snake)),
         subscription,
-        delivery_attempt: raw.delivery_attempt,
+        delivery_attempt: raw.delivery_attempt.map(delivery_attempt).transpose()?,
+    })
+}
+
+/// `deliveryAttempt` within Pub/Sub's int32; anything larger is not from Pub/Sub (its
+/// dead-letter policy stops at 100 attempts) and is refused like any other mistyped field.
+fn delivery_attempt(attempt: u32) -> Result<i32, EnvelopeError> {
+    i32::try_from(attempt).map_err(|_| {
+        EnvelopeError::NotAnEnvelope(format!(
+            "deliveryAttempt {attempt} is beyond Pub/Sub's int32 ({})",
+            i32::MAX
+        ))
     })
 }
 
@@ -354,15 +373,17 @@ fn non_empty(value: Option<Cow<'_, str>>) -> Option<String> {
 
 /// RFC 3339 with any number of fractional digits → epoch milliseconds (truncated, like Java).
 ///
-/// Times before 1970 are refused: Kafka has no negative CreateTime, and Pub/Sub never sends one.
+/// Times outside Kafka's range ([`RecordTimestamp`]) are refused: before 1970 (Kafka has no
+/// negative CreateTime) or, through an offset, after 9999; Pub/Sub never sends either.
 pub fn parse_publish_time(value: &str) -> Result<i64, EnvelopeError> {
+    // Pub/Sub's shape reads years 1970 to 9999 in UTC only: always within the range.
     if let Some(ms) = utc_millis(value.as_bytes()) {
         return Ok(ms);
     }
     chrono::DateTime::parse_from_rfc3339(value)
         .ok()
-        .map(|t| t.timestamp_millis())
-        .filter(|ms| *ms >= 0)
+        .and_then(|t| RecordTimestamp::from_millis(t.timestamp_millis()))
+        .map(RecordTimestamp::millis)
         .ok_or_else(|| EnvelopeError::InvalidPublishTime(crate::error::bounded_echo(value)))
 }
 
@@ -562,10 +583,68 @@ mod tests {
                 r#"{"message":{"messageId":"1","publishTime":"2024-01-01T00:00:00Z"},"subscription":"s","deliveryAttempt":"3"}"#,
                 "invalid_envelope",
             ),
+            (
+                r#"{"message":{"messageId":"1","publishTime":"2024-01-01T00:00:00Z"},"subscription":"s","deliveryAttempt":2147483648}"#,
+                "invalid_envelope",
+            ),
+            (
+                r#"{"message":{"messageId":"1","publishTime":"2024-01-01T00:00:00Z"},"subscription":"s","deliveryAttempt":4294967295}"#,
+                "invalid_envelope",
+            ),
+            (
+                r#"{"message":{"messageId":"1","publishTime":"9999-12-31T23:59:59-00:01"},"subscription":"s"}"#,
+                "invalid_publish_time",
+            ),
         ];
         for (body, code) in cases {
             let err = parse_wrapped(body.as_bytes()).unwrap_err();
             assert_eq!(err.code(), *code, "{body}: {err}");
+        }
+    }
+
+    #[test]
+    fn delivery_attempts_and_publish_times_at_the_edges_of_their_ranges_are_kept() {
+        let body = r#"{"message":{"messageId":"1","publishTime":"9999-12-31T23:59:59.999999Z"},"subscription":"s","deliveryAttempt":2147483647}"#;
+        let m = parse_wrapped(body.as_bytes()).unwrap();
+        assert_eq!(m.delivery_attempt, Some(i32::MAX));
+        assert_eq!(m.publish_time_ms, RecordTimestamp::MAX.millis());
+        let refused =
+            parse_wrapped(body.replace("2147483647", "2147483648").as_bytes()).unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            "body is not a Pub/Sub push envelope: deliveryAttempt 2147483648 is beyond Pub/Sub's int32 (2147483647)"
+        );
+        assert_eq!(parse_publish_time("1970-01-01T00:00:00Z"), Ok(0));
+        assert_eq!(
+            parse_publish_time("9999-12-31T23:59:59.999+00:00"),
+            Ok(RecordTimestamp::MAX.millis())
+        );
+        let late = parse_publish_time("9999-12-31T23:59:59.999-00:01").unwrap_err();
+        assert_eq!(
+            late.to_string(),
+            "publishTime \"9999-12-31T23:59:59.999-00:01\" is not an RFC 3339 timestamp within \
+             Kafka's range 1970-01-01T00:00:00.000Z..=9999-12-31T23:59:59.999Z"
+        );
+        // The unwrapped path reads its publish time header the same way.
+        let now = chrono::Utc::now();
+        for (time, code) in [
+            ("1969-12-31T23:59:59.999Z", Some("invalid_publish_time")),
+            (
+                "9999-12-31T23:59:59.999-00:01",
+                Some("invalid_publish_time"),
+            ),
+            ("9999-12-31T23:59:59.999Z", None),
+        ] {
+            let h = headers(&[
+                ("x-goog-pubsub-message-id", "1"),
+                ("x-goog-pubsub-publish-time", time),
+            ]);
+            let parsed = parse_push(&h, b"", PushPayload::Auto, || now);
+            assert_eq!(
+                parsed.as_ref().err().map(EnvelopeError::code),
+                code,
+                "{time}"
+            );
         }
     }
 
@@ -715,7 +794,7 @@ bG8=""#,
             match utc_millis(text.as_bytes()) {
                 Some(ms) => proptest::prop_assert_eq!(Some(ms), chrono_ms, "{}", text),
                 None => proptest::prop_assert!(
-                    chrono_ms.is_none() || !text.ends_with('Z') || second == 60 || !text.contains('T'),
+                    chrono_ms.is_none() || !text.ends_with('Z') || text.get(17..19) == Some("60") || !text.contains('T'),
                     "chrono reads {} and the direct reading does not", text
                 ),
             }

@@ -19,7 +19,6 @@ use std::sync::{Arc, RwLock, Weak};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use chrono::TimeZone;
 use rskafka::BackoffConfig;
 use rskafka::client::error::{Error as ClientError, ProtocolError};
 use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
@@ -900,10 +899,8 @@ impl KafkaProducer {
             key: record.key,
             value: Some(record.value),
             headers: record.headers,
-            timestamp: chrono::Utc
-                .timestamp_millis_opt(record.timestamp_ms)
-                .single()
-                .unwrap_or_else(chrono::Utc::now),
+            // Within Kafka's range by construction (`RecordTimestamp`): never substituted.
+            timestamp: record.timestamp.to_utc(),
         };
         let size = record.approximate_size();
         // The dead-letter topic is exempt: it holds the original request, which is larger than
