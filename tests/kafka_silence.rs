@@ -210,7 +210,7 @@ async fn a_kafka_client_that_cannot_make_progress_fails_liveness_and_frees_its_i
         // timeout of its delivery's answer.
         let inflight = || bridge.service.inflight().requests_in_flight();
         eventually(
-            request_timeout + Duration::from_millis(700),
+            request_timeout + Duration::from_secs(2),
             "an unanswered produce kept its in-flight share",
             || inflight() == 0,
         )
@@ -232,7 +232,10 @@ async fn a_kafka_client_that_cannot_make_progress_fails_liveness_and_frees_its_i
         unhealthy_after >= bound,
         "/healthz failed after only {unhealthy_after:?}"
     );
-    assert!(unhealthy_after < first_failure + bound + produce_timeout * 2);
+    assert!(
+        unhealthy_after < first_failure + bound + produce_timeout * 2 + Duration::from_secs(3),
+        "/healthz failed only after {unhealthy_after:?}"
+    );
 
     // Kafka answers again: the bridge recovers by itself and liveness follows.
     proxy.silence_new_connections(false);
