@@ -230,7 +230,7 @@ struct TopicProducers {
 /// How long loading a topic may take: one metadata request (retried within the produce timeout
 /// on errors) and no I/O per partition. Deliveries waiting for a load time out on their own
 /// deadline; a load that outlasts this fails, and the next delivery to the topic starts another.
-pub const TOPIC_LOAD_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const TOPIC_LOAD_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What a topic load ends with, shared by every delivery that waited for it.
 type LoadOutcome = Result<Arc<TopicProducers>, LoadFailure>;

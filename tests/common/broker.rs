@@ -214,8 +214,28 @@ impl Broker {
     }
 
     /// Freezes the broker (SIGSTOP): its connections stay open and nothing is answered.
+    ///
+    /// Returns once every thread of the broker is stopped: `kill` only sends the signal, and a
+    /// thread that is running when it arrives can still answer a request sent right after.
     pub fn pause(&self) {
         self.signal("-STOP");
+        let tasks = format!("/proc/{}/task", self.pid());
+        let stopped = || {
+            std::fs::read_dir(&tasks).unwrap().all(|task| {
+                let stat =
+                    std::fs::read_to_string(task.unwrap().path().join("stat")).unwrap_or_default();
+                // The state follows the parenthesised command name: T (stopped), or gone.
+                matches!(
+                    stat.rsplit(") ").next().and_then(|s| s.chars().next()),
+                    Some('T') | Some('t') | None
+                )
+            })
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !stopped() {
+            assert!(Instant::now() < deadline, "the broker did not stop");
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// Lets a frozen broker run again (SIGCONT).
