@@ -39,8 +39,9 @@ mod heads;
 /// them (whitespace padding, or a head that never ends) hyper answers 431 itself, which is
 /// logged and counted when its connection ends. hyper checks the size of a head over all the
 /// reads it took, never per read, so the verdict does not depend on how the head was cut.
-/// Holding a head takes up to this much memory per connection until its deadline.
-pub const TRANSPORT_HEAD_BYTES: usize = MAX_HEAD_BYTES + (64 << 10);
+/// Holding a head takes up to this much memory per connection until its deadline, so the
+/// slack over the service's limit is small: a head written canonically is no larger on the wire.
+pub const TRANSPORT_HEAD_BYTES: usize = MAX_HEAD_BYTES + (8 << 10);
 /// Header fields hyper parses into (it answers 431 beyond).
 const TRANSPORT_HEAD_FIELDS: usize = MAX_HEAD_FIELDS + 96;
 /// The same bound for HTTP/2, whose header list size counts 32 bytes more per field

@@ -131,7 +131,8 @@ impl<P: Produce> Service<P> {
         self.deliver(&head, body, permit).await
     }
 
-    /// Decides what the head alone can: routes, method, token, room in the in-flight budget.
+    /// Decides what the head alone can: the head limits, routes, method, token, room in the
+    /// in-flight budget.
     ///
     /// The token is verified here, before the body is read, so an unauthenticated client never
     /// gets a `100 Continue`, never has its body read, and never holds in-flight budget.
