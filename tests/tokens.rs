@@ -803,3 +803,36 @@ async fn a_token_that_outlives_google_s_hour_is_refused_with_its_reason() {
         .collect();
     assert_eq!(ids, vec!["an hour"]);
 }
+
+/// On an unwrapped push every header that is not transport becomes a record header; the
+/// credential Cloud Run verified is transport, like `Authorization`, and never reaches Kafka.
+#[tokio::test]
+async fn an_unwrapped_push_never_writes_x_serverless_authorization_into_kafka() {
+    let broker = Broker::start().await;
+    broker.create_topic("cloud-run-unwrapped", 1).await;
+    let jwks = JwksServer::start(&[key(1)]).await;
+    let mut env = bridge_env(&broker, "cloud-run-unwrapped", Some(&jwks));
+    env.insert("OIDC_TRUST_CLOUD_RUN_IAM".into(), "true".into());
+    let bridge = Bridge::start(&env).await;
+    let push = signature_removed(&mint(&key(1), &google_claims()));
+    let request = http::Request::post(bridge.url())
+        .header("content-type", "application/octet-stream")
+        .header("x-goog-pubsub-message-id", "unwrapped-1")
+        .header("x-goog-pubsub-publish-time", "2024-01-01T00:00:00Z")
+        .header(
+            "x-goog-pubsub-subscription-name",
+            "projects/test-project/subscriptions/bridge-sub",
+        )
+        .header("colour", "blue")
+        .header(X_SERVERLESS_AUTHORIZATION, bearer(&push))
+        .header("authorization", "Basic dXNlcjpwYXNz")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(b"raw")))
+        .unwrap();
+    let (status, text) = send(&http_client(), request).await;
+    assert_eq!(status, 204, "{text}");
+    let records = broker.read_all("cloud-run-unwrapped").await;
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].header("colour").as_deref(), Some("blue"));
+    assert_eq!(records[0].header(X_SERVERLESS_AUTHORIZATION), None);
+    assert_eq!(records[0].header("authorization"), None);
+}
