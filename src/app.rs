@@ -151,10 +151,7 @@ impl<P: Produce> App<P> {
         let Some(verifier) = &self.verifier else {
             return Ok(());
         };
-        let authorization = headers
-            .get(http::header::AUTHORIZATION)
-            .map(http::HeaderValue::as_bytes);
-        verifier.verify(authorization, unix_now()).await?;
+        verifier.verify_headers(headers, unix_now()).await?;
         Ok(())
     }
 

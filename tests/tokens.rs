@@ -46,6 +46,19 @@ fn with(claims: &[(&str, Value)]) -> Value {
     c
 }
 
+/// Push claims issued now that live `seconds` (`exp - iat`); one clock reading for both.
+fn lifetime(seconds: u64) -> Value {
+    let issued = now();
+    with(&[("iat", json!(issued)), ("exp", json!(issued + seconds))])
+}
+
+/// Push claims without `iat` (every Google ID token has one).
+fn without_iat() -> Value {
+    let mut claims = google_claims();
+    claims.as_object_mut().unwrap().remove("iat");
+    claims
+}
+
 fn b64(v: &Value) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
 }
@@ -126,6 +139,22 @@ async fn token_cases_answer_as_the_contract_says() {
             })),
             401,
         ),
+        (
+            "lives an hour and the leeway",
+            Some(mint(&key(1), &lifetime(3_600 + 30))),
+            204,
+        ),
+        (
+            "lives a second longer",
+            Some(mint(&key(1), &lifetime(3_600 + 31))),
+            401,
+        ),
+        (
+            "lives ten years",
+            Some(mint(&key(1), &lifetime(10 * 365 * 86_400))),
+            401,
+        ),
+        ("no iat", Some(mint(&key(1), &without_iat())), 401),
         ("alg none", Some(alg_none), 401),
         (
             "HS256 signed with the public key",
@@ -160,7 +189,11 @@ async fn token_cases_answer_as_the_contract_says() {
         .collect();
     assert_eq!(
         ids,
-        vec!["valid", "issuer without scheme"],
+        vec![
+            "valid",
+            "issuer without scheme",
+            "lives an hour and the leeway"
+        ],
         "only verified deliveries reach Kafka"
     );
 }
@@ -445,6 +478,12 @@ async fn behind_cloud_run_iam_the_claims_of_a_signature_removed_token_decide() {
         ),
         ("removed: alg none", alg_none, 401),
         (
+            "removed: lives ten years",
+            unsigned(&lifetime(10 * 365 * 86_400)),
+            401,
+        ),
+        ("removed: no iat", unsigned(&without_iat()), 401),
+        (
             "removed: email not allowed",
             unsigned(&with(&[(
                 "email",
@@ -497,5 +536,303 @@ async fn without_trusting_cloud_run_iam_a_signature_removed_token_is_a_forgery()
     assert_eq!(status, 401, "{text}");
     assert!(text.contains("signature_removed"), "{text}");
     assert!(!text.contains(&token));
-    assert!(s.broker.read_all("no-cloud-run-iam").await.is_empty());
+    // X-Serverless-Authorization means something only behind Cloud Run IAM: it is not read.
+    let signed = mint(&key(1), &google_claims());
+    let x = X_SERVERLESS_AUTHORIZATION;
+    let (status, text) = post_with_headers(
+        &s.client,
+        &s.bridge.url(),
+        "x-only",
+        &[(x, bearer(&signed))],
+    )
+    .await;
+    assert_eq!(status, 401, "{text}");
+    assert!(text.contains("missing_authorization"), "{text}");
+    let beside = [(x, bearer(&token)), ("authorization", bearer(&signed))];
+    let (status, text) = post_with_headers(&s.client, &s.bridge.url(), "signed", &beside).await;
+    assert_eq!(status, 204, "{text}");
+    let ids: Vec<String> = s
+        .broker
+        .read_all("no-cloud-run-iam")
+        .await
+        .iter()
+        .filter_map(|r| r.header("pubsub.message_id"))
+        .collect();
+    assert_eq!(
+        ids,
+        vec!["signed"],
+        "only the signed Authorization was accepted"
+    );
+}
+
+/// Header lines of a request, in order, repeats kept.
+type Head<'a> = Vec<(&'a str, String)>;
+
+/// POSTs a push whose head carries exactly `headers` (in order, repeats kept), as Cloud Run's
+/// front end forwards them to the container.
+async fn post_with_headers(
+    client: &HttpClient,
+    url: &str,
+    id: &str,
+    headers: &[(&str, String)],
+) -> (u16, String) {
+    let mut request = http::Request::post(url).header("content-type", "application/json");
+    for (name, value) in headers {
+        request = request.header(*name, value);
+    }
+    let request = request
+        .body(http_body_util::Full::new(bytes::Bytes::from(body(id))))
+        .unwrap();
+    send(client, request).await
+}
+
+/// The header Cloud Run accepts an ID token in besides `Authorization`.
+const X_SERVERLESS_AUTHORIZATION: &str = "x-serverless-authorization";
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+/// A caller Cloud Run admits (`run.invoker`, or a project Owner, Editor or Run Admin) who is not
+/// the push account: a genuine Google token for the service's audience, of another email.
+fn invoker_claims() -> Value {
+    with(&[(
+        "email",
+        json!("invoker@other-project.iam.gserviceaccount.com"),
+    )])
+}
+
+/// Cloud Run checks `X-Serverless-Authorization` before `Authorization` when both are present,
+/// removes the signature of the token it verified and forwards `Authorization` untouched
+/// (cloud.google.com/run/docs/authenticating/service-to-service#acquire-token). Each case is the
+/// head Cloud Run would forward for what the caller sent.
+#[tokio::test]
+async fn behind_cloud_run_iam_only_the_header_cloud_run_verified_may_skip_the_signature() {
+    let broker = Broker::start().await;
+    broker.create_topic("cloud-run-headers", 1).await;
+    let jwks = JwksServer::start(&[key(1)]).await;
+    let mut env = bridge_env(&broker, "cloud-run-headers", Some(&jwks));
+    env.insert("OIDC_TRUST_CLOUD_RUN_IAM".into(), "true".into());
+    let bridge = Bridge::start(&env).await;
+    let client = http_client();
+    let push_removed = signature_removed(&mint(&key(1), &google_claims()));
+    let push_signed = mint(&key(1), &with(&[("jti", json!("signed"))]));
+    let invoker_removed = signature_removed(&mint(&key(1), &invoker_claims()));
+    // Hand-written claims of the push account: the signature part Cloud Run would have put there,
+    // no key ever involved.
+    let forged_push = format!(
+        "{}.{}.SIGNATURE_REMOVED_BY_GOOGLE",
+        b64(&json!({"alg": "RS256", "kid": "key1", "typ": "JWT"})),
+        b64(&google_claims())
+    );
+    let x = X_SERVERLESS_AUTHORIZATION;
+    let cases: Vec<(&str, Head<'_>, u16, &str)> = vec![
+        (
+            "attack: own token verified by Cloud Run, forged push claims in Authorization",
+            vec![
+                (x, bearer(&invoker_removed)),
+                ("authorization", bearer(&forged_push)),
+            ],
+            401,
+            "unverified_signature_removed",
+        ),
+        (
+            "attack: the push account's own stripped token replayed in Authorization",
+            vec![
+                (x, bearer(&invoker_removed)),
+                ("authorization", bearer(&push_removed)),
+            ],
+            401,
+            "unverified_signature_removed",
+        ),
+        (
+            "attack: a valid signed push token beside the invoker's: the verified header decides",
+            vec![
+                (x, bearer(&invoker_removed)),
+                ("authorization", bearer(&push_signed)),
+            ],
+            403,
+            "email_not_allowed",
+        ),
+        (
+            "attack: Authorization twice, forged first",
+            vec![
+                ("authorization", bearer(&forged_push)),
+                ("authorization", bearer(&invoker_removed)),
+            ],
+            401,
+            "repeated_authorization",
+        ),
+        (
+            "attack: X-Serverless-Authorization twice, forged first",
+            vec![(x, bearer(&forged_push)), (x, bearer(&invoker_removed))],
+            401,
+            "repeated_authorization",
+        ),
+        (
+            "only Authorization, stripped (a Pub/Sub push)",
+            vec![("authorization", bearer(&push_removed))],
+            204,
+            "",
+        ),
+        (
+            "only X-Serverless-Authorization, stripped",
+            vec![(x, bearer(&push_removed))],
+            204,
+            "",
+        ),
+        (
+            "X-Serverless-Authorization stripped, the application's own Authorization beside it",
+            vec![
+                (x, bearer(&push_removed)),
+                ("authorization", "Basic dXNlcjpwYXNz".into()),
+            ],
+            204,
+            "",
+        ),
+        (
+            "X-Serverless-Authorization stripped, an opaque bearer token beside it",
+            vec![
+                (x, bearer(&push_removed)),
+                ("authorization", bearer("app-session-token")),
+            ],
+            204,
+            "",
+        ),
+        (
+            "X-Serverless-Authorization of another account: the allow-list applies to it",
+            vec![(x, bearer(&invoker_removed))],
+            403,
+            "email_not_allowed",
+        ),
+        (
+            "X-Serverless-Authorization of another account, the application's Authorization beside",
+            vec![
+                (x, bearer(&invoker_removed)),
+                ("authorization", "Basic dXNlcjpwYXNz".into()),
+            ],
+            403,
+            "email_not_allowed",
+        ),
+        (
+            "X-Serverless-Authorization signed: verified in full",
+            vec![(x, bearer(&push_signed))],
+            204,
+            "",
+        ),
+        (
+            "X-Serverless-Authorization signed but tampered: verified in full",
+            vec![(x, bearer(&tampered(&push_signed)))],
+            401,
+            "invalid_token",
+        ),
+        (
+            "X-Serverless-Authorization stripped but expired",
+            vec![(x, bearer(&unsigned(&with(&[("exp", json!(now() - 3600))]))))],
+            401,
+            "invalid_token",
+        ),
+        (
+            "X-Serverless-Authorization not Bearer, a signed push token beside it",
+            vec![
+                (x, "Basic dXNlcjpwYXNz".into()),
+                ("authorization", bearer(&push_signed)),
+            ],
+            401,
+            "not_bearer",
+        ),
+    ];
+    let mut accepted = Vec::new();
+    for (n, (name, headers, expected, code)) in cases.iter().enumerate() {
+        let id = format!("case-{n}");
+        let (status, text) = post_with_headers(&client, &bridge.url(), &id, headers).await;
+        assert_eq!(status, *expected, "{name}: {text}");
+        assert!(text.contains(code), "{name}: {text}");
+        for (_, value) in headers {
+            let token = value.trim_start_matches("Bearer ");
+            assert!(!text.contains(token), "{name}: error body echoes a token");
+        }
+        if *expected == 204 {
+            accepted.push(id);
+        }
+    }
+    let records = broker.read_all("cloud-run-headers").await;
+    let ids: Vec<String> = records
+        .iter()
+        .filter_map(|r| r.header("pubsub.message_id"))
+        .collect();
+    assert_eq!(ids, accepted, "exactly the accepted deliveries reach Kafka");
+}
+
+/// Google's ID tokens live one hour; a signed token that claims ten years (or hides its `iat`)
+/// was not minted as a push token and would outlive every real one.
+#[tokio::test]
+async fn a_token_that_outlives_google_s_hour_is_refused_with_its_reason() {
+    let s = setup("token-lifetime", None).await;
+    for (name, claims, reason) in [
+        (
+            "ten years",
+            lifetime(10 * 365 * 86_400),
+            "lifetime exceeds one hour",
+        ),
+        ("no iat", without_iat(), "no iat"),
+    ] {
+        let token = mint(&key(1), &claims);
+        let (status, text) = post(&s.client, &s.bridge.url(), body(name), Some(&token)).await;
+        assert_eq!(status, 401, "{name}: {text}");
+        let answer: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(answer["error"], "invalid_token", "{name}: {text}");
+        assert!(
+            answer["message"].as_str().unwrap().contains(reason),
+            "{name}: {text}"
+        );
+    }
+    let hour = mint(&key(1), &lifetime(3_600));
+    assert_eq!(
+        post(&s.client, &s.bridge.url(), body("an hour"), Some(&hour))
+            .await
+            .0,
+        204
+    );
+    let ids: Vec<String> = s
+        .broker
+        .read_all("token-lifetime")
+        .await
+        .iter()
+        .filter_map(|r| r.header("pubsub.message_id"))
+        .collect();
+    assert_eq!(ids, vec!["an hour"]);
+}
+
+/// On an unwrapped push every header that is not transport becomes a record header; the
+/// credential Cloud Run verified is transport, like `Authorization`, and never reaches Kafka.
+#[tokio::test]
+async fn an_unwrapped_push_never_writes_x_serverless_authorization_into_kafka() {
+    let broker = Broker::start().await;
+    broker.create_topic("cloud-run-unwrapped", 1).await;
+    let jwks = JwksServer::start(&[key(1)]).await;
+    let mut env = bridge_env(&broker, "cloud-run-unwrapped", Some(&jwks));
+    env.insert("OIDC_TRUST_CLOUD_RUN_IAM".into(), "true".into());
+    let bridge = Bridge::start(&env).await;
+    let push = signature_removed(&mint(&key(1), &google_claims()));
+    let request = http::Request::post(bridge.url())
+        .header("content-type", "application/octet-stream")
+        .header("x-goog-pubsub-message-id", "unwrapped-1")
+        .header("x-goog-pubsub-publish-time", "2024-01-01T00:00:00Z")
+        .header(
+            "x-goog-pubsub-subscription-name",
+            "projects/test-project/subscriptions/bridge-sub",
+        )
+        .header("colour", "blue")
+        .header(X_SERVERLESS_AUTHORIZATION, bearer(&push))
+        .header("authorization", "Basic dXNlcjpwYXNz")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(b"raw")))
+        .unwrap();
+    let (status, text) = send(&http_client(), request).await;
+    assert_eq!(status, 204, "{text}");
+    let records = broker.read_all("cloud-run-unwrapped").await;
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].header("colour").as_deref(), Some("blue"));
+    assert_eq!(records[0].header(X_SERVERLESS_AUTHORIZATION), None);
+    assert_eq!(records[0].header("authorization"), None);
 }

@@ -8,7 +8,8 @@
 //! Behind Cloud Run IAM (`OIDC_TRUST_CLOUD_RUN_IAM`) Cloud Run has already verified the
 //! signature and forwards the token with its signature replaced by
 //! `SIGNATURE_REMOVED_BY_GOOGLE` (Cloud Run troubleshooting, "signature-removed"); then the
-//! claims are all that is left to check. Anywhere else such a token is a forgery.
+//! claims are all that is left to check, and only in the header Cloud Run verified
+//! ([`credential`]). Anywhere else such a token is a forgery.
 
 pub mod cache;
 pub mod jwks;
@@ -31,6 +32,13 @@ pub const TOKEN_CACHE_CAPACITY: usize = 1024;
 /// Longest email echoed in an error (RFC 5321 caps a path at 256).
 const MAX_EMAIL_ECHO: usize = 256;
 
+/// The header a caller of a Cloud Run service may send its ID token in instead of
+/// `Authorization`. When both are present Cloud Run checks only this one, removes the signature
+/// of its token, and forwards `Authorization` as the caller sent it ("Authenticating
+/// service-to-service", Acquire the token: cloud.google.com/run/docs/authenticating/service-to-service#acquire-token;
+/// confirmed by the Cloud Run team in GoogleCloudPlatform/cloud-run-proxy#25).
+pub const X_SERVERLESS_AUTHORIZATION: &str = "x-serverless-authorization";
+
 /// Why a delivery's token is not accepted.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -51,6 +59,16 @@ pub enum AuthError {
         "token rejected: signature removed by Google; only a service behind Cloud Run IAM with OIDC_TRUST_CLOUD_RUN_IAM=true accepts such tokens"
     )]
     SignatureRemoved,
+    /// `Authorization` holds a signature-removed token beside `X-Serverless-Authorization`: Cloud
+    /// Run verified the other header, so no one verified this token; it can only be hand-written.
+    #[error(
+        "Authorization holds a signature-removed token, but Cloud Run verified X-Serverless-Authorization, not it"
+    )]
+    UnverifiedSignatureRemoved,
+    /// The header that carries the credential appears more than once: which one Cloud Run
+    /// checked is unknowable, and RFC 9110 (5.3) allows repeating only list-valued fields.
+    #[error("more than one {0} header")]
+    RepeatedHeader(&'static str),
     /// The token names a key the JWKS does not have.
     #[error("token signed with unknown key id {0:?}")]
     UnknownKey(String),
@@ -73,6 +91,8 @@ impl AuthError {
             Self::NotBearer => "not_bearer",
             Self::InvalidToken(_) | Self::BadSignature => "invalid_token",
             Self::SignatureRemoved => "signature_removed",
+            Self::UnverifiedSignatureRemoved => "unverified_signature_removed",
+            Self::RepeatedHeader(_) => "repeated_authorization",
             Self::UnknownKey(_) => "unknown_key",
             Self::EmailNotAllowed { .. } => "email_not_allowed",
             Self::KeysUnavailable(_) => "keys_unavailable",
@@ -98,6 +118,46 @@ pub fn bearer_token(authorization: Option<&[u8]>) -> Result<&[u8], AuthError> {
         return Err(AuthError::NotBearer);
     }
     Ok(token)
+}
+
+/// The header value that holds the caller's credential, before anything in it is trusted.
+///
+/// `Authorization`, unless `trust_cloud_run_iam` and `X-Serverless-Authorization` is present:
+/// then Cloud Run checked that header and not `Authorization` ([`X_SERVERLESS_AUTHORIZATION`]),
+/// so only its token may pass on the platform's word, and a signature-removed token in
+/// `Authorization` beside it is refused. Any other `Authorization` beside it (the caller's own
+/// scheme, a signed token) is the application's business and is left alone. A repeated
+/// credential header is refused: one copy may be the one Cloud Run checked, the other not.
+pub fn credential(
+    headers: &http::HeaderMap,
+    trust_cloud_run_iam: bool,
+) -> Result<Option<&[u8]>, AuthError> {
+    let authorization = single_header(headers, http::header::AUTHORIZATION.as_str())?;
+    if !trust_cloud_run_iam {
+        return Ok(authorization);
+    }
+    let Some(serverless) = single_header(headers, X_SERVERLESS_AUTHORIZATION)? else {
+        return Ok(authorization);
+    };
+    let forged_beside = authorization
+        .and_then(|value| bearer_token(Some(value)).ok())
+        .is_some_and(token::is_signature_removed);
+    if forged_beside {
+        return Err(AuthError::UnverifiedSignatureRemoved);
+    }
+    Ok(Some(serverless))
+}
+
+fn single_header<'h>(
+    headers: &'h http::HeaderMap,
+    name: &'static str,
+) -> Result<Option<&'h [u8]>, AuthError> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next().map(http::HeaderValue::as_bytes);
+    if values.next().is_some() {
+        return Err(AuthError::RepeatedHeader(name));
+    }
+    Ok(first)
 }
 
 /// The allow-list check Google's samples do after verification: email listed and verified.
@@ -198,7 +258,18 @@ impl Verifier {
         &self.keys
     }
 
-    /// Verifies the `Authorization` header value; `now` is seconds since the epoch.
+    /// Verifies the credential of a request's headers (see [`credential`]); `now` is seconds
+    /// since the epoch.
+    pub async fn verify_headers(
+        &self,
+        headers: &http::HeaderMap,
+        now: u64,
+    ) -> Result<Arc<Claims>, AuthError> {
+        let value = credential(headers, self.config.trust_cloud_run_iam)?;
+        self.verify(value, now).await
+    }
+
+    /// Verifies one `Bearer` header value; `now` is seconds since the epoch.
     pub async fn verify(
         &self,
         authorization: Option<&[u8]>,
@@ -301,6 +372,98 @@ mod tests {
             bearer_token(Some(b"Bearer  ")),
             Err(AuthError::NotBearer)
         ));
+    }
+
+    fn headers(lines: &[(&'static str, &str)]) -> http::HeaderMap {
+        let mut map = http::HeaderMap::new();
+        for (name, value) in lines {
+            map.append(*name, http::HeaderValue::from_str(value).unwrap());
+        }
+        map
+    }
+
+    const STRIPPED: &str = "Bearer h.c.SIGNATURE_REMOVED_BY_GOOGLE";
+    const OTHER_STRIPPED: &str = "Bearer h.other.SIGNATURE_REMOVED_BY_GOOGLE";
+    const X: &str = X_SERVERLESS_AUTHORIZATION;
+
+    #[test]
+    fn without_trusting_cloud_run_only_authorization_is_read() {
+        let both = headers(&[(X, OTHER_STRIPPED), ("authorization", STRIPPED)]);
+        assert_eq!(credential(&both, false).unwrap(), Some(STRIPPED.as_bytes()));
+        assert_eq!(credential(&headers(&[(X, STRIPPED)]), false).unwrap(), None);
+        assert_eq!(credential(&headers(&[]), false).unwrap(), None);
+    }
+
+    #[test]
+    fn behind_cloud_run_x_serverless_authorization_is_the_credential_when_present() {
+        let only_authorization = headers(&[("authorization", STRIPPED)]);
+        assert_eq!(
+            credential(&only_authorization, true).unwrap(),
+            Some(STRIPPED.as_bytes())
+        );
+        let only_x = headers(&[(X, STRIPPED)]);
+        assert_eq!(
+            credential(&only_x, true).unwrap(),
+            Some(STRIPPED.as_bytes())
+        );
+        for beside in [
+            "Basic dXNlcjpwYXNz",
+            "Bearer opaque",
+            "Bearer h.c.signature",
+            "Bearer",
+        ] {
+            let both = headers(&[(X, STRIPPED), ("authorization", beside)]);
+            assert_eq!(
+                credential(&both, true).unwrap(),
+                Some(STRIPPED.as_bytes()),
+                "{beside}"
+            );
+        }
+        assert_eq!(credential(&headers(&[]), true).unwrap(), None);
+    }
+
+    #[test]
+    fn behind_cloud_run_a_signature_removed_authorization_beside_the_verified_header_is_refused() {
+        for x in [OTHER_STRIPPED, STRIPPED, "Bearer h.c.signed"] {
+            let both = headers(&[(X, x), ("authorization", STRIPPED)]);
+            assert!(matches!(
+                credential(&both, true),
+                Err(AuthError::UnverifiedSignatureRemoved)
+            ));
+        }
+        let lowercase = headers(&[
+            (X, OTHER_STRIPPED),
+            ("authorization", "bearer   h.c.SIGNATURE_REMOVED_BY_GOOGLE "),
+        ]);
+        assert!(credential(&lowercase, true).is_err());
+        assert_eq!(
+            AuthError::UnverifiedSignatureRemoved.code(),
+            "unverified_signature_removed"
+        );
+    }
+
+    #[test]
+    fn a_repeated_credential_header_is_refused() {
+        let twice = headers(&[
+            ("authorization", STRIPPED),
+            ("authorization", OTHER_STRIPPED),
+        ]);
+        for trust in [false, true] {
+            assert!(matches!(
+                credential(&twice, trust),
+                Err(AuthError::RepeatedHeader("authorization"))
+            ));
+        }
+        let x_twice = headers(&[(X, STRIPPED), (X, OTHER_STRIPPED)]);
+        assert!(matches!(
+            credential(&x_twice, true),
+            Err(AuthError::RepeatedHeader(X_SERVERLESS_AUTHORIZATION))
+        ));
+        assert_eq!(credential(&x_twice, false).unwrap(), None, "not read");
+        assert_eq!(
+            AuthError::RepeatedHeader("authorization").code(),
+            "repeated_authorization"
+        );
     }
 
     fn claims(email: Option<&str>, verified: Option<bool>) -> Claims {

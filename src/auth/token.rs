@@ -15,6 +15,12 @@ pub const SIGNATURE_REMOVED_BY_GOOGLE: &str = "SIGNATURE_REMOVED_BY_GOOGLE";
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 /// Longest key id looked up; Google's are 40 hex digits.
 pub const MAX_KID_BYTES: usize = 128;
+/// Longest `exp - iat` accepted, seconds (plus the leeway). Google's ID tokens, the push token
+/// among them, are valid for one hour from `iat` (Google Cloud, "Token types", ID tokens:
+/// cloud.google.com/docs/authentication/token-types; ../shared/PUBSUB-PUSH.md, "The push
+/// token"). A token that claims to live longer was not minted by Google as a push token, and
+/// would stay usable long after a real one had expired, so it is refused, whoever signed it.
+pub const MAX_TOKEN_LIFETIME_SECONDS: u64 = 3_600;
 
 /// Why a token is refused before its signature is looked at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -40,6 +46,12 @@ pub enum TokenRejection {
     /// `nbf` or `iat` is in the future (beyond the leeway).
     #[error("token not valid yet")]
     NotYetValid,
+    /// No `iat`: every Google ID token carries one, and without it the lifetime is unknown.
+    #[error("token has no iat")]
+    NoIssuedAt,
+    /// `exp - iat` exceeds [`MAX_TOKEN_LIFETIME_SECONDS`] plus the leeway.
+    #[error("token lifetime exceeds one hour")]
+    LifetimeTooLong,
 }
 
 /// The JOSE header fields the bridge reads.
@@ -115,6 +127,14 @@ impl UnverifiedToken<'_> {
     }
 }
 
+/// Whether `token` (as sent, unparsed) ends in the part Cloud Run writes in place of a signature
+/// it verified: the same test [`UnverifiedToken::signature_removed`] makes on a parsed token.
+pub fn is_signature_removed(token: &[u8]) -> bool {
+    token
+        .strip_suffix(SIGNATURE_REMOVED_BY_GOOGLE.as_bytes())
+        .is_some_and(|signed| signed.ends_with(b"."))
+}
+
 /// Splits and decodes `token`; checks the header's `alg` and `kid`.
 pub fn parse(token: &str) -> Result<UnverifiedToken<'_>, TokenRejection> {
     if token.len() > MAX_TOKEN_BYTES {
@@ -163,7 +183,8 @@ pub struct ClaimRules<'a> {
     pub leeway_seconds: u64,
 }
 
-/// `aud`, `iss`, `exp`, `nbf` and `iat` at `now` (seconds since the epoch); overflow-safe.
+/// `aud`, `iss`, `exp`, `nbf` and `iat` at `now` (seconds since the epoch), and the lifetime
+/// `exp - iat`; overflow-safe.
 pub fn check_claims(
     claims: &Claims,
     rules: &ClaimRules<'_>,
@@ -183,6 +204,11 @@ pub fn check_claims(
         || claims.iat.is_some_and(|iat| iat > latest_start)
     {
         return Err(TokenRejection::NotYetValid);
+    }
+    let issued_at = claims.iat.ok_or(TokenRejection::NoIssuedAt)?;
+    let longest = MAX_TOKEN_LIFETIME_SECONDS.saturating_add(rules.leeway_seconds);
+    if claims.exp.saturating_sub(issued_at) > longest {
+        return Err(TokenRejection::LifetimeTooLong);
     }
     Ok(())
 }
@@ -376,9 +402,9 @@ mod tests {
             check_claims(&nbf, &rules, 1_169),
             Err(TokenRejection::NotYetValid)
         );
-        // Overflow-safe.
-        let forever = claims(serde_json::json!({"exp": u64::MAX}));
-        assert_eq!(check_claims(&forever, &rules, 1_500), Ok(()));
+        // Overflow-safe at the end of time.
+        let last_hour = claims(serde_json::json!({"exp": u64::MAX, "iat": u64::MAX - 3_600}));
+        assert_eq!(check_claims(&last_hour, &rules, u64::MAX - 10), Ok(()));
         assert_eq!(
             check_claims(&ok, &rules, u64::MAX),
             Err(TokenRejection::Expired)
@@ -392,5 +418,90 @@ mod tests {
             check_claims(&ok, &zero_leeway, 2_000),
             Err(TokenRejection::Expired)
         );
+    }
+
+    #[test]
+    fn lifetime_beyond_an_hour_and_the_leeway_is_refused() {
+        let issuers = issuers();
+        let rules = rules(&issuers);
+        let lifetime = |seconds: u64| -> Claims {
+            let mut c = google_claims();
+            c["iat"] = 1_000.into();
+            c["exp"] = (1_000 + seconds).into();
+            serde_json::from_value(c).unwrap()
+        };
+        // Google's own: exactly one hour.
+        assert_eq!(check_claims(&lifetime(3_600), &rules, 1_500), Ok(()));
+        // The leeway (30 s here) is the margin, inclusive.
+        assert_eq!(check_claims(&lifetime(3_630), &rules, 1_500), Ok(()));
+        assert_eq!(
+            check_claims(&lifetime(3_631), &rules, 1_500),
+            Err(TokenRejection::LifetimeTooLong)
+        );
+        let ten_years = lifetime(10 * 365 * 86_400);
+        assert_eq!(
+            check_claims(&ten_years, &rules, 1_500),
+            Err(TokenRejection::LifetimeTooLong)
+        );
+        let forever = claims_with_exp_and_iat(u64::MAX, Some(1_000));
+        assert_eq!(
+            check_claims(&forever, &rules, 1_500),
+            Err(TokenRejection::LifetimeTooLong)
+        );
+        let zero_leeway = ClaimRules {
+            leeway_seconds: 0,
+            ..rules.clone()
+        };
+        assert_eq!(check_claims(&lifetime(3_600), &zero_leeway, 1_500), Ok(()));
+        assert_eq!(
+            check_claims(&lifetime(3_601), &zero_leeway, 1_500),
+            Err(TokenRejection::LifetimeTooLong)
+        );
+        // exp before iat is no lifetime at all (and expired by then), never an underflow.
+        assert_eq!(
+            check_claims(&claims_with_exp_and_iat(1_000, Some(1_020)), &rules, 1_010),
+            Ok(())
+        );
+        assert_eq!(MAX_TOKEN_LIFETIME_SECONDS, 3_600);
+    }
+
+    #[test]
+    fn a_token_without_iat_is_refused() {
+        let issuers = issuers();
+        let rules = rules(&issuers);
+        assert_eq!(
+            check_claims(&claims_with_exp_and_iat(2_000, None), &rules, 1_500),
+            Err(TokenRejection::NoIssuedAt)
+        );
+        assert_eq!(
+            check_claims(&claims_with_exp_and_iat(2_000, Some(1_000)), &rules, 1_500),
+            Ok(())
+        );
+    }
+
+    fn claims_with_exp_and_iat(exp: u64, iat: Option<u64>) -> Claims {
+        let mut c = google_claims();
+        c["exp"] = exp.into();
+        match iat {
+            Some(iat) => c["iat"] = iat.into(),
+            None => {
+                c.as_object_mut().unwrap().remove("iat");
+            }
+        }
+        serde_json::from_value(c).unwrap()
+    }
+
+    #[test]
+    fn a_signature_removed_token_is_recognised_unparsed() {
+        assert!(is_signature_removed(b"h.c.SIGNATURE_REMOVED_BY_GOOGLE"));
+        assert!(is_signature_removed(b".SIGNATURE_REMOVED_BY_GOOGLE"));
+        assert!(!is_signature_removed(b"SIGNATURE_REMOVED_BY_GOOGLE"));
+        assert!(!is_signature_removed(b"h.c.xSIGNATURE_REMOVED_BY_GOOGLE"));
+        assert!(!is_signature_removed(b"h.c.SIGNATURE_REMOVED_BY_GOOGLE.x"));
+        assert!(!is_signature_removed(b"h.c.signature_removed_by_google"));
+        assert!(!is_signature_removed(b""));
+        let parsed = token(rs256(), google_claims(), SIGNATURE_REMOVED_BY_GOOGLE);
+        assert!(is_signature_removed(parsed.as_bytes()));
+        assert!(parse(&parsed).unwrap().signature_removed());
     }
 }

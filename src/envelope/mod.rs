@@ -57,6 +57,8 @@ const TRANSPORT_HEADERS: &[&str] = &[
     "upgrade",
     "user-agent",
     "via",
+    // Cloud Run's second credential header (src/auth, X_SERVERLESS_AUTHORIZATION).
+    "x-serverless-authorization",
 ];
 /// Header name prefixes added by Google's, AWS's and common proxies' front ends.
 const TRANSPORT_PREFIXES: &[&str] = &[
