@@ -1084,6 +1084,24 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_topic_load_is_told_to_each_waiter_with_no_partition_chosen() {
+        assert!(matches!(
+            LoadFailure::TimedOut.into_error("t"),
+            KafkaError::Timeout { partition: -1, after, .. } if after == TOPIC_LOAD_TIMEOUT
+        ));
+        assert_eq!(
+            LoadFailure::UnknownTopic.into_error("t").code(),
+            "unknown_topic"
+        );
+        assert_eq!(
+            LoadFailure::Interrupted.into_error("t").code(),
+            "kafka_unavailable"
+        );
+        let client = LoadFailure::Client(server_error(ProtocolError::InvalidTopicException));
+        assert_eq!(client.into_error("t").code(), "invalid_topic");
+    }
+
+    #[test]
     fn the_client_error_is_kept_as_the_source() {
         let error = via_client(server_error(ProtocolError::MessageTooLarge));
         let source = std::error::Error::source(&error).expect("a source");
