@@ -225,6 +225,23 @@ mod tests {
     }
 
     #[test]
+    fn bytes_read_after_a_head_ends_and_before_its_request_begins_count_as_what_follows_it() {
+        let head = b"POST / HTTP/1.1\r\nContent-Length: 4\r\n\r\n";
+        let mut heads = Heads::new();
+        heads.read(head);
+        heads.read(b"bo");
+        heads.read(b"dy");
+        heads.begin(Some(4));
+        assert_eq!(heads.phase, Phase::Body { remaining: 0 });
+        assert!(!heads.awaits_head());
+        let mut heads = Heads::new();
+        heads.read(head);
+        heads.read(b"bodyGET");
+        heads.begin(Some(4));
+        assert!(heads.awaits_head());
+    }
+
+    #[test]
     fn a_head_read_after_a_body_in_its_own_read_is_a_head() {
         let mut heads = Heads::new();
         heads.read(GET);
