@@ -14,7 +14,6 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::kafka_proxy::{KafkaProxy, METADATA};
 use common::*;
 
 /// How long a run may take before it is reported as never loaded.
@@ -28,7 +27,7 @@ async fn main() {
         std::env::var("BRIDGE_BIN").unwrap_or_else(|_| "target/debug/pubsub-kafka-bridge".into()),
     );
     let mut broker = Broker::builder().build();
-    let proxy = KafkaProxy::start(broker.port).await;
+    let proxy = BrokerProxy::start(broker.port).await;
     broker.advertised_port = Some(proxy.port);
     broker.start_now().await;
     println!("{partitions} partitions, bridge {binary}");
@@ -40,7 +39,7 @@ async fn main() {
 
 /// Starts the bridge for `topic` (creating it after startup when `create` says how many
 /// partitions), pushes deliveries until one is acknowledged, and prints the costs.
-async fn run(broker: &Broker, proxy: &KafkaProxy, binary: &str, topic: &str, create: Option<i32>) {
+async fn run(broker: &Broker, proxy: &BrokerProxy, binary: &str, topic: &str, create: Option<i32>) {
     let port = free_port();
     let started = Instant::now();
     let (requests, bytes) = metadata(proxy);
@@ -184,7 +183,7 @@ fn create_topic(broker: &Broker, topic: &str, partitions: i32) {
 }
 
 /// Metadata requests the proxy passed, and the bytes of their answers.
-fn metadata(proxy: &KafkaProxy) -> (usize, usize) {
+fn metadata(proxy: &BrokerProxy) -> (usize, usize) {
     let answers = proxy.answers(METADATA);
     (
         proxy.requests(METADATA).len(),

@@ -1,4 +1,4 @@
-//! Kafka's side at the protocol level: a frame-aware proxy (`common::kafka_proxy`) between the
+//! Kafka's side at the protocol level: a frame-aware proxy (`common::proxy`) between the
 //! bridge and tansu writes a quota throttle into real Produce answers, delays Metadata answers
 //! and counts the requests of each kind, and the records are read back from the broker.
 
@@ -6,13 +6,12 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::kafka_proxy::{KafkaProxy, METADATA, PRODUCE, Seen, produce_throttle};
 use common::*;
 
 /// A broker whose clients all go through a Kafka-aware proxy (it advertises the proxy's port).
-async fn proxied_broker() -> (Broker, KafkaProxy) {
+async fn proxied_broker() -> (Broker, BrokerProxy) {
     let mut broker = Broker::builder().build();
-    let proxy = KafkaProxy::start(broker.port).await;
+    let proxy = BrokerProxy::start(broker.port).await;
     broker.advertised_port = Some(proxy.port);
     broker.start_now().await;
     (broker, proxy)
@@ -37,7 +36,7 @@ async fn values(broker: &Broker, topic: &str) -> Vec<String> {
 }
 
 /// The answer the proxy passed back for `request`.
-fn answer_to(proxy: &KafkaProxy, request: &Seen) -> Seen {
+fn answer_to(proxy: &BrokerProxy, request: &Seen) -> Seen {
     proxy
         .answers(request.api_key)
         .into_iter()

@@ -1,7 +1,8 @@
 //! Real parts for the integration tests, one file per job: the tansu broker (`broker`), keys,
 //! tokens and the JWKS endpoint (`jwks`), the bridge in-process or as a process (`bridge`),
-//! the HTTP client (`client`), a proxy in front of the broker (`proxy`), push envelopes and the Java partitioner (`push`), and the
-//! scripted producer of the handler tier (`scripted`). Each test binary uses a part of them.
+//! the HTTP client (`client`), a Kafka-frame-aware proxy in front of the broker (`proxy`), push
+//! envelopes and the Java partitioner (`push`), and the scripted producer of the handler tier
+//! (`scripted`). Each test binary uses a part of them.
 #![allow(dead_code)]
 // Tests read their own environment (TANSU_BIN) and collect the bridge's answers whole.
 #![allow(clippy::disallowed_methods)]
@@ -10,7 +11,6 @@ pub mod bridge;
 pub mod broker;
 pub mod client;
 pub mod jwks;
-pub mod kafka_proxy;
 pub mod metadata;
 pub mod proxy;
 pub mod push;

@@ -1,10 +1,13 @@
-//! A TCP proxy in front of the broker that can slow it down, hold its answers back, go silent
-//! or inject answers, and counts what the bridge sent through it: Kafka's side of a fault or a
-//! batching test, at the byte level.
+//! A Kafka-frame-aware TCP proxy in front of the broker: Kafka's side of every protocol-level
+//! test. It passes whole frames, logs each request and answer (api key and version matched by
+//! correlation id) and the bytes sent, and can slow, hold back, silence or inject answers, front
+//! SASL, write a throttle time into Produce answers and delay the answers of an api key.
 //!
-//! It forwards whole Kafka frames (a 4-byte length, then that many bytes), so what it adds or
-//! leaves out is always a frame boundary the client can parse.
+//! Frames: <https://kafka.apache.org/protocol.html#protocol_common> (a request header is api key
+//! i16, api version i16, correlation id i32, ...; an answer's header starts with the correlation
+//! id).
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -13,16 +16,49 @@ use tokio::sync::{mpsc, watch};
 
 use super::*;
 
+/// Kafka api keys the tests look for.
+pub const PRODUCE: i16 = 0;
+pub const METADATA: i16 = 3;
 const SASL_HANDSHAKE: i16 = 17;
 const SASL_AUTHENTICATE: i16 = 36;
+
+/// One frame that passed the proxy.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    /// Which client connection (in accept order, from 0).
+    pub connection: usize,
+    pub api_key: i16,
+    pub api_version: i16,
+    pub correlation_id: i32,
+    /// When the proxy passed it on.
+    pub at: Instant,
+    /// The whole frame after its length (header and body), as it was passed on.
+    pub frame: Vec<u8>,
+}
 
 /// One client connection through the proxy.
 struct Connection {
     /// Both directions drop every byte (the sockets stay open): a hung broker, a paused VM,
     /// a NAT flow dropped without a reset.
     silent: Arc<AtomicBool>,
-    /// Frames written to the client between the broker's answers.
+    /// Frames (after their length) written to the client between the broker's answers.
     inject: mpsc::UnboundedSender<Vec<u8>>,
+}
+
+#[derive(Default)]
+struct Rules {
+    /// Throttle times written into the next Produce answers, one per answer.
+    produce_throttles_ms: VecDeque<i32>,
+    /// Answers of this api key are held this long before they are passed on.
+    answer_delays: HashMap<i16, Duration>,
+}
+
+#[derive(Default)]
+struct Log {
+    requests: Vec<Seen>,
+    answers: Vec<Seen>,
+    /// What the proxy could not make sense of (checked by [`BrokerProxy::faults`]).
+    faults: Vec<String>,
 }
 
 #[derive(Default)]
@@ -35,9 +71,53 @@ struct ProxyState {
     /// SaslHandshake and SaslAuthenticate are answered by the proxy (success, this mechanism),
     /// everything else goes to the broker: a SASL front for a broker without that mechanism.
     sasl_front: Mutex<Option<String>>,
+    rules: Mutex<Rules>,
+    log: Mutex<Log>,
 }
 
-/// A proxy on `port` in front of the broker on `upstream`, for a broker's `advertised_port`.
+impl ProxyState {
+    fn fault(&self, fault: String) {
+        self.log.lock().unwrap().faults.push(fault);
+    }
+}
+
+/// What both directions of one connection share.
+struct Link {
+    connection: usize,
+    state: Arc<ProxyState>,
+    /// Every frame, both ways, is held this many milliseconds.
+    delay_ms: Arc<AtomicU64>,
+    silent: Arc<AtomicBool>,
+    /// Api key and version of each request passed to the broker, by correlation id, until its
+    /// answer.
+    pending: Mutex<HashMap<i32, (i16, i16)>>,
+}
+
+impl Link {
+    fn silent(&self) -> bool {
+        self.silent.load(Ordering::SeqCst)
+    }
+
+    async fn delay(&self) {
+        let delay = self.delay_ms.load(Ordering::Relaxed);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+    }
+
+    fn seen(&self, api_key: i16, api_version: i16, correlation_id: i32, frame: &[u8]) -> Seen {
+        Seen {
+            connection: self.connection,
+            api_key,
+            api_version,
+            correlation_id,
+            at: Instant::now(),
+            frame: frame.to_vec(),
+        }
+    }
+}
+
+/// A proxy on `port` in front of the broker on `upstream` (advertise `port` to the clients).
 pub struct BrokerProxy {
     pub port: u16,
     /// Every frame, both ways, is held this many milliseconds (a slow broker).
@@ -66,13 +146,18 @@ impl BrokerProxy {
         let state = Arc::clone(&proxy.state);
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                state.accepted.lock().unwrap().push(Instant::now());
+                let connection = {
+                    let mut accepted = state.accepted.lock().unwrap();
+                    accepted.push(Instant::now());
+                    accepted.len() - 1
+                };
                 let silent = Arc::new(AtomicBool::new(state.silence_new.load(Ordering::SeqCst)));
                 let (inject, injected) = mpsc::unbounded_channel();
                 state.connections.lock().unwrap().push(Connection {
                     silent: Arc::clone(&silent),
                     inject: inject.clone(),
                 });
+                let _ = client.set_nodelay(true);
                 let (cr, cw) = client.into_split();
                 if silent.load(Ordering::SeqCst) {
                     // Never reaches the broker: read and drop, answer nothing.
@@ -83,25 +168,25 @@ impl BrokerProxy {
                 else {
                     continue;
                 };
+                let _ = server.set_nodelay(true);
                 let (sr, sw) = server.into_split();
                 let sasl_front = state.sasl_front.lock().unwrap().clone();
+                let link = Arc::new(Link {
+                    connection,
+                    state: Arc::clone(&state),
+                    delay_ms: Arc::clone(&delay_ms),
+                    silent,
+                    pending: Mutex::default(),
+                });
                 tokio::spawn(requests(
+                    Arc::clone(&link),
                     cr,
                     sw,
-                    Arc::clone(&delay_ms),
-                    Arc::clone(&silent),
                     Arc::clone(&sent_bytes),
                     sasl_front,
                     inject,
                 ));
-                tokio::spawn(answers(
-                    sr,
-                    cw,
-                    Arc::clone(&delay_ms),
-                    silent,
-                    answers_flow.subscribe(),
-                    injected,
-                ));
+                tokio::spawn(answers(link, sr, cw, answers_flow.subscribe(), injected));
             }
         });
         proxy
@@ -143,7 +228,7 @@ impl BrokerProxy {
     pub fn inject(&self, frame: &[u8]) -> usize {
         let mut sent = 0;
         for c in self.state.connections.lock().unwrap().iter() {
-            if !c.silent.load(Ordering::SeqCst) && c.inject.send(frame.to_vec()).is_ok() {
+            if !c.silent.load(Ordering::SeqCst) && c.inject.send(frame[4..].to_vec()).is_ok() {
                 sent += 1;
             }
         }
@@ -155,6 +240,48 @@ impl BrokerProxy {
     pub fn front_sasl(&self, mechanism: &str) {
         *self.state.sasl_front.lock().unwrap() = Some(mechanism.to_owned());
     }
+
+    /// The next Produce answer from the broker carries `throttle_ms` as its throttle time.
+    pub fn throttle_next_produce(&self, throttle_ms: i32) {
+        self.state
+            .rules
+            .lock()
+            .unwrap()
+            .produce_throttles_ms
+            .push_back(throttle_ms);
+    }
+
+    /// Holds every answer of `api_key` back for `delay` (zero: no longer).
+    pub fn delay_answers(&self, api_key: i16, delay: Duration) {
+        self.state
+            .rules
+            .lock()
+            .unwrap()
+            .answer_delays
+            .insert(api_key, delay);
+    }
+
+    /// Every request of `api_key` passed to the broker so far, in order.
+    pub fn requests(&self, api_key: i16) -> Vec<Seen> {
+        of_api_key(&self.state.log.lock().unwrap().requests, api_key)
+    }
+
+    /// Every answer to a request of `api_key` passed to the client so far, in order.
+    pub fn answers(&self, api_key: i16) -> Vec<Seen> {
+        of_api_key(&self.state.log.lock().unwrap().answers, api_key)
+    }
+
+    /// What the proxy could not parse or rewrite; a test expects none.
+    pub fn faults(&self) -> Vec<String> {
+        self.state.log.lock().unwrap().faults.clone()
+    }
+}
+
+fn of_api_key(seen: &[Seen], api_key: i16) -> Vec<Seen> {
+    seen.iter()
+        .filter(|s| s.api_key == api_key)
+        .cloned()
+        .collect()
 }
 
 /// An answer frame with `correlation_id` and `body`, its length in front.
@@ -166,15 +293,22 @@ pub fn answer_frame(correlation_id: i32, body: &[u8]) -> Vec<u8> {
     frame
 }
 
-/// Reads one frame (its length included), or `None` at the end of the stream.
+/// Reads one frame and returns what follows its length; `None` at the end of the stream.
 async fn read_frame(from: &mut OwnedReadHalf) -> Option<Vec<u8>> {
     let mut len = [0u8; 4];
     from.read_exact(&mut len).await.ok()?;
-    let size = usize::try_from(i32::from_be_bytes(len)).ok()?;
-    let mut frame = vec![0u8; 4 + size];
-    frame[..4].copy_from_slice(&len);
-    from.read_exact(&mut frame[4..]).await.ok()?;
+    let len = usize::try_from(i32::from_be_bytes(len)).ok()?;
+    let mut frame = vec![0u8; len];
+    from.read_exact(&mut frame).await.ok()?;
     Some(frame)
+}
+
+/// Writes `frame` (what follows the length) with its length in front.
+async fn write_frame(to: &mut OwnedWriteHalf, frame: &[u8]) -> bool {
+    let mut out = Vec::with_capacity(frame.len() + 4);
+    out.extend_from_slice(&(frame.len() as i32).to_be_bytes());
+    out.extend_from_slice(frame);
+    to.write_all(&out).await.is_ok()
 }
 
 async fn swallow(mut from: OwnedReadHalf, _to: OwnedWriteHalf) {
@@ -184,45 +318,56 @@ async fn swallow(mut from: OwnedReadHalf, _to: OwnedWriteHalf) {
 
 /// Client to broker, frame by frame.
 async fn requests(
+    link: Arc<Link>,
     mut from: OwnedReadHalf,
     mut to: OwnedWriteHalf,
-    delay_ms: Arc<AtomicU64>,
-    silent: Arc<AtomicBool>,
     counted: Arc<AtomicU64>,
     sasl_front: Option<String>,
     inject: mpsc::UnboundedSender<Vec<u8>>,
 ) {
     while let Some(frame) = read_frame(&mut from).await {
-        counted.fetch_add(frame.len() as u64, Ordering::SeqCst);
-        if silent.load(Ordering::SeqCst) {
+        counted.fetch_add(4 + frame.len() as u64, Ordering::SeqCst);
+        if link.silent() {
             continue;
         }
+        if frame.len() < 8 {
+            link.state.fault(format!(
+                "a request of {} bytes, shorter than its header",
+                frame.len()
+            ));
+            return;
+        }
+        let api_key = i16::from_be_bytes([frame[0], frame[1]]);
+        let api_version = i16::from_be_bytes([frame[2], frame[3]]);
+        let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
         if let Some(mechanism) = &sasl_front
-            && let Some(answer) = sasl_answer(&frame, mechanism)
+            && let Some(answer) = sasl_answer(api_key, api_version, correlation_id, mechanism)
         {
             let _ = inject.send(answer);
             continue;
         }
-        let delay = delay_ms.load(Ordering::Relaxed);
-        if delay > 0 {
-            tokio::time::sleep(Duration::from_millis(delay)).await;
-        }
-        if to.write_all(&frame).await.is_err() {
+        link.delay().await;
+        link.pending
+            .lock()
+            .unwrap()
+            .insert(correlation_id, (api_key, api_version));
+        let seen = link.seen(api_key, api_version, correlation_id, &frame);
+        link.state.log.lock().unwrap().requests.push(seen);
+        if !write_frame(&mut to, &frame).await {
             return;
         }
     }
     // The client's end: the socket stays open while the connection is silent.
-    if !silent.load(Ordering::SeqCst) {
+    if !link.silent() {
         let _ = to.shutdown().await;
     }
 }
 
 /// Broker to client, frame by frame, with injected frames in between.
 async fn answers(
+    link: Arc<Link>,
     mut from: OwnedReadHalf,
     mut to: OwnedWriteHalf,
-    delay_ms: Arc<AtomicU64>,
-    silent: Arc<AtomicBool>,
     // Answers wait while this says `false` (the broker's answers held back).
     mut flowing: watch::Receiver<bool>,
     mut injected: mpsc::UnboundedReceiver<Vec<u8>>,
@@ -236,67 +381,137 @@ async fn answers(
         }
     });
     loop {
-        let (frame, from_broker) = tokio::select! {
+        let (mut frame, from_broker) = tokio::select! {
             frame = frames.recv() => match frame {
                 Some(frame) => (frame, true),
                 None => break,
             },
             Some(frame) = injected.recv() => (frame, false),
         };
-        if silent.load(Ordering::SeqCst) {
+        if link.silent() {
             continue;
         }
         if from_broker {
-            let delay = delay_ms.load(Ordering::Relaxed);
-            if delay > 0 {
-                tokio::time::sleep(Duration::from_millis(delay)).await;
-            }
+            link.delay().await;
             if flowing.wait_for(|flowing| *flowing).await.is_err() {
                 return;
             }
+            if !pass_answer(&link, &mut frame).await {
+                return;
+            }
         }
-        if to.write_all(&frame).await.is_err() {
+        if !write_frame(&mut to, &frame).await {
             return;
         }
     }
     // The broker closed: so does the client's side, unless the connection is silent.
-    if silent.load(Ordering::SeqCst) {
+    if link.silent() {
         std::future::pending::<()>().await;
     }
 }
 
-/// The proxy's own answer to a SaslHandshake or SaslAuthenticate request `frame`: success with
-/// `mechanism`. `None` for any other request. Written from the Kafka protocol guide.
-fn sasl_answer(frame: &[u8], mechanism: &str) -> Option<Vec<u8>> {
-    let api_key = i16::from_be_bytes(frame.get(4..6)?.try_into().ok()?);
-    let version = i16::from_be_bytes(frame.get(6..8)?.try_into().ok()?);
-    let correlation_id = i32::from_be_bytes(frame.get(8..12)?.try_into().ok()?);
-    let mut body = Vec::new();
+/// Applies the rules to one of the broker's answers (a throttle time, a delay) and logs it;
+/// `false` if it answers no request.
+async fn pass_answer(link: &Link, frame: &mut [u8]) -> bool {
+    if frame.len() < 4 {
+        link.state.fault(format!(
+            "an answer of {} bytes, shorter than its header",
+            frame.len()
+        ));
+        return false;
+    }
+    let correlation_id = i32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]);
+    let request = link.pending.lock().unwrap().remove(&correlation_id);
+    let Some((api_key, api_version)) = request else {
+        link.state.fault(format!(
+            "an answer to no request (correlation id {correlation_id})"
+        ));
+        return false;
+    };
+    let (throttle_ms, delay) = {
+        let mut rules = link.state.rules.lock().unwrap();
+        let throttle = if api_key == PRODUCE {
+            rules.produce_throttles_ms.pop_front()
+        } else {
+            None
+        };
+        (throttle, rules.answer_delays.get(&api_key).copied())
+    };
+    if let Some(throttle_ms) = throttle_ms
+        && let Err(fault) = set_produce_throttle(frame, api_version, throttle_ms)
+    {
+        link.state.fault(fault);
+    }
+    if let Some(delay) = delay.filter(|d| !d.is_zero()) {
+        tokio::time::sleep(delay).await;
+    }
+    let seen = link.seen(api_key, api_version, correlation_id, frame);
+    link.state.log.lock().unwrap().answers.push(seen);
+    true
+}
+
+/// The proxy's own answer (after its length) to a SaslHandshake or SaslAuthenticate request:
+/// success with `mechanism`. `None` for any other request. Written from the Kafka protocol guide.
+fn sasl_answer(
+    api_key: i16,
+    version: i16,
+    correlation_id: i32,
+    mechanism: &str,
+) -> Option<Vec<u8>> {
+    let mut answer = correlation_id.to_be_bytes().to_vec();
     match (api_key, version) {
         (SASL_HANDSHAKE, 0..=1) => {
-            body.extend(0i16.to_be_bytes());
-            body.extend(1i32.to_be_bytes());
-            body.extend((mechanism.len() as i16).to_be_bytes());
-            body.extend(mechanism.as_bytes());
+            answer.extend(0i16.to_be_bytes());
+            answer.extend(1i32.to_be_bytes());
+            answer.extend((mechanism.len() as i16).to_be_bytes());
+            answer.extend(mechanism.as_bytes());
         }
         (SASL_AUTHENTICATE, 0..=1) => {
-            body.extend(0i16.to_be_bytes()); // error_code
-            body.extend((-1i16).to_be_bytes()); // error_message: null
-            body.extend(0i32.to_be_bytes()); // auth_bytes: empty
+            answer.extend(0i16.to_be_bytes()); // error_code
+            answer.extend((-1i16).to_be_bytes()); // error_message: null
+            answer.extend(0i32.to_be_bytes()); // auth_bytes: empty
             if version >= 1 {
-                body.extend(0i64.to_be_bytes()); // session_lifetime_ms
+                answer.extend(0i64.to_be_bytes()); // session_lifetime_ms
             }
         }
         (SASL_AUTHENTICATE, 2) => {
             // Flexible: response header v1 (tagged fields), compact strings and bytes.
-            body.push(0); // header tagged fields
-            body.extend(0i16.to_be_bytes());
-            body.push(0); // error_message: null
-            body.push(1); // auth_bytes: empty
-            body.extend(0i64.to_be_bytes());
-            body.push(0); // tagged fields
+            answer.push(0); // header tagged fields
+            answer.extend(0i16.to_be_bytes());
+            answer.push(0); // error_message: null
+            answer.push(1); // auth_bytes: empty
+            answer.extend(0i64.to_be_bytes());
+            answer.push(0); // tagged fields
         }
         _ => return None,
     }
-    Some(answer_frame(correlation_id, &body))
+    Some(answer)
+}
+
+/// Writes `throttle_ms` into a Produce answer (header v0: the correlation id, then the body).
+///
+/// In Produce answers v1 to v8 `ThrottleTimeMs` is the body's last field (Kafka's
+/// clients/src/main/resources/common/message/ProduceResponse.json: "versions": "1+", after
+/// `Responses`). From v9 the answers are flexible: tagged fields follow it (and the header has
+/// its own), so its place depends on what precedes it; the clients under test do not send v9.
+pub fn set_produce_throttle(
+    frame: &mut [u8],
+    api_version: i16,
+    throttle_ms: i32,
+) -> Result<(), String> {
+    if !(1..=8).contains(&api_version) || frame.len() < 8 {
+        return Err(format!(
+            "Produce v{api_version} answer of {} bytes: only v1-v8 answers end with their throttle time",
+            frame.len()
+        ));
+    }
+    let at = frame.len() - 4;
+    frame[at..].copy_from_slice(&throttle_ms.to_be_bytes());
+    Ok(())
+}
+
+/// The throttle time of a Produce answer (v1 to v8), as the client receives it.
+pub fn produce_throttle(frame: &[u8]) -> i32 {
+    let at = frame.len() - 4;
+    i32::from_be_bytes(frame[at..].try_into().unwrap())
 }
