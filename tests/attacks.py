@@ -409,10 +409,14 @@ def forged_tokens(bridge):
           f"well-formed for this audience (RSA) {right_aud:.0f} µs of bridge CPU per request "
           f"(the signature check: about {right_aud - wrong_aud:.0f} µs)")
     check(wrong_aud < right_aud and expired < right_aud, "claims are checked before the signature")
-    # aws-lc's RSA (jsonwebtoken's aws_lc_rs backend): about 30 µs in all at most. The bound allows a fifth
-    # more for a machine shared with other work (measured 31-33 µs there, the signature 13-18 of it);
-    # the pure-Rust backend it replaced cost 140-167 µs in all, the signature 124-127.
-    check(right_aud <= 36, f"a forged well-formed token costs {right_aud:.0f} µs of CPU (about 30 at most)")
+    # What a forged token adds over one refused on its claims is the signature check: aws-lc's RSA
+    # (jsonwebtoken's aws_lc_rs backend) costs 13-27 µs of it here, the pure-Rust backend it replaced
+    # 124-127 µs. The request around it (parsing, the log line, the 401) is held to the same run's
+    # wrong-audience figure rather than to a fixed number: on a shared machine that baseline moved
+    # from 16 to 56 µs between runs while the difference stayed below 30.
+    signature = right_aud - wrong_aud
+    check(signature <= 30, f"a forged well-formed token costs {signature:.0f} µs of CPU over one refused on its claims "
+                           f"({right_aud:.0f} µs in all; about 30 at most)")
 
 
 def long_lived_tokens(bridge):
