@@ -413,10 +413,11 @@ def forged_tokens(bridge):
     # (jsonwebtoken's aws_lc_rs backend) costs 13-27 µs of it here, the pure-Rust backend it replaced
     # 124-127 µs. The request around it (parsing, the log line, the 401) is held to the same run's
     # wrong-audience figure rather than to a fixed number: on a shared machine that baseline moved
-    # from 16 to 56 µs between runs while the difference stayed below 30.
+    # from 16 to 56 µs between runs while the difference stayed at 13-31. The check allows half as
+    # much again as the 30 µs aimed at, for that noise; the old backend is four times over it.
     signature = right_aud - wrong_aud
-    check(signature <= 30, f"a forged well-formed token costs {signature:.0f} µs of CPU over one refused on its claims "
-                           f"({right_aud:.0f} µs in all; about 30 at most)")
+    check(signature <= 45, f"a forged well-formed token costs {signature:.0f} µs of CPU over one refused on its claims "
+                           f"({right_aud:.0f} µs in all; about 30 aimed at, 45 at most)")
 
 
 def long_lived_tokens(bridge):
