@@ -691,14 +691,8 @@ impl KafkaProducer {
         client: &Arc<Client>,
         topic: &str,
     ) -> Result<Arc<TopicProducers>, KafkaError> {
-        if let Some(t) = self
-            .inner
-            .topics
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(topic)
-        {
-            return Ok(Arc::clone(t));
+        if let Some(loaded) = self.loaded(topic) {
+            return Ok(loaded);
         }
         // Boxed: only the first deliveries to a topic wait here, and the state of the wait
         // would otherwise be part of every delivery's produce future, moved onto the heap per
@@ -720,14 +714,7 @@ impl KafkaProducer {
             let mut loads = self.inner.loads.lock().unwrap_or_else(|e| e.into_inner());
             // A load publishes its topic and leaves `loads` under this lock, so a topic that is
             // neither loaded nor loading here has no load to wait for.
-            let loaded = self
-                .inner
-                .topics
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(topic)
-                .cloned();
-            match (loads.get(topic), loaded) {
+            match (loads.get(topic), self.loaded(topic)) {
                 (Some(load), _) => load.clone(),
                 (None, Some(loaded)) if !grow => return Ok(loaded),
                 (None, _) => {
@@ -780,14 +767,7 @@ impl KafkaProducer {
         if clients.is_empty() {
             return Err(LoadFailure::UnknownTopic);
         }
-        let existing = self
-            .inner
-            .topics
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(topic)
-            .cloned();
-        let mut partitions: Vec<Arc<PartitionProducer>> = match existing {
+        let mut partitions: Vec<Arc<PartitionProducer>> = match self.loaded(topic) {
             Some(existing) if existing.partitions.len() >= clients.len() => return Ok(existing),
             Some(existing) => existing.partitions.clone(),
             None => Vec::with_capacity(clients.len()),
@@ -973,14 +953,19 @@ impl KafkaProducer {
         &self.inner.stats
     }
 
-    /// The open partition count of `topic`, if loaded.
-    pub fn partition_count(&self, topic: &str) -> Option<usize> {
+    /// The producers of `topic`, if loaded.
+    fn loaded(&self, topic: &str) -> Option<Arc<TopicProducers>> {
         self.inner
             .topics
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(topic)
-            .map(|t| t.partitions.len())
+            .cloned()
+    }
+
+    /// The open partition count of `topic`, if loaded.
+    pub fn partition_count(&self, topic: &str) -> Option<usize> {
+        self.loaded(topic).map(|t| t.partitions.len())
     }
 }
 
