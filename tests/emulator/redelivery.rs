@@ -31,7 +31,9 @@ fn pushes_per_message(relay: &Relay, ids: &[String]) -> (usize, usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_outage_loses_nothing_the_emulator_redelivers_every_503() {
-    let (emulator, mut broker) = tokio::join!(Emulator::shared(), Broker::start_sqlite());
+    // An emulator of its own: pushes held seconds by the outage would slow the shared one's
+    // pushes to other tests.
+    let (emulator, mut broker) = tokio::join!(Emulator::start(), Broker::start_sqlite());
     broker.create_topic("outage", 3).await;
     let jwks = JwksServer::start(&[key(1)]).await;
     let bridge = Bridge::start(&bridge_env(&broker, "outage", Some(&jwks))).await;
@@ -114,7 +116,9 @@ async fn a_broker_outage_loses_nothing_the_emulator_redelivers_every_503() {
 async fn a_bridge_slower_than_the_ack_deadline_gets_duplicates_and_loses_nothing() {
     const ACK_DEADLINE: Duration = Duration::from_secs(10);
     const KAFKA_DELAY: Duration = Duration::from_secs(15);
-    let emulator = Emulator::shared().await;
+    // An emulator of its own: pushes held past the deadline would slow the shared one's pushes
+    // to other tests.
+    let emulator = Emulator::start().await;
     let mut broker = Broker::builder().build();
     let proxy = BrokerProxy::start(broker.port).await;
     broker.advertised_port = Some(proxy.port);
