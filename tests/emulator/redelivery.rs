@@ -29,6 +29,8 @@ fn pushes_per_message(relay: &Relay, ids: &[String]) -> (usize, usize) {
     (*per.iter().min().unwrap(), *per.iter().max().unwrap())
 }
 
+/// The broker killed while messages are published: the bridge answers 503, the emulator pushes
+/// again, and once the broker is back every message is in Kafka.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_outage_loses_nothing_the_emulator_redelivers_every_503() {
     // An emulator of its own: pushes held seconds by the outage would slow the shared one's

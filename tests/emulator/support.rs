@@ -263,10 +263,7 @@ impl Relay {
     /// A relay to the bridge at `bridge` (`http://host:port`), with a token for the push
     /// service account signed by the tests' key 1.
     pub async fn start(bridge: &str) -> Self {
-        Self::start_with_token(bridge, mint(&key(1), &google_claims())).await
-    }
-
-    pub async fn start_with_token(bridge: &str, token: String) -> Self {
+        let token = mint(&key(1), &google_claims());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let relayed = Arc::new(Mutex::new(Vec::new()));
@@ -337,7 +334,7 @@ impl Relay {
         counts
     }
 
-    /// Waits until the relay has passed on a push for which `done` holds over all pushes so far.
+    /// Waits until `done` holds for the pushes relayed so far.
     pub async fn wait_until(&self, what: &str, done: impl Fn(&[Relayed]) -> bool) {
         let started = Instant::now();
         loop {
@@ -384,7 +381,7 @@ async fn relay(
     let (message_id, escaped_slashes) = match unwrapped_id {
         Some(id) => (Some(id), false),
         None if content_type.as_deref() == Some("application/json") => {
-            let escaped = memchr_find(&body, br#""subscription":"projects\/"#);
+            let escaped = contains(&body, br#""subscription":"projects\/"#);
             let id = serde_json::from_slice::<Value>(&body)
                 .ok()
                 .and_then(|v| v["message"]["messageId"].as_str().map(str::to_owned));
@@ -444,7 +441,7 @@ async fn relay(
     answer
 }
 
-fn memchr_find(haystack: &[u8], needle: &[u8]) -> bool {
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
