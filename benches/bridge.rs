@@ -9,9 +9,6 @@
     reason = "the bench reads its own settings and whole answers"
 )]
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -21,7 +18,6 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use bytes::Bytes;
-use common::*;
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -29,6 +25,7 @@ use rskafka::client::partition::{Compression, UnknownTopicHandling};
 use rskafka::client::producer::BatchProducerBuilder;
 use rskafka::client::producer::aggregator::RecordAggregator;
 use rskafka::record::Record;
+use test_support::*;
 
 const CONCURRENCY: usize = 64;
 const TOPIC: &str = "bench";

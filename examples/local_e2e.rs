@@ -2,13 +2,10 @@
 //!
 //! Run through `infra/local-e2e.sh`, which installs tansu and builds the bridge first.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use test_support::*;
 
 #[tokio::main]
 async fn main() {

@@ -11,8 +11,6 @@
 // The relay collects the bodies of its own test's messages whole.
 #![allow(clippy::disallowed_methods)]
 
-mod common;
-
 use std::convert::Infallible;
 use std::os::unix::process::CommandExt as _;
 use std::process::{Child, Command, Stdio};
@@ -20,12 +18,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::*;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
+use test_support::*;
 
 const PROJECT: &str = "emulated-project";
 const TOPIC: &str = "wide-messages";
