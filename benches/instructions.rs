@@ -11,18 +11,15 @@
     reason = "the bench reads its own settings"
 )]
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::*;
 use pubsub_kafka_bridge::kafka::{Ack, KafkaError, Produce};
 use pubsub_kafka_bridge::limits::InflightPermit;
 use pubsub_kafka_bridge::record::KafkaRecord;
 use pubsub_kafka_bridge::{App, Config, Service};
+use test_support::*;
 
 /// Acknowledges every record at once and drops it: only the bridge's own work is counted.
 #[derive(Debug, Clone, Copy)]

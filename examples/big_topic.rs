@@ -8,13 +8,10 @@
 //! `cargo build --bin pubsub-kafka-bridge && cargo run --example big_topic -- [PARTITIONS]`
 //! (`BRIDGE_BIN` picks another binary; default `target/debug/pubsub-kafka-bridge`).
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use test_support::*;
 
 /// How long a run may take before it is reported as never loaded.
 const GIVE_UP: Duration = Duration::from_secs(120);

@@ -4,19 +4,14 @@
 //!
 //! Run through `infra/local-e2e.sh`, which installs tansu and builds the bridge first.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-#[path = "../tests/emulator/support.rs"]
-mod support;
-
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use serde_json::{Value, json};
 
-use common::*;
-use support::*;
+use test_support::emulator::*;
+use test_support::*;
 
 const KAFKA_TOPIC: &str = "pubsub-demo";
 const KAFKA_DLQ_TOPIC: &str = "pubsub-demo-dlq";

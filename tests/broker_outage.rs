@@ -1,10 +1,8 @@
 //! The broker goes away and comes back: 503 within the produce timeout, then 204 again without a restart.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use test_support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_down_answers_503_within_the_timeout_and_recovers_by_itself() {

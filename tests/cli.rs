@@ -2,16 +2,14 @@
 //! error at once, README's tables against the real settings, and `check` against tansu, a
 //! local JWKS endpoint and a local schema registry, passing and failing.
 
-mod common;
-
 use std::collections::{BTreeSet, HashMap};
 use std::process::{Command, Output};
 
 use bytes::Bytes;
-use common::*;
 use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use test_support::*;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_pubsub-kafka-bridge");
 

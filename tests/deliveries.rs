@@ -1,13 +1,11 @@
 //! End to end: signed push deliveries over HTTP → the bridge → tansu, read back by a consumer.
 
-mod common;
-
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
 use futures_util::StreamExt;
+use test_support::*;
 
 /// Deterministic pseudo-random numbers (no seed drift between runs).
 struct Lcg(u64);

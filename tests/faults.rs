@@ -1,15 +1,13 @@
 //! Fault suite: the broker killed with SIGKILL under load, a slow or unreachable broker, a slow
 //! JWKS endpoint. Every test is bounded in time and talks only to loopback.
 
-mod common;
-
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
 use serde_json::json;
+use test_support::*;
 
 /// Keeps `concurrency` pushers going until `stop`; like Pub/Sub, a delivery that is not answered
 /// 2xx is sent again. Returns the ids answered 2xx.

@@ -5,8 +5,6 @@
     reason = "tests read their own settings and whole answers"
 )]
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -16,12 +14,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use base64::Engine as _;
 use bytes::Bytes;
-use common::*;
 use futures_util::StreamExt;
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
+use test_support::*;
 
 /// The Python with the decoders: `PKB_PYTHON`, else the venv `infra/test.sh` makes.
 fn python() -> String {

@@ -2,17 +2,15 @@
 //! with real RSA-signed tokens from a local JWKS endpoint, but Kafka replaced by a scripted
 //! producer behind the `Produce` seam, so each Kafka answer is exactly what the test needs.
 
-mod common;
-
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::scripted::{ScriptedProducer, Step};
-use common::*;
 use pubsub_kafka_bridge::{App, Config, Service};
 use serde_json::Value;
+use test_support::scripted::{ScriptedProducer, Step};
+use test_support::*;
 
 struct Harness {
     service: Arc<Service<ScriptedProducer>>,

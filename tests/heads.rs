@@ -5,15 +5,13 @@
 //! 431 the same way however it is cut; and every refusal, the HTTP parser's own included, is
 //! counted in /metrics and logged with its code.
 
-mod common;
-
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::*;
 use pubsub_kafka_bridge::limits::{MAX_HEAD_BYTES, MAX_HEAD_FIELDS};
 use pubsub_kafka_bridge::server::TRANSPORT_HEAD_BYTES;
+use test_support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

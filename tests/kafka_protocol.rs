@@ -1,12 +1,10 @@
-//! Kafka's side at the protocol level: a frame-aware proxy (`common::proxy`) between the
+//! Kafka's side at the protocol level: a frame-aware proxy (`test_support::proxy`) between the
 //! bridge and tansu writes a quota throttle into real Produce answers, delays Metadata answers
 //! and counts the requests of each kind, and the records are read back from the broker.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use test_support::*;
 
 /// A broker whose clients all go through a Kafka-aware proxy (it advertises the proxy's port).
 async fn proxied_broker() -> (Broker, BrokerProxy) {

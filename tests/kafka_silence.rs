@@ -2,16 +2,14 @@
 //! protocol level: a frame-aware proxy in front of a real tansu broker black-holes connections
 //! (bytes dropped both ways, sockets left open), injects answers, or fronts SASL.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use common::metadata::MetadataServer;
-use common::*;
+use test_support::metadata::MetadataServer;
+use test_support::*;
 
 const TOPIC: &str = "silence";
 

@@ -1,8 +1,6 @@
 //! The Lambda entry point, run as a real process against a local Lambda Runtime API and a real
 //! broker, fed Function URL and API Gateway v2 events as AWS sends them.
 
-mod common;
-
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::process::{Command, Stdio};
@@ -11,11 +9,11 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use bytes::Bytes;
-use common::*;
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
+use test_support::*;
 
 /// A minimal Lambda Runtime API: hands out queued events, records the answers.
 #[derive(Clone, Default)]

@@ -2,12 +2,10 @@
 //! deadlines on silent connections and stalled bodies, wire cost of chunk framing, and the
 //! in-flight budget. (tests/attacks.py repeats them at scale against the release binary.)
 
-mod common;
-
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::*;
+use test_support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -1,10 +1,8 @@
 //! Hostile and malformed requests: each gets the right 4xx, nothing reaches Kafka, the server keeps serving.
 
-mod common;
-
 use bytes::Bytes;
-use common::*;
 use http_body_util::Full;
+use test_support::*;
 
 fn msg(fields: &str) -> String {
     format!(r#"{{"message":{{{fields}}},"subscription":"projects/p/subscriptions/s"}}"#)

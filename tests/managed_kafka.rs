@@ -2,19 +2,17 @@
 //! the Kafka protocol level (a SASL responder records the SaslAuthenticate bytes), with the
 //! access token and email served by a local metadata server.
 
-mod common;
-
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
-use common::metadata::{MetadataServer, SERVICE_ACCOUNT_EMAIL};
-use common::sasl_responder::SaslResponder;
-use common::*;
 use pubsub_kafka_bridge::kafka::oauth::GoogleTokenProvider;
 use serde_json::{Value, json};
+use test_support::metadata::{MetadataServer, SERVICE_ACCOUNT_EMAIL};
+use test_support::sasl_responder::SaslResponder;
+use test_support::*;
 
 /// The three parts of a GMK token: header, claims (JSON) and the access token (text).
 fn gmk_parts(token: &str) -> (Value, Value, String) {

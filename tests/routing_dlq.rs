@@ -1,12 +1,10 @@
 //! Unwrapped pushes, routing by subscription, event time, header control and dead letters.
 
-mod common;
-
 use std::collections::HashMap;
 
 use bytes::Bytes;
-use common::*;
 use http_body_util::Full;
+use test_support::*;
 
 fn unwrapped_request(
     url: &str,

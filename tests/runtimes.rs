@@ -7,16 +7,14 @@
     reason = "the test collects the answers it compares"
 )]
 
-mod common;
-
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use common::scripted::{ScriptedProducer, Step};
-use common::*;
 use http_body_util::Full;
 use pubsub_kafka_bridge::{App, Config, Service};
+use test_support::scripted::{ScriptedProducer, Step};
+use test_support::*;
 
 struct Case {
     name: &'static str,

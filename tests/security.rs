@@ -4,8 +4,6 @@
 //! mutually exclusive), so TLS is terminated by a rustls proxy in front of the real broker, with
 //! certificates from a CA each test creates; the broker advertises the proxy's address.
 
-mod common;
-
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,12 +12,12 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use bytes::Bytes;
-use common::metadata::MetadataServer;
-use common::tls::{TestCa, tls_proxy};
-use common::*;
 use rskafka::client::{Credentials, SaslConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use test_support::metadata::MetadataServer;
+use test_support::tls::{TestCa, tls_proxy};
+use test_support::*;
 
 fn tmp(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("pkb-{name}-{}-{}", std::process::id(), free_port()))

@@ -1,12 +1,10 @@
 //! SIGTERM with deliveries in flight: every 204 is in Kafka and the process exits cleanly in time.
 
-mod common;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
 use futures_util::StreamExt;
+use test_support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_with_200_in_flight_loses_nothing_and_exits_within_10s() {

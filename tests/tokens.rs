@@ -1,14 +1,12 @@
 //! Push-token verification against a real JWKS endpoint with real RSA keys.
 
-mod common;
-
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use base64::Engine as _;
-use common::*;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
+use test_support::*;
 
 struct Setup {
     broker: Broker,
@@ -366,7 +364,7 @@ async fn keys_come_over_https_from_an_endpoint_signed_by_a_private_ca() {
         std::process::id(),
         free_port()
     ));
-    let ca = common::tls::TestCa::new(&dir, "jwks-ca");
+    let ca = test_support::tls::TestCa::new(&dir, "jwks-ca");
     let jwks = JwksServer::start(&[key(1)]).await;
     let jwks_port: u16 = jwks
         .url
@@ -379,7 +377,7 @@ async fn keys_come_over_https_from_an_endpoint_signed_by_a_private_ca() {
         .parse()
         .unwrap();
     let tls_port = free_port();
-    common::tls::tls_proxy(tls_port, jwks_port, ca.issue("jwks", &["localhost"]), None).await;
+    test_support::tls::tls_proxy(tls_port, jwks_port, ca.issue("jwks", &["localhost"]), None).await;
     let broker = Broker::start().await;
     broker.create_topic("jwks-https", 1).await;
     let mut env = bridge_env(&broker, "jwks-https", Some(&jwks));

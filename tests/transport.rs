@@ -1,15 +1,13 @@
 //! The HTTP layer itself: h2c, slow clients, oversized heads.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::*;
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use test_support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn bridge(broker: &Broker, extra: &[(&str, &str)]) -> Bridge {

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use crate::common::*;
-use crate::support::*;
+use test_support::*;
+use test_support::emulator::*;
 
 /// What one message was published with.
 struct Published {

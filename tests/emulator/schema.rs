@@ -4,8 +4,8 @@
 
 use serde_json::json;
 
-use crate::common::*;
-use crate::support::*;
+use test_support::*;
+use test_support::emulator::*;
 
 const ORDER_SCHEMA: &str = r#"{"type":"record","name":"Order","fields":[{"name":"id","type":"long"},{"name":"item","type":"string"}]}"#;
 

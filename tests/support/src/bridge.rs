@@ -96,9 +96,11 @@ pub async fn spawn_bridge_process(
     env: &HashMap<String, String>,
     log: Option<&Path>,
 ) -> (Child, String) {
-    // Set for integration tests and benches only; examples that include this module never call it.
-    let Some(binary) = option_env!("CARGO_BIN_EXE_pubsub-kafka-bridge") else {
-        panic!("the bridge binary is only built for integration tests and benches");
+    // Cargo builds the binary for integration tests and benches and names it in this variable,
+    // at their compile time and while `cargo test` or `cargo bench` runs them. This crate is
+    // compiled as their dependency, so it reads the variable when they run.
+    let Some(binary) = std::env::var_os("CARGO_BIN_EXE_pubsub-kafka-bridge") else {
+        panic!("the bridge binary is only built for integration tests and benches run by Cargo");
     };
     let port = free_port();
     let output = || match log {

@@ -27,7 +27,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 
-use crate::common::*;
+use crate::*;
 
 /// The project every test's topics and subscriptions live in.
 pub const PROJECT: &str = "emulated-project";

@@ -17,21 +17,21 @@ pub fn key(n: usize) -> TestKey {
     let (kid, pem, public_pem, jwk): (&str, &[u8], &[u8], &str) = match n {
         1 => (
             "key1",
-            include_bytes!("../data/keys/key1.pem"),
-            include_bytes!("../data/keys/key1.pub.pem"),
-            include_str!("../data/keys/key1.jwk.json"),
+            include_bytes!("../../data/keys/key1.pem"),
+            include_bytes!("../../data/keys/key1.pub.pem"),
+            include_str!("../../data/keys/key1.jwk.json"),
         ),
         2 => (
             "key2",
-            include_bytes!("../data/keys/key2.pem"),
-            include_bytes!("../data/keys/key2.pub.pem"),
-            include_str!("../data/keys/key2.jwk.json"),
+            include_bytes!("../../data/keys/key2.pem"),
+            include_bytes!("../../data/keys/key2.pub.pem"),
+            include_str!("../../data/keys/key2.jwk.json"),
         ),
         _ => (
             "key3",
-            include_bytes!("../data/keys/key3.pem"),
-            include_bytes!("../data/keys/key3.pub.pem"),
-            include_str!("../data/keys/key3.jwk.json"),
+            include_bytes!("../../data/keys/key3.pem"),
+            include_bytes!("../../data/keys/key3.pub.pem"),
+            include_str!("../../data/keys/key3.jwk.json"),
         ),
     };
     TestKey {
