@@ -12,7 +12,6 @@
 //! `partition` (choosing a partition), `security`, `oauth` and `secret` (authentication).
 
 mod connection;
-mod deadline;
 mod error;
 mod health;
 mod metadata;

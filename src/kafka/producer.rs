@@ -2,11 +2,10 @@
 //! path of one delivery (its deadline, its hand-over to the Kafka client, its acknowledgement).
 
 use std::collections::HashMap;
-use std::future::{Future, poll_fn};
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use rskafka::client::Client;
@@ -17,7 +16,6 @@ use rskafka::client::producer::{BatchProducer, BatchProducerBuilder, ProducerCli
 use rskafka::record::Record;
 use tokio::sync::watch;
 
-use super::deadline::DeadlineTimers;
 use super::metadata::LoadOutcome;
 use super::partition::{RoundRobin, choose_partition};
 use super::{Ack, KafkaError};
@@ -121,8 +119,6 @@ pub(super) struct Inner {
     /// Whether the connection task runs (it is restarted after a panic).
     pub(super) connection_task_alive: AtomicBool,
     pub(super) stats: Arc<ProduceStats>,
-    /// Each produce's `KAFKA_PRODUCE_TIMEOUT_MS` deadline.
-    pub(super) deadlines: DeadlineTimers,
 }
 
 /// How far one produce got: its partition, and whether the Kafka client holds its record.
@@ -215,7 +211,6 @@ impl KafkaProducer {
                 failing_since_ms: AtomicU64::new(0),
                 connection_task_alive: AtomicBool::new(true),
                 stats: Arc::default(),
-                deadlines: DeadlineTimers::default(),
             }),
         };
         tokio::spawn(Self::supervise(Arc::downgrade(&producer.inner)));
@@ -256,28 +251,20 @@ impl KafkaProducer {
                 result
             }
         };
-        let mut produce = InlineProduce {
+        let produce = InlineProduce {
             produce: Some(Box::pin(produce)),
             progress: Arc::clone(&progress),
             grace: self.inner.config.request_timeout,
         };
-        let mut deadline = self
-            .inner
-            .deadlines
-            .lease(tokio::time::Instant::now() + timeout);
-        // The produce first, as `tokio::time::timeout` does: an answer that is there wins.
-        let answered = poll_fn(|cx| match Pin::new(&mut produce).poll(cx) {
-            Poll::Ready(result) => Poll::Ready(Some(result)),
-            Poll::Pending => Pin::new(&mut deadline).poll(cx).map(|()| None),
-        })
-        .await;
-        let result = answered.unwrap_or_else(|| {
-            Err(KafkaError::Timeout {
-                topic: topic.to_owned(),
-                partition: progress.partition.load(Ordering::Acquire),
-                after: timeout,
-            })
-        });
+        let result = tokio::time::timeout(timeout, produce)
+            .await
+            .unwrap_or_else(|_| {
+                Err(KafkaError::Timeout {
+                    topic: topic.to_owned(),
+                    partition: progress.partition.load(Ordering::Acquire),
+                    after: timeout,
+                })
+            });
         if let Err(e) = &result {
             self.note_unanswered(e);
         }
