@@ -10,14 +10,15 @@ macro_rules! test_roundtrip {
                 #[allow(unused_imports)]
                 use std::io::Cursor;
 
-                let mut buf = Cursor::new(Vec::<u8>::new());
+                // A `Vec`, not a `Cursor`: some types are written only into a `Vec<u8>`.
+                let mut buf = Vec::<u8>::new();
                 match orig.write(&mut buf) {
                     Err(_) => {
                         // skip
                     }
                     Ok(()) => {
-                        let l = buf.position();
-                        buf.set_position(0);
+                        let l = buf.len() as u64;
+                        let mut buf = Cursor::new(buf);
 
                         let restored = <$t>::read(&mut buf).unwrap();
                         assert_eq!(orig, restored);
