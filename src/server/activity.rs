@@ -1,91 +1,111 @@
 //! What one connection is doing, as its supervision needs to know: requests in progress, since
-//! when it has had none, and (HTTP/1) whether part of a request head is waiting for the rest.
+//! when it has had none, and (HTTP/1) since when part of a request head has waited for the rest.
 
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
-use super::heads;
+use super::heads::Heads;
 
-/// Requests in progress on one connection, since when it has had none, and (HTTP/1) whether
-/// part of a request head has arrived whose request has not begun.
+/// One connection's activity. HTTP/2 runs each request in a task of its own, so requests
+/// begin and end on other threads than the connection's: hence the lock (never held across
+/// an await, and uncontended on HTTP/1, where everything happens on the connection's task).
 pub(crate) struct Activity {
-    busy: AtomicUsize,
-    /// Requests begun on the connection.
-    begun: AtomicU64,
-    /// Where the HTTP/1 reads stand among heads and bodies; `None` for HTTP/2, whose
-    /// heads are frames hyper times by its own keep-alive. Everything here is touched from the
-    /// connection's one task, so the lock is never contended.
-    heads: Option<Mutex<heads::Heads>>,
-    idle_since: Mutex<Instant>,
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    in_progress: usize,
+    /// Where the HTTP/1 reads stand among heads and bodies; `None` for HTTP/2, whose heads
+    /// are frames that hyper times by its own keep-alive.
+    heads: Option<Heads>,
+    idle_since: Instant,
+    /// When part of a head whose request has not begun was first seen with none in progress.
+    head_since: Option<Instant>,
+}
+
+/// What a connection is doing at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Seen {
+    pub(crate) busy: bool,
+    /// When no request is in progress: since when the connection has had none.
+    pub(crate) idle_since: Instant,
+    /// When no request is in progress: since when part of a head has waited for the rest.
+    pub(crate) head_since: Option<Instant>,
 }
 
 /// Marks one request in progress until dropped.
 pub(crate) struct Busy(Arc<Activity>);
 
 impl Activity {
+    /// A connection just opened (`http1`: whose heads are to be timed).
     pub(crate) fn new(http1: bool) -> Self {
         Self {
-            busy: AtomicUsize::new(0),
-            begun: AtomicU64::new(0),
-            heads: http1.then(|| Mutex::new(heads::Heads::new())),
-            idle_since: Mutex::new(Instant::now()),
+            inner: Mutex::new(Inner {
+                in_progress: 0,
+                heads: http1.then(Heads::new),
+                idle_since: Instant::now(),
+                head_since: None,
+            }),
         }
     }
 
     /// A request begins, its body framed by `body_length` (`None`: no length, chunked).
     pub(crate) fn begin(this: &Arc<Self>, body_length: Option<u64>) -> Busy {
-        this.busy.fetch_add(1, Ordering::AcqRel);
-        this.begun.fetch_add(1, Ordering::Relaxed);
-        if let Some(heads) = &this.heads {
-            lock(heads).begin(body_length);
+        let mut inner = this.lock();
+        inner.in_progress += 1;
+        inner.head_since = None;
+        if let Some(heads) = &mut inner.heads {
+            heads.begin(body_length);
         }
+        drop(inner);
         Busy(Arc::clone(this))
-    }
-
-    pub(crate) fn is_busy(&self) -> bool {
-        self.busy.load(Ordering::Acquire) > 0
-    }
-
-    pub(crate) fn requests(&self) -> u64 {
-        self.begun.load(Ordering::Relaxed)
     }
 
     /// `bytes` arrived (HTTP/1): some may start the next request's head.
     pub(crate) fn bytes_read(&self, bytes: &[u8]) {
-        if let Some(heads) = &self.heads {
-            lock(heads).read(bytes);
+        let mut inner = self.lock();
+        let Some(heads) = &mut inner.heads else {
+            return;
+        };
+        heads.read(bytes);
+        let head_waits = heads.awaits_head();
+        if inner.in_progress == 0 && inner.head_since.is_none() && head_waits {
+            inner.head_since = Some(Instant::now());
         }
     }
 
-    /// Whether no request is in progress and part of a head may have arrived.
-    pub(crate) fn awaits_head(&self) -> bool {
-        !self.is_busy() && self.heads.as_ref().is_some_and(|h| lock(h).awaits_head())
-    }
-
-    /// When the connection will have idled for `timeout` (a moment from now while busy).
-    pub(crate) fn idle_deadline(&self, timeout: Duration) -> Instant {
-        if self.is_busy() {
-            return Instant::now() + timeout;
+    /// What the connection is doing now.
+    pub(crate) fn seen(&self) -> Seen {
+        let inner = self.lock();
+        let busy = inner.in_progress > 0;
+        Seen {
+            busy,
+            idle_since: inner.idle_since,
+            head_since: inner.head_since.filter(|_| !busy),
         }
-        *self.idle_since.lock().unwrap_or_else(|e| e.into_inner()) + timeout
     }
-}
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        *self.0.idle_since.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
-        self.0.busy.fetch_sub(1, Ordering::AcqRel);
+        let mut inner = self.0.lock();
+        inner.in_progress -= 1;
+        if inner.in_progress == 0 {
+            let now = Instant::now();
+            inner.idle_since = now;
+            // Bytes read with the request just ended may have begun the next head.
+            if inner.heads.as_ref().is_some_and(Heads::awaits_head) {
+                inner.head_since = Some(now);
+            }
+        }
     }
 }
 
@@ -149,30 +169,78 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for HeadWatch<S> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
-    #[test]
-    fn a_head_is_awaited_from_bytes_between_requests_until_a_request_begins() {
+    #[tokio::test(start_paused = true)]
+    async fn a_head_is_timed_from_bytes_between_requests_until_its_request_begins() {
         let activity = Arc::new(Activity::new(true));
-        assert!(!activity.awaits_head());
-        activity.bytes_read(b"POST / HTTP/1.1\r\nContent-Length: 4\r\n\r\n");
-        assert!(activity.awaits_head());
+        let opened = Instant::now();
+        assert_eq!(activity.seen().head_since, None);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        activity.bytes_read(b"POST / HTTP/1.1\r\n");
+        let head_from = Instant::now();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        activity.bytes_read(b"Content-Length: 4\r\n\r\n");
+        let seen = activity.seen();
+        assert_eq!(
+            seen.head_since,
+            Some(head_from),
+            "timed from its first bytes"
+        );
+        assert_eq!(seen.idle_since, opened);
+        assert!(!seen.busy);
         let busy = Activity::begin(&activity, Some(4));
-        assert_eq!(activity.requests(), 1);
-        assert!(!activity.awaits_head());
+        assert!(activity.seen().busy);
+        assert_eq!(activity.seen().head_since, None);
         // Body bytes, read while the request is in progress, start no head.
         activity.bytes_read(b"body");
+        tokio::time::advance(Duration::from_secs(1)).await;
         drop(busy);
-        assert!(!activity.awaits_head());
+        let seen = activity.seen();
+        assert_eq!((seen.busy, seen.head_since), (false, None));
+        assert_eq!(
+            seen.idle_since,
+            Instant::now(),
+            "idle from the request's end"
+        );
+        tokio::time::advance(Duration::from_secs(1)).await;
         activity.bytes_read(b"P");
-        assert!(activity.awaits_head());
+        assert_eq!(activity.seen().head_since, Some(Instant::now()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_head_read_with_the_request_before_it_is_timed_from_that_requests_end() {
+        let activity = Arc::new(Activity::new(true));
+        activity.bytes_read(b"GET / HTTP/1.1\r\n\r\nGET /h");
+        let busy = Activity::begin(&activity, Some(0));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        drop(busy);
+        assert_eq!(activity.seen().head_since, Some(Instant::now()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_connection_is_idle_only_when_its_last_request_ends() {
+        let activity = Arc::new(Activity::new(false));
+        let first = Activity::begin(&activity, None);
+        let second = Activity::begin(&activity, None);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        drop(first);
+        assert!(activity.seen().busy);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        drop(second);
+        let seen = activity.seen();
+        assert!(!seen.busy);
+        assert_eq!(seen.idle_since, Instant::now());
     }
 
     #[test]
     fn http2_connections_never_await_a_head() {
         let activity = Arc::new(Activity::new(false));
         activity.bytes_read(b"P");
+        assert_eq!(activity.seen().head_since, None);
         drop(Activity::begin(&activity, None));
-        assert!(!activity.awaits_head());
+        assert_eq!(activity.seen().head_since, None);
     }
 }

@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures_util::FutureExt as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::Instant;
@@ -40,34 +39,24 @@ pub(crate) async fn read_body(
     limits: &HttpLimits,
     permit: &mut InflightPermit,
 ) -> Result<Bytes, BodyFailure> {
-    // Set at the first frame that is not already there: until then no time has passed waiting.
-    let mut whole_by: Option<Instant> = None;
+    let whole_by = Instant::now() + limits.body_timeout;
     let mut meter = BodyMeter::new(limit);
     let mut first: Option<Bytes> = None;
     let mut joined = BytesMut::new();
     loop {
-        // A frame hyper already holds (a small body arrives with its head) is taken without
-        // arming a timer or reading the clock: three clock reads and a timer entry per delivery.
-        let frame = match body.frame().now_or_never() {
-            Some(frame) => frame,
-            None => {
-                let whole_by =
-                    *whole_by.get_or_insert_with(|| Instant::now() + limits.body_timeout);
-                let pause_by = (Instant::now() + limits.body_idle_timeout).min(whole_by);
-                match tokio::time::timeout_at(pause_by, body.frame()).await {
-                    Ok(frame) => frame,
-                    Err(_) => {
-                        let waited = if pause_by == whole_by {
-                            limits.body_timeout
-                        } else {
-                            limits.body_idle_timeout
-                        };
-                        return Err(BodyFailure {
-                            error: DeliveryError::BodyTimeout(waited),
-                            unread: true,
-                        });
-                    }
-                }
+        let pause_by = (Instant::now() + limits.body_idle_timeout).min(whole_by);
+        let frame = match tokio::time::timeout_at(pause_by, body.frame()).await {
+            Ok(frame) => frame,
+            Err(_) => {
+                let waited = if pause_by == whole_by {
+                    limits.body_timeout
+                } else {
+                    limits.body_idle_timeout
+                };
+                return Err(BodyFailure {
+                    error: DeliveryError::BodyTimeout(waited),
+                    unread: true,
+                });
             }
         };
         let Some(frame) = frame else { break };
