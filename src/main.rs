@@ -13,67 +13,10 @@ use pubsub_kafka_bridge::server;
 /// more) were a fifth of the server's instructions: callgrind over the whole server under
 /// `infra/bench.sh --profile 1024` counted 45.3k instructions per delivery with glibc, 37.8k
 /// with mimalloc 2. Its 2.x line returns freed pages to the system within milliseconds, so the
-/// resident set tracks live memory as the in-flight budget assumes (peak RSS in README,
-/// Performance); the 3.x line held more in the same runs.
+/// resident set tracks live memory as the in-flight budget assumes; the 3.x line held more in
+/// the same runs.
 #[global_allocator]
-static ALLOCATOR: WordAlignedMiMalloc = WordAlignedMiMalloc;
-
-/// `mimalloc::MiMalloc`, except that allocations aligned to a machine word or less (nearly all
-/// of them: strings, byte buffers, boxes) go to `mi_malloc`, not `mi_malloc_aligned`, whose
-/// alignment check cost about 30 instructions of each of the ~26 allocations per delivery
-/// (callgrind, whole server). Every mimalloc block is at least word-aligned: its own
-/// `mi_realloc_aligned` takes the plain path for `alignment <= sizeof(uintptr_t)`
-/// (`src/alloc-aligned.c`); larger alignments keep the aligned calls.
-struct WordAlignedMiMalloc;
-
-const WORD: usize = std::mem::size_of::<usize>();
-
-// SAFETY: each call forwards to the mimalloc function of the same contract; blocks from
-// `mi_malloc`, `mi_zalloc` and `mi_realloc` are word-aligned, so the plain calls are used only
-// for layouts aligned to a word or less; `mi_free` frees blocks of either kind.
-#[allow(
-    unsafe_code,
-    reason = "a global allocator is unsafe by definition; this one forwards to mimalloc"
-)]
-unsafe impl std::alloc::GlobalAlloc for WordAlignedMiMalloc {
-    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
-        // SAFETY: as for the impl.
-        unsafe {
-            if layout.align() <= WORD {
-                libmimalloc_sys::mi_malloc(layout.size()).cast()
-            } else {
-                libmimalloc_sys::mi_malloc_aligned(layout.size(), layout.align()).cast()
-            }
-        }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
-        // SAFETY: as for the impl.
-        unsafe {
-            if layout.align() <= WORD {
-                libmimalloc_sys::mi_zalloc(layout.size()).cast()
-            } else {
-                libmimalloc_sys::mi_zalloc_aligned(layout.size(), layout.align()).cast()
-            }
-        }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, _layout: std::alloc::Layout) {
-        // SAFETY: `ptr` came from this allocator, which is mimalloc.
-        unsafe { libmimalloc_sys::mi_free(ptr.cast()) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: as for the impl.
-        unsafe {
-            if layout.align() <= WORD {
-                libmimalloc_sys::mi_realloc(ptr.cast(), new_size).cast()
-            } else {
-                libmimalloc_sys::mi_realloc_aligned(ptr.cast(), new_size, layout.align()).cast()
-            }
-        }
-    }
-}
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     match runtime() {

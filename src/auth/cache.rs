@@ -5,7 +5,6 @@
 //! eviction keeps the token in constant use (the real push token) while one-off tokens go.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher, RandomState};
 use std::sync::Arc;
 
 /// How long any verdict is kept at most, whatever `exp` says (Google tokens live one hour).
@@ -29,7 +28,9 @@ impl<V> std::fmt::Debug for TokenCache<V> {
 /// Token → verdict, at most `capacity` entries.
 pub struct TokenCache<V> {
     capacity: usize,
-    entries: HashMap<Arc<[u8]>, Entry<V>, TailHashing>,
+    /// foldhash, not std's SipHash: a token is ~900 bytes and is hashed on every delivery
+    /// (docs/decisions/hasher.md).
+    entries: HashMap<Arc<[u8]>, Entry<V>, foldhash::fast::RandomState>,
     /// Monotonic use counter: the entry with the smallest `last_used` is the least recent.
     clock: u64,
 }
@@ -39,7 +40,7 @@ impl<V: Clone> TokenCache<V> {
     pub fn new(capacity: usize) -> Self {
         Self {
             capacity: capacity.max(1),
-            entries: HashMap::with_hasher(TailHashing::default()),
+            entries: HashMap::default(),
             clock: 0,
         }
     }
@@ -98,129 +99,17 @@ impl<V: Clone> TokenCache<V> {
     }
 }
 
-/// How many bytes from the end of a token its hash covers.
-const HASHED_TAIL_BYTES: usize = 32;
-
-/// Hashes only the end of each key: the last bytes of a JWT are its signature, so tokens
-/// differ there, and SipHash over a whole ~900-byte token cost more than the rest of a cache
-/// hit. Keys are still compared in full, so this changes speed only; and as only tokens that
-/// passed the RSA check are ever stored, no one can choose keys to crowd one bucket.
-///
-/// The tail is folded eight bytes at a time with a per-process random seed instead of SipHash:
-/// each word is xored into the state and the state multiplied by a constant into 128 bits, whose
-/// halves are xored (the folded multiply of foldhash and wyhash), so a difference anywhere in a
-/// word reaches every bit. SipHash's rounds were about 300 instructions of every cache hit
-/// (callgrind, whole server).
-struct TailHashing {
-    seed: u64,
-}
-
-impl Default for TailHashing {
-    fn default() -> Self {
-        Self {
-            seed: RandomState::new().hash_one(0x5eed_u64),
-        }
-    }
-}
-
-impl BuildHasher for TailHashing {
-    type Hasher = TailHasher;
-    fn build_hasher(&self) -> TailHasher {
-        TailHasher(self.seed)
-    }
-}
-
-struct TailHasher(u64);
-
-/// An odd constant with well-spread bits (the 64-bit golden ratio).
-const FOLD: u64 = 0x9e37_79b9_7f4a_7c15;
-
-impl TailHasher {
-    fn fold(&mut self, word: u64) {
-        let product = u128::from(self.0 ^ word) * u128::from(FOLD);
-        self.0 = (product as u64) ^ ((product >> 64) as u64);
-    }
-}
-
-impl Hasher for TailHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let tail = &bytes[bytes.len().saturating_sub(HASHED_TAIL_BYTES)..];
-        self.fold(bytes.len() as u64);
-        let mut words = tail.chunks_exact(8);
-        for word in &mut words {
-            self.fold(u64::from_le_bytes(word.try_into().unwrap_or_default()));
-        }
-        let mut last = [0u8; 8];
-        last[..words.remainder().len()].copy_from_slice(words.remainder());
-        self.fold(u64::from_le_bytes(last));
-    }
-    /// The key's length, which `[u8]`'s `Hash` writes before the key: `write` folds the length
-    /// itself, so it is not hashed twice (the default would hash its eight bytes as a key).
-    fn write_usize(&mut self, _length: usize) {}
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Tokens that differ in one byte of their tail, anywhere in it, get 64-bit hashes that
-    /// differ and low bits spread as if at random: no bucket fills with near-identical tokens.
-    /// (A multiply-and-rotate fold failed this: a difference in a word's top byte stayed in a
-    /// few bits, which the next word's difference could cancel.)
     #[test]
-    fn tokens_differing_in_one_tail_byte_do_not_share_a_hash() {
-        let symbols = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-        let base = format!("header.payload.{}", "A".repeat(HASHED_TAIL_BYTES + 10));
-        let hashing = TailHashing::default();
-        let mut seen = std::collections::HashSet::new();
-        assert!(seen.insert(hashing.hash_one(base.as_bytes())));
-        for at in base.len() - HASHED_TAIL_BYTES..base.len() {
-            for &symbol in &symbols[1..] {
-                let mut token = base.clone().into_bytes();
-                token[at] = symbol;
-                let token = String::from_utf8(token).unwrap();
-                assert!(
-                    seen.insert(hashing.hash_one(token.as_bytes())),
-                    "{token} shares a hash"
-                );
-            }
-        }
-        assert_eq!(seen.len(), 1 + HASHED_TAIL_BYTES * (symbols.len() - 1));
-        // The table picks buckets by the low bits: ~2,000 hashes spread over 1,024 low-10-bit
-        // values fill about 880 of them when uniform; a hash whose low bits lean one way fills
-        // far fewer.
-        let buckets: std::collections::HashSet<u64> = seen.iter().map(|h| h & 0x3ff).collect();
-        assert!(
-            buckets.len() > 780,
-            "{} of 1,024 buckets used",
-            buckets.len()
-        );
-    }
-
-    #[test]
-    fn tokens_alike_in_their_hashed_tail_are_still_told_apart() {
-        let tail = "s".repeat(HASHED_TAIL_BYTES);
+    fn tokens_sharing_their_signature_end_are_still_told_apart() {
+        let tail = "s".repeat(32);
         let (a, b) = (format!("header.aaaa.{tail}"), format!("header.bbbb.{tail}"));
-        let hashing = TailHashing::default();
-        assert_eq!(
-            hashing.hash_one(a.as_bytes()),
-            hashing.hash_one(b.as_bytes()),
-            "only the tail is hashed"
-        );
-        assert_ne!(
-            hashing.hash_one(a.as_bytes()),
-            hashing.hash_one(format!("header.aaaa.{tail}x").as_bytes())
-        );
         let mut cache = TokenCache::new(4);
         cache.insert(a.as_bytes(), 1, 100, 0);
-        assert_eq!(
-            cache.get(b.as_bytes(), 0),
-            None,
-            "same bucket, different token"
-        );
+        assert_eq!(cache.get(b.as_bytes(), 0), None, "different token");
         cache.insert(b.as_bytes(), 2, 100, 0);
         assert_eq!(
             (cache.get(a.as_bytes(), 0), cache.get(b.as_bytes(), 0)),
