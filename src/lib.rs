@@ -40,6 +40,7 @@ pub mod record;
 pub mod registry;
 pub mod server;
 pub mod service;
+pub mod setting;
 pub mod timestamp;
 
 pub use app::App;

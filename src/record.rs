@@ -1,5 +1,7 @@
 //! Message → Kafka record: key, headers and timestamp exactly as the contract maps them.
 
+pub mod settings;
+
 use std::collections::BTreeMap;
 
 use crate::envelope::PubsubMessage;

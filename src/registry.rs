@@ -1,6 +1,8 @@
 //! Confluent Schema Registry: registers the bundled Avro schema under `<topic>-value` once per
 //! topic and hands out its id for the Confluent wire format (`0x00`, 4-byte id, datum).
 
+pub mod settings;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -15,6 +15,7 @@ use serde::Deserialize;
 use crate::timestamp::RecordTimestamp;
 
 mod scan;
+pub mod settings;
 
 /// Unwrapped push: message id header.
 pub const HEADER_UNWRAPPED_MESSAGE_ID: &str = "x-goog-pubsub-message-id";

@@ -10,6 +10,7 @@ pub mod oauth;
 pub mod partition;
 pub mod secret;
 pub mod security;
+pub mod settings;
 
 use std::collections::HashMap;
 use std::future::{Future, poll_fn};
@@ -30,11 +31,11 @@ use rskafka::client::{Client, ClientBuilder, KeepaliveConfig};
 use rskafka::record::Record;
 use tokio::sync::watch;
 
-use crate::config::{CompressionCodec, KafkaConfig};
 use crate::limits::InflightPermit;
 use crate::record::KafkaRecord;
 use deadline::DeadlineTimers;
 use partition::{RoundRobin, choose_partition};
+use settings::{CompressionCodec, KafkaConfig};
 
 /// Why a record was not acknowledged. The client's own error is kept as the source, and
 /// [`KafkaError::class`] sorts every variant into retriable or permanent, once.

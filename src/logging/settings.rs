@@ -1,0 +1,68 @@
+//! Logging's settings, declared once for the flag, the variable, the default and the help.
+
+use super::DEFAULT_FILTER;
+use crate::setting::{ConfigError, OptionalSetting, Setting, parsed, text};
+
+/// How and what the bridge logs.
+#[derive(Debug, clap::Args)]
+#[command(next_help_heading = "Logging")]
+pub struct LoggingSettings {
+    /// `json` (Cloud Logging fields) or `text` (unset: json on Cloud Run, where K_SERVICE is set, else text)
+    #[arg(long, env = "LOG_FORMAT", value_name = "FORMAT", global = true, value_parser = parsed::<LogFormat>())]
+    log_format: Option<Setting<LogFormat>>,
+    /// Log filter
+    #[arg(long, env = "RUST_LOG", value_name = "FILTER", global = true, default_value = DEFAULT_FILTER, value_parser = text())]
+    log_filter: Setting<String>,
+    /// Project id for Cloud Logging trace names (projects/P/traces/T) (unset: GCP_PROJECT)
+    #[arg(long, env = "GOOGLE_CLOUD_PROJECT", value_name = "PROJECT", global = true, value_parser = text())]
+    google_cloud_project: Option<Setting<String>>,
+}
+
+/// What the logging settings make.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggingConfig {
+    /// `LOG_FORMAT`.
+    pub format: LogFormat,
+    /// `RUST_LOG`.
+    pub filter: String,
+    /// `GOOGLE_CLOUD_PROJECT`.
+    pub project: Option<String>,
+}
+
+impl LoggingSettings {
+    /// The logging configuration; `on_cloud_run` picks the default format.
+    pub fn settings(&self, on_cloud_run: bool) -> Result<LoggingConfig, ConfigError> {
+        let default = if on_cloud_run {
+            LogFormat::Json
+        } else {
+            LogFormat::Text
+        };
+        Ok(LoggingConfig {
+            format: self.log_format.get()?.unwrap_or(default),
+            filter: self.log_filter.value()?,
+            project: self.google_cloud_project.get()?,
+        })
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// Cloud Logging structured JSON lines.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = &'static str;
+
+    /// `json` or `text`.
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        match raw {
+            "json" => Ok(Self::Json),
+            "text" => Ok(Self::Text),
+            _ => Err("expected json or text"),
+        }
+    }
+}
