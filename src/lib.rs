@@ -26,6 +26,7 @@ pub mod auth;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod echo;
 pub mod encode;
 pub mod envelope;
 pub mod error;

@@ -164,7 +164,7 @@ impl Inner {
         let registered: Registered = serde_json::from_slice(&answer).map_err(|e| {
             format!(
                 "unexpected answer: {}",
-                crate::error::bounded_echo(&e.to_string())
+                crate::echo::bounded_echo(&e.to_string())
             )
         })?;
         tracing::info!(subject, id = registered.id, "Avro schema registered");
