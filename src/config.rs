@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use clap::{Args, FromArgMatches};
+use clap::Args;
 
 use crate::auth::settings::OidcSettings;
 pub use crate::auth::settings::{AuthConfig, DEFAULT_ISSUERS, DEFAULT_JWKS_URL, OidcConfig};
@@ -52,27 +52,6 @@ pub struct Settings {
     auth: OidcSettings,
     #[command(flatten)]
     logging: LoggingSettings,
-}
-
-impl Settings {
-    /// Every setting read through `lookup`, by variable name. Each is handed to clap as its
-    /// flag (blank when unset), so clap reads nothing else: not the process environment, not
-    /// a default in place of a blank value (the setting's own parser applies that).
-    fn read(lookup: &dyn Fn(&str) -> Option<String>) -> Self {
-        let command = Self::augment_args(clap::Command::new("settings").no_binary_name(true));
-        let args: Vec<String> = command
-            .get_arguments()
-            .filter_map(|arg| {
-                let var = arg.get_env()?.to_str()?;
-                let long = arg.get_long()?;
-                Some(format!("--{long}={}", lookup(var).unwrap_or_default()))
-            })
-            .collect();
-        let matches = command
-            .try_get_matches_from(args)
-            .expect("every setting is an option whose parser accepts any text");
-        Self::from_arg_matches(&matches).expect("the matches come from these settings")
-    }
 }
 
 /// The whole configuration.
@@ -127,7 +106,7 @@ impl Config {
         lookup: impl Fn(&str) -> Option<String>,
         memory_limit: Option<u64>,
     ) -> Result<Self, ConfigError> {
-        let settings = Settings::read(&lookup);
+        let settings: Settings = crate::setting::read(&lookup);
         // Names that are not settings: what the platform says about where the process runs.
         let platform = |name: &str| {
             lookup(name)
@@ -210,43 +189,6 @@ fn preload_topics(route: &TopicRoute, dlq_topic: Option<&str>) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{AttributeHeaders, KeySource};
-
-    #[test]
-    fn codecs_protocols_and_log_formats_parse_in_one_place() {
-        let codecs: Vec<_> = ["none", "GZIP", "snappy", "Lz4", "zstd"]
-            .iter()
-            .map(|c| c.parse::<CompressionCodec>())
-            .collect();
-        assert_eq!(
-            codecs,
-            [
-                Ok(CompressionCodec::None),
-                Ok(CompressionCodec::Gzip),
-                Ok(CompressionCodec::Snappy),
-                Ok(CompressionCodec::Lz4),
-                Ok(CompressionCodec::Zstd),
-            ]
-        );
-        assert!("brotli".parse::<CompressionCodec>().is_err());
-        let protocols: Vec<_> = ["plaintext", "SSL", "sasl_plaintext", "SASL_SSL"]
-            .iter()
-            .map(|p| p.parse::<SecurityProtocol>())
-            .collect();
-        assert_eq!(
-            protocols,
-            [
-                Ok(SecurityProtocol::Plaintext),
-                Ok(SecurityProtocol::Ssl),
-                Ok(SecurityProtocol::SaslPlaintext),
-                Ok(SecurityProtocol::SaslSsl),
-            ]
-        );
-        assert!("TLS".parse::<SecurityProtocol>().is_err());
-        assert_eq!("json".parse(), Ok(LogFormat::Json));
-        assert_eq!("text".parse(), Ok(LogFormat::Text));
-        assert!("JSON".parse::<LogFormat>().is_err());
-    }
 
     fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let map: HashMap<String, String> = vars
@@ -262,83 +204,6 @@ mod tests {
         ("OIDC_AUDIENCE", "https://bridge.example"),
         ("OIDC_ALLOWED_EMAILS", "push@p.iam.gserviceaccount.com"),
     ];
-
-    fn base_with(extra: &[(&'static str, &'static str)]) -> Result<Config, ConfigError> {
-        let mut vars = BASE.to_vec();
-        vars.extend_from_slice(extra);
-        config(&vars)
-    }
-
-    #[test]
-    fn booleans_are_strict_so_a_typo_never_flips_a_setting() {
-        assert!(base_with(&[]).unwrap().record.metadata_headers);
-        for off in ["false", "0", "no", "FALSE"] {
-            let c = base_with(&[("KAFKA_METADATA_HEADERS", off)]).unwrap();
-            assert!(!c.record.metadata_headers, "{off}");
-        }
-        assert!(
-            base_with(&[("KAFKA_METADATA_HEADERS", "true")])
-                .unwrap()
-                .record
-                .metadata_headers
-        );
-        let error = base_with(&[("KAFKA_METADATA_HEADERS", "flase")])
-            .unwrap_err()
-            .to_string();
-        assert!(
-            error.starts_with("KAFKA_METADATA_HEADERS=\"flase\""),
-            "{error}"
-        );
-    }
-
-    #[test]
-    fn server_limits_have_defaults_and_refuse_a_budget_below_one_body() {
-        let c = base_with(&[]).unwrap();
-        assert_eq!(c.limits.max_connections, 1024);
-        assert_eq!(c.limits.h2_max_streams, 64);
-        assert_eq!(c.limits.body_idle_timeout, Duration::from_secs(10));
-        assert_eq!(c.limits.body_timeout, Duration::from_secs(60));
-        assert_eq!(c.limits.idle_timeout, Duration::from_secs(120));
-        assert_eq!(c.limits.inflight.max_requests, 1000);
-        assert_eq!(c.limits.inflight.max_bytes, 256 << 20);
-        let map: HashMap<String, String> = BASE
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let in_256_mib = Config::from_lookup_in_container(|k| map.get(k).cloned(), Some(256 << 20));
-        assert_eq!(in_256_mib.unwrap().limits.inflight.max_bytes, 52 << 20);
-        let c = base_with(&[
-            ("MAX_INFLIGHT_BYTES", "33554432"),
-            ("MAX_INFLIGHT_REQUESTS", "7"),
-            ("MAX_CONNECTIONS", "9"),
-            ("HTTP2_MAX_CONCURRENT_STREAMS", "3"),
-            ("HTTP_BODY_IDLE_TIMEOUT_MS", "1500"),
-            ("HTTP_BODY_TIMEOUT_MS", "2500"),
-            ("HTTP_IDLE_TIMEOUT_MS", "3500"),
-        ])
-        .unwrap();
-        assert_eq!(c.limits.inflight.max_bytes, 32 << 20);
-        assert_eq!(c.limits.inflight.max_requests, 7);
-        assert_eq!(c.limits.max_connections, 9);
-        assert_eq!(c.limits.h2_max_streams, 3);
-        assert_eq!(c.limits.body_idle_timeout, Duration::from_millis(1500));
-        assert_eq!(c.limits.body_timeout, Duration::from_millis(2500));
-        assert_eq!(c.limits.idle_timeout, Duration::from_millis(3500));
-        // Exactly one largest body is enough; one byte less is not.
-        assert!(base_with(&[("MAX_BODY_BYTES", "4096"), ("MAX_INFLIGHT_BYTES", "4096")]).is_ok());
-        let error = base_with(&[("MAX_BODY_BYTES", "4096"), ("MAX_INFLIGHT_BYTES", "4095")])
-            .unwrap_err()
-            .to_string();
-        assert!(error.starts_with("MAX_INFLIGHT_BYTES"), "{error}");
-        let error = base_with(&[("KAFKA_ATTRIBUTE_HEADER_PREFIX", "PubSub.")])
-            .unwrap_err()
-            .to_string();
-        assert!(
-            error.starts_with("KAFKA_ATTRIBUTE_HEADER_PREFIX"),
-            "{error}"
-        );
-        assert!(base_with(&[("KAFKA_ATTRIBUTE_HEADER_PREFIX", "attr.")]).is_ok());
-    }
 
     #[test]
     fn defaults_follow_the_contract() {
@@ -366,120 +231,6 @@ mod tests {
             Some(vec!["push@p.iam.gserviceaccount.com".to_owned()])
         );
         assert!(!oidc.trust_cloud_run_iam);
-    }
-
-    fn with(
-        extra: &[(&'static str, &'static str)],
-        without: &[&str],
-    ) -> Vec<(&'static str, &'static str)> {
-        let mut vars: Vec<_> = BASE
-            .iter()
-            .filter(|(k, _)| !without.contains(k))
-            .copied()
-            .collect();
-        vars.extend_from_slice(extra);
-        vars
-    }
-
-    fn error_var(vars: &[(&str, &str)]) -> &'static str {
-        config(vars).unwrap_err().var()
-    }
-
-    #[test]
-    fn refuses_to_start_without_an_allow_list_unless_any_email_is_explicit() {
-        assert_eq!(
-            error_var(&with(&[], &["OIDC_ALLOWED_EMAILS"])),
-            "OIDC_ALLOWED_EMAILS"
-        );
-        assert_eq!(
-            error_var(&with(
-                &[("OIDC_ALLOWED_EMAILS", " , ")],
-                &["OIDC_ALLOWED_EMAILS"]
-            )),
-            "OIDC_ALLOWED_EMAILS"
-        );
-        let any = config(&with(
-            &[("OIDC_ALLOW_ANY_EMAIL", "true")],
-            &["OIDC_ALLOWED_EMAILS"],
-        ))
-        .unwrap();
-        let AuthConfig::Oidc(oidc) = any.auth else {
-            panic!("auth on")
-        };
-        assert_eq!(oidc.allowed_emails, None);
-        // Both at once: which did the operator mean?
-        assert_eq!(
-            error_var(&with(&[("OIDC_ALLOW_ANY_EMAIL", "true")], &[])),
-            "OIDC_ALLOWED_EMAILS"
-        );
-        let listed = config(&with(&[("OIDC_ALLOW_ANY_EMAIL", "false")], &[])).unwrap();
-        assert!(matches!(
-            listed.auth,
-            AuthConfig::Oidc(OidcConfig {
-                allowed_emails: Some(_),
-                ..
-            })
-        ));
-    }
-
-    #[test]
-    fn trusting_cloud_run_iam_needs_an_allow_list() {
-        let c = config(&with(&[("OIDC_TRUST_CLOUD_RUN_IAM", "true")], &[])).unwrap();
-        let AuthConfig::Oidc(oidc) = c.auth else {
-            panic!("auth on")
-        };
-        assert!(oidc.trust_cloud_run_iam);
-        assert_eq!(
-            error_var(&with(
-                &[
-                    ("OIDC_TRUST_CLOUD_RUN_IAM", "true"),
-                    ("OIDC_ALLOW_ANY_EMAIL", "true")
-                ],
-                &["OIDC_ALLOWED_EMAILS"]
-            )),
-            "OIDC_TRUST_CLOUD_RUN_IAM"
-        );
-        assert_eq!(
-            error_var(&with(&[("OIDC_TRUST_CLOUD_RUN_IAM", "yes please")], &[])),
-            "OIDC_TRUST_CLOUD_RUN_IAM"
-        );
-    }
-
-    #[test]
-    fn disabled_verification_refuses_verification_settings_beside_it() {
-        for var in [
-            "OIDC_AUDIENCE",
-            "OIDC_ALLOWED_EMAILS",
-            "OIDC_ALLOW_ANY_EMAIL",
-            "OIDC_TRUST_CLOUD_RUN_IAM",
-            "OIDC_JWKS_URL",
-            "OIDC_ISSUERS",
-        ] {
-            let vars = [
-                ("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
-                ("KAFKA_TOPIC", "t"),
-                ("OIDC_DISABLED", "true"),
-                (var, "https://x.example"),
-            ];
-            assert_eq!(error_var(&vars), var);
-        }
-    }
-
-    #[test]
-    fn refuses_to_start_without_audience_unless_disabled() {
-        let err = config(&BASE[..2]).unwrap_err();
-        assert!(matches!(
-            err,
-            ConfigError::Missing {
-                var: "OIDC_AUDIENCE",
-                ..
-            }
-        ));
-        let mut vars = BASE[..2].to_vec();
-        vars.push(("OIDC_DISABLED", "true"));
-        assert_eq!(config(&vars).unwrap().auth, AuthConfig::Disabled);
-        vars.push(("OIDC_ALLOW_ANY_EMAIL", ""));
-        assert_eq!(config(&vars).unwrap().auth, AuthConfig::Disabled);
     }
 
     #[test]
@@ -517,52 +268,116 @@ mod tests {
     }
 
     #[test]
-    fn parses_key_sources() {
-        let mut vars = BASE.to_vec();
-        vars.push(("KAFKA_KEY", "attribute:tenant"));
-        assert_eq!(
-            config(&vars).unwrap().record.key_source,
-            KeySource::Attribute("tenant".into())
-        );
-        vars.pop();
-        vars.push(("KAFKA_KEY", "message_id"));
-        assert_eq!(
-            config(&vars).unwrap().record.key_source,
-            KeySource::MessageId
-        );
-        vars.pop();
-        vars.push(("KAFKA_KEY", "none"));
-        assert_eq!(config(&vars).unwrap().record.key_source, KeySource::None);
-    }
-
-    #[test]
-    fn sasl_needs_mechanism_and_credentials_and_hides_them() {
-        let mut vars = BASE.to_vec();
-        vars.push(("KAFKA_SECURITY_PROTOCOL", "SASL_SSL"));
-        assert!(
-            config(&vars)
-                .unwrap_err()
-                .to_string()
-                .starts_with("KAFKA_SASL_MECHANISM")
-        );
-        vars.push(("KAFKA_SASL_MECHANISM", "SCRAM-SHA-512"));
-        assert!(
-            config(&vars)
-                .unwrap_err()
-                .to_string()
-                .starts_with("KAFKA_SASL_USERNAME")
-        );
-        vars.push(("KAFKA_SASL_USERNAME", "bridge"));
-        vars.push(("KAFKA_SASL_PASSWORD", "s3cret-value"));
-        let c = config(&vars).unwrap();
-        assert!(!format!("{c:?}").contains("s3cret-value"));
-    }
-
-    #[test]
     fn cloud_run_defaults_to_json_logs() {
         let mut vars = BASE.to_vec();
         vars.push(("K_SERVICE", "bridge"));
         assert_eq!(config(&vars).unwrap().log_format, LogFormat::Json);
+        vars.push(("K_SERVICE", " "));
+        assert_eq!(config(&vars).unwrap().log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn the_trace_project_falls_back_to_gcp_project() {
+        assert_eq!(config(&BASE).unwrap().gcp_project, None);
+        let mut vars = BASE.to_vec();
+        vars.push(("GCP_PROJECT", "legacy"));
+        assert_eq!(
+            config(&vars).unwrap().gcp_project.as_deref(),
+            Some("legacy")
+        );
+        vars.push(("GOOGLE_CLOUD_PROJECT", "current"));
+        assert_eq!(
+            config(&vars).unwrap().gcp_project.as_deref(),
+            Some("current")
+        );
+    }
+
+    #[test]
+    fn a_schema_registry_needs_avro_values() {
+        let mut vars = BASE.to_vec();
+        vars.push(("SCHEMA_REGISTRY_URL", "http://registry.example"));
+        assert_eq!(
+            config(&vars).unwrap_err().to_string(),
+            "SCHEMA_REGISTRY_URL=\"http://registry.example\" is invalid: \
+             applies only with KAFKA_VALUE_FORMAT=avro"
+        );
+        vars.push(("KAFKA_VALUE_FORMAT", "avro"));
+        let registry = config(&vars).unwrap().schema_registry.unwrap();
+        assert_eq!(registry.url, "http://registry.example");
+        assert_eq!(registry.credentials, None);
+        vars.push(("SCHEMA_REGISTRY_USERNAME", "key"));
+        assert_eq!(config(&vars).unwrap_err().var(), "SCHEMA_REGISTRY_PASSWORD");
+        vars.push(("SCHEMA_REGISTRY_PASSWORD", "secret"));
+        let registry = config(&vars).unwrap().schema_registry.unwrap();
+        assert_eq!(
+            registry.credentials,
+            Some(("key".to_owned(), "secret".to_owned()))
+        );
+        assert!(!format!("{registry:?}").contains("secret"));
+        // Without Avro, the registry is refused whatever else is wrong with it.
+        vars.push(("KAFKA_VALUE_FORMAT", "raw"));
+        vars.push(("SCHEMA_REGISTRY_URL", "ftp://registry.example"));
+        assert!(
+            config(&vars)
+                .unwrap_err()
+                .to_string()
+                .ends_with("applies only with KAFKA_VALUE_FORMAT=avro")
+        );
+        // A value format that is itself wrong: both are reported.
+        vars.push(("KAFKA_VALUE_FORMAT", "xml"));
+        let vars_named: Vec<_> = config(&vars)
+            .unwrap_err()
+            .each()
+            .iter()
+            .map(|e| e.var())
+            .collect();
+        assert_eq!(vars_named, ["KAFKA_VALUE_FORMAT", "SCHEMA_REGISTRY_URL"]);
+    }
+
+    #[test]
+    fn every_stage_reports_its_errors_at_once() {
+        let vars = [
+            ("KAFKA_BOOTSTRAP_SERVERS", "nohost"),
+            ("PORT", "eighty"),
+            ("PUSH_PAYLOAD", "sideways"),
+            ("KAFKA_KEY", "attribute:"),
+            ("KAFKA_VALUE_FORMAT", "xml"),
+            ("OIDC_DISABLED", "maybe"),
+            ("LOG_FORMAT", "xml"),
+        ];
+        let error = config(&vars).unwrap_err();
+        let named: Vec<_> = error.each().iter().map(|e| e.var()).collect();
+        assert_eq!(
+            named,
+            [
+                "KAFKA_TOPIC",
+                "KAFKA_BOOTSTRAP_SERVERS",
+                "PORT",
+                "PUSH_PAYLOAD",
+                "KAFKA_KEY",
+                "KAFKA_VALUE_FORMAT",
+                "OIDC_DISABLED",
+                "LOG_FORMAT",
+            ]
+        );
+        assert_eq!(error.to_string().lines().count(), named.len());
+    }
+
+    #[test]
+    fn values_are_trimmed_and_blank_ones_take_the_default() {
+        let mut vars = BASE.to_vec();
+        vars.extend([
+            ("KAFKA_TOPIC", "  spaced  "),
+            ("PORT", " 9000 "),
+            ("KAFKA_PRODUCE_TIMEOUT_MS", "   "),
+            ("KAFKA_DLQ_TOPIC", ""),
+        ]);
+        let c = config(&vars).unwrap();
+        assert_eq!(c.route, TopicRoute::Single("spaced".into()));
+        assert_eq!(c.port, 9000);
+        assert_eq!(c.kafka.produce_timeout, Duration::from_secs(10));
+        assert_eq!(c.kafka.dlq_topic, None);
+        assert_eq!(c.kafka.preload_topics, ["spaced"]);
     }
 
     #[test]
@@ -589,26 +404,5 @@ mod tests {
                 .to_string()
                 .starts_with("KAFKA_TOPIC_BY_SUBSCRIPTION")
         );
-    }
-
-    #[test]
-    fn header_and_time_options() {
-        let mut vars = BASE.to_vec();
-        vars.extend([
-            ("KAFKA_ATTRIBUTE_HEADERS", "only:a, b"),
-            ("KAFKA_ATTRIBUTE_HEADER_PREFIX", "attr."),
-            ("KAFKA_METADATA_HEADERS", "false"),
-            ("KAFKA_TIMESTAMP_ATTRIBUTE", "event_time"),
-            ("PUSH_PAYLOAD", "unwrapped"),
-        ]);
-        let c = config(&vars).unwrap();
-        assert_eq!(
-            c.record.attribute_headers,
-            AttributeHeaders::Only(vec!["a".into(), "b".into()])
-        );
-        assert_eq!(c.record.attribute_prefix, "attr.");
-        assert!(!c.record.metadata_headers);
-        assert_eq!(c.record.timestamp_attribute.as_deref(), Some("event_time"));
-        assert_eq!(c.push_payload, PushPayload::Unwrapped);
     }
 }

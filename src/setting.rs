@@ -237,6 +237,36 @@ impl<T: Clone + Send + Sync + 'static> TypedValueParser for Parser<T> {
     }
 }
 
+/// The settings `S` declares, read through `lookup` by variable name. Each is handed to clap as
+/// its flag (blank when unset), so clap reads nothing else: not the process environment, not
+/// a default in place of a blank value (the setting's own parser applies that).
+pub fn read<S: clap::Args + clap::FromArgMatches>(lookup: &dyn Fn(&str) -> Option<String>) -> S {
+    let command = S::augment_args(clap::Command::new("settings").no_binary_name(true));
+    let args: Vec<String> = command
+        .get_arguments()
+        .filter_map(|arg| {
+            let var = arg.get_env()?.to_str()?;
+            let long = arg.get_long()?;
+            Some(format!("--{long}={}", lookup(var).unwrap_or_default()))
+        })
+        .collect();
+    let matches = command
+        .try_get_matches_from(args)
+        .expect("every setting is an option whose parser accepts any text");
+    S::from_arg_matches(&matches).expect("the matches come from these settings")
+}
+
+/// The settings `S` declares, from `(variable, value)` pairs (unit tests of a stage).
+#[cfg(test)]
+pub(crate) fn from_vars<S: clap::Args + clap::FromArgMatches>(vars: &[(&str, &str)]) -> S {
+    read(&|name| {
+        vars.iter()
+            .rev()
+            .find(|(var, _)| *var == name)
+            .map(|(_, value)| (*value).to_owned())
+    })
+}
+
 /// The variable names, each kept once for the life of the process (they are `&'static` in
 /// [`ConfigError`], and clap lends them only for the life of its command).
 fn intern(name: &str) -> &'static str {

@@ -179,3 +179,149 @@ pub enum AuthConfig {
     /// `OIDC_DISABLED=true`: accept deliveries without a token.
     Disabled,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::setting::from_vars;
+
+    fn auth(vars: &[(&str, &str)]) -> Result<AuthConfig, ConfigError> {
+        from_vars::<OidcSettings>(vars).settings()
+    }
+
+    const BASE: [(&str, &str); 2] = [
+        ("OIDC_AUDIENCE", "https://bridge.example"),
+        ("OIDC_ALLOWED_EMAILS", "push@p.iam.gserviceaccount.com"),
+    ];
+
+    fn with(
+        extra: &[(&'static str, &'static str)],
+        without: &[&str],
+    ) -> Vec<(&'static str, &'static str)> {
+        let mut vars: Vec<_> = BASE
+            .iter()
+            .filter(|(k, _)| !without.contains(k))
+            .copied()
+            .collect();
+        vars.extend_from_slice(extra);
+        vars
+    }
+
+    fn error_var(vars: &[(&str, &str)]) -> &'static str {
+        auth(vars).unwrap_err().var()
+    }
+
+    #[test]
+    fn defaults_are_google_keys_and_issuers() {
+        let AuthConfig::Oidc(oidc) = auth(&BASE).unwrap() else {
+            panic!("auth should be on")
+        };
+        assert_eq!(oidc.jwks_url.to_string(), DEFAULT_JWKS_URL);
+        assert_eq!(
+            oidc.issuers,
+            vec!["https://accounts.google.com", "accounts.google.com"]
+        );
+        assert_eq!(oidc.leeway_seconds, 30);
+        assert_eq!(oidc.jwks_ca_location, None);
+        assert!(!oidc.trust_cloud_run_iam);
+        assert_eq!(
+            error_var(&with(&[("OIDC_ISSUERS", " , ")], &[])),
+            "OIDC_ISSUERS"
+        );
+        assert_eq!(
+            error_var(&with(&[("OIDC_LEEWAY_SECONDS", "601")], &[])),
+            "OIDC_LEEWAY_SECONDS"
+        );
+    }
+
+    #[test]
+    fn refuses_to_start_without_an_allow_list_unless_any_email_is_explicit() {
+        assert_eq!(
+            error_var(&with(&[], &["OIDC_ALLOWED_EMAILS"])),
+            "OIDC_ALLOWED_EMAILS"
+        );
+        assert_eq!(
+            error_var(&with(
+                &[("OIDC_ALLOWED_EMAILS", " , ")],
+                &["OIDC_ALLOWED_EMAILS"]
+            )),
+            "OIDC_ALLOWED_EMAILS"
+        );
+        let any = auth(&with(
+            &[("OIDC_ALLOW_ANY_EMAIL", "true")],
+            &["OIDC_ALLOWED_EMAILS"],
+        ))
+        .unwrap();
+        let AuthConfig::Oidc(oidc) = any else {
+            panic!("auth on")
+        };
+        assert_eq!(oidc.allowed_emails, None);
+        // Both at once: which did the operator mean?
+        assert_eq!(
+            error_var(&with(&[("OIDC_ALLOW_ANY_EMAIL", "true")], &[])),
+            "OIDC_ALLOWED_EMAILS"
+        );
+        let listed = auth(&with(&[("OIDC_ALLOW_ANY_EMAIL", "false")], &[])).unwrap();
+        assert!(matches!(
+            listed,
+            AuthConfig::Oidc(OidcConfig {
+                allowed_emails: Some(_),
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn trusting_cloud_run_iam_needs_an_allow_list() {
+        let c = auth(&with(&[("OIDC_TRUST_CLOUD_RUN_IAM", "true")], &[])).unwrap();
+        let AuthConfig::Oidc(oidc) = c else {
+            panic!("auth on")
+        };
+        assert!(oidc.trust_cloud_run_iam);
+        assert_eq!(
+            error_var(&with(
+                &[
+                    ("OIDC_TRUST_CLOUD_RUN_IAM", "true"),
+                    ("OIDC_ALLOW_ANY_EMAIL", "true")
+                ],
+                &["OIDC_ALLOWED_EMAILS"]
+            )),
+            "OIDC_TRUST_CLOUD_RUN_IAM"
+        );
+        assert_eq!(
+            error_var(&with(&[("OIDC_TRUST_CLOUD_RUN_IAM", "yes please")], &[])),
+            "OIDC_TRUST_CLOUD_RUN_IAM"
+        );
+    }
+
+    #[test]
+    fn disabled_verification_refuses_verification_settings_beside_it() {
+        for var in [
+            "OIDC_AUDIENCE",
+            "OIDC_ALLOWED_EMAILS",
+            "OIDC_ALLOW_ANY_EMAIL",
+            "OIDC_TRUST_CLOUD_RUN_IAM",
+            "OIDC_JWKS_URL",
+            "OIDC_ISSUERS",
+        ] {
+            let vars = [("OIDC_DISABLED", "true"), (var, "https://x.example")];
+            assert_eq!(error_var(&vars), var);
+        }
+    }
+
+    #[test]
+    fn refuses_to_start_without_audience_unless_disabled() {
+        let err = auth(&[]).unwrap_err();
+        assert!(matches!(
+            err,
+            ConfigError::Missing {
+                var: "OIDC_AUDIENCE",
+                ..
+            }
+        ));
+        let mut vars = vec![("OIDC_DISABLED", "true")];
+        assert_eq!(auth(&vars).unwrap(), AuthConfig::Disabled);
+        vars.push(("OIDC_ALLOW_ANY_EMAIL", ""));
+        assert_eq!(auth(&vars).unwrap(), AuthConfig::Disabled);
+    }
+}

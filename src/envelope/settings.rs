@@ -19,3 +19,28 @@ impl EnvelopeSettings {
         self.push_payload.value()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::setting::from_vars;
+
+    #[test]
+    fn push_payload_defaults_to_auto() {
+        let payload = |vars: &[(&str, &str)]| from_vars::<EnvelopeSettings>(vars).settings();
+        assert_eq!(payload(&[]), Ok(PushPayload::Auto));
+        assert_eq!(payload(&[("PUSH_PAYLOAD", " ")]), Ok(PushPayload::Auto));
+        assert_eq!(
+            payload(&[("PUSH_PAYLOAD", "unwrapped")]),
+            Ok(PushPayload::Unwrapped)
+        );
+        assert_eq!(
+            payload(&[("PUSH_PAYLOAD", "wrapped")]),
+            Ok(PushPayload::Wrapped)
+        );
+        assert_eq!(
+            payload(&[("PUSH_PAYLOAD", "raw")]).unwrap_err().to_string(),
+            "PUSH_PAYLOAD=\"raw\" is invalid: expected auto, wrapped or unwrapped"
+        );
+    }
+}

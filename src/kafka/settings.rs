@@ -487,3 +487,211 @@ pub struct KafkaConfig {
     /// TLS and SASL.
     pub security: KafkaSecurity,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::setting::from_vars;
+
+    fn kafka(vars: &[(&str, &str)]) -> Result<KafkaConfig, Vec<ConfigError>> {
+        from_vars::<KafkaSettings>(vars).settings()
+    }
+
+    fn first_error(vars: &[(&str, &str)]) -> String {
+        kafka(vars).unwrap_err()[0].to_string()
+    }
+
+    #[test]
+    fn defaults_and_limits() {
+        let c = kafka(&[("KAFKA_BOOTSTRAP_SERVERS", " a:1, b:2 ")]).unwrap();
+        assert_eq!(c.bootstrap_servers, ["a:1", "b:2"]);
+        assert_eq!(c.compression, CompressionCodec::None);
+        assert_eq!(c.linger, Duration::ZERO);
+        assert_eq!(c.produce_timeout, Duration::from_secs(10));
+        assert_eq!(c.request_timeout, Duration::from_secs(5));
+        assert_eq!(c.max_batch_bytes, 1 << 20);
+        assert_eq!(c.max_record_bytes, None);
+        assert_eq!(c.metadata_refresh, Duration::from_secs(30));
+        assert_eq!(c.client_id, "pubsub-kafka-bridge");
+        assert_eq!(c.security.protocol, SecurityProtocol::Plaintext);
+        assert_eq!(c.security.metadata_host, "metadata.google.internal");
+        let c = kafka(&[
+            ("KAFKA_BOOTSTRAP_SERVERS", "a:1"),
+            ("KAFKA_MAX_RECORD_BYTES", "0"),
+        ])
+        .unwrap();
+        assert_eq!(c.max_record_bytes, None, "0: the broker decides");
+        let c = kafka(&[
+            ("KAFKA_BOOTSTRAP_SERVERS", "a:1"),
+            ("KAFKA_MAX_RECORD_BYTES", "1"),
+        ])
+        .unwrap();
+        assert_eq!(c.max_record_bytes, Some(1));
+        assert!(first_error(&[]).starts_with("KAFKA_BOOTSTRAP_SERVERS is required"));
+        assert_eq!(
+            first_error(&[("KAFKA_BOOTSTRAP_SERVERS", " , ")]),
+            "KAFKA_BOOTSTRAP_SERVERS=\",\" is invalid: no host:port given"
+        );
+        assert_eq!(
+            first_error(&[("KAFKA_BOOTSTRAP_SERVERS", "a:1,:2")]),
+            "KAFKA_BOOTSTRAP_SERVERS=\"a:1,:2\" is invalid: \":2\" is not host:port"
+        );
+    }
+
+    #[test]
+    fn every_bad_kafka_setting_is_reported() {
+        let errors = kafka(&[
+            ("KAFKA_LINGER_MS", "10001"),
+            ("KAFKA_PRODUCE_TIMEOUT_MS", "99"),
+            ("KAFKA_COMPRESSION", "brotli"),
+        ])
+        .unwrap_err();
+        let vars: Vec<_> = errors.iter().map(ConfigError::var).collect();
+        assert_eq!(
+            vars,
+            [
+                "KAFKA_BOOTSTRAP_SERVERS",
+                "KAFKA_COMPRESSION",
+                "KAFKA_LINGER_MS",
+                "KAFKA_PRODUCE_TIMEOUT_MS"
+            ]
+        );
+    }
+
+    #[test]
+    fn security_settings_that_contradict_are_refused() {
+        let base = ("KAFKA_BOOTSTRAP_SERVERS", "a:1");
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (
+                &[("KAFKA_SASL_MECHANISM", "PLAIN")],
+                "KAFKA_SASL_MECHANISM=\"PLAIN\" is invalid: set KAFKA_SECURITY_PROTOCOL",
+            ),
+            (
+                &[
+                    ("KAFKA_SECURITY_PROTOCOL", "SASL_SSL"),
+                    ("KAFKA_SASL_MECHANISM", "gssapi"),
+                ],
+                "KAFKA_SASL_MECHANISM=\"GSSAPI\" is invalid: expected PLAIN",
+            ),
+            (
+                &[("KAFKA_OAUTHBEARER_PRINCIPAL", "a@b")],
+                "KAFKA_OAUTHBEARER_PRINCIPAL=\"a@b\" is invalid: only used with",
+            ),
+            (
+                &[("KAFKA_SASL_PASSWORD_SECRET", "projects/p/secrets/s")],
+                "KAFKA_SASL_PASSWORD_SECRET=\"projects/p/secrets/s/versions/latest\" is invalid: only used with",
+            ),
+            (
+                &[("KAFKA_SASL_PASSWORD_SECRET", "projects/p")],
+                "KAFKA_SASL_PASSWORD_SECRET=\"projects/p\" is invalid: expected projects/",
+            ),
+            (
+                &[
+                    ("KAFKA_SASL_PASSWORD_SECRET", "projects/p/secrets/s"),
+                    ("KAFKA_SASL_PASSWORD", "pw"),
+                ],
+                "KAFKA_SASL_PASSWORD_SECRET=\"projects/p/secrets/s\" is invalid: set either",
+            ),
+            (
+                &[
+                    ("KAFKA_SASL_PASSWORD_SECRET", "projects/p/secrets/s"),
+                    ("SECRET_MANAGER_ENDPOINT", "http://sm.example"),
+                ],
+                "SECRET_MANAGER_ENDPOINT=\"http://sm.example\" is invalid: must be https",
+            ),
+            (
+                &[("KAFKA_SSL_KEY_LOCATION", "Cargo.toml")],
+                "KAFKA_SSL_CERTIFICATE_LOCATION is required",
+            ),
+            (
+                &[("KAFKA_SSL_CERTIFICATE_LOCATION", "Cargo.toml")],
+                "KAFKA_SSL_KEY_LOCATION is required",
+            ),
+        ];
+        for (extra, expected) in cases {
+            let mut vars = vec![base];
+            vars.extend_from_slice(extra);
+            let error = first_error(&vars);
+            assert!(error.starts_with(expected), "{extra:?}: {error}");
+        }
+        let mut secret = vec![
+            base,
+            ("KAFKA_SECURITY_PROTOCOL", "SASL_SSL"),
+            ("KAFKA_SASL_MECHANISM", "scram-sha-256"),
+            ("KAFKA_SASL_USERNAME", "bridge"),
+            ("KAFKA_SASL_PASSWORD_SECRET", "projects/p/secrets/s"),
+        ];
+        let c = kafka(&secret).unwrap();
+        assert_eq!(
+            c.security.password_secret,
+            Some((
+                crate::kafka::secret::DEFAULT_ENDPOINT.to_owned(),
+                "projects/p/secrets/s/versions/latest".to_owned()
+            ))
+        );
+        assert_eq!(c.security.describe(), "SASL_SSL, SCRAM-SHA-256");
+        secret[2] = ("KAFKA_SASL_MECHANISM", "OAUTHBEARER");
+        secret.truncate(3);
+        secret.push(("KAFKA_OAUTHBEARER_PRINCIPAL", "a@b"));
+        let c = kafka(&secret).unwrap();
+        assert_eq!(c.security.sasl, Some(SaslMechanism::OauthBearer));
+        assert_eq!(c.security.oauthbearer_principal.as_deref(), Some("a@b"));
+        let c = kafka(&[
+            base,
+            ("KAFKA_SSL_CERTIFICATE_LOCATION", "Cargo.toml"),
+            ("KAFKA_SSL_KEY_LOCATION", "Cargo.toml"),
+        ])
+        .unwrap();
+        assert!(
+            c.security.client_cert_location.is_some() && c.security.client_key_location.is_some()
+        );
+    }
+
+    #[test]
+    fn codecs_and_protocols_parse_in_any_case() {
+        let codecs: Vec<_> = ["none", "GZIP", "snappy", "Lz4", "zstd"]
+            .iter()
+            .map(|c| c.parse::<CompressionCodec>())
+            .collect();
+        assert_eq!(
+            codecs,
+            [
+                Ok(CompressionCodec::None),
+                Ok(CompressionCodec::Gzip),
+                Ok(CompressionCodec::Snappy),
+                Ok(CompressionCodec::Lz4),
+                Ok(CompressionCodec::Zstd),
+            ]
+        );
+        assert!("brotli".parse::<CompressionCodec>().is_err());
+        let protocols: Vec<_> = ["plaintext", "SSL", "sasl_plaintext", "SASL_SSL"]
+            .iter()
+            .map(|p| p.parse::<SecurityProtocol>())
+            .collect();
+        assert_eq!(
+            protocols,
+            [
+                Ok(SecurityProtocol::Plaintext),
+                Ok(SecurityProtocol::Ssl),
+                Ok(SecurityProtocol::SaslPlaintext),
+                Ok(SecurityProtocol::SaslSsl),
+            ]
+        );
+        assert!("TLS".parse::<SecurityProtocol>().is_err());
+    }
+
+    #[test]
+    fn sasl_needs_mechanism_and_credentials_and_hides_them() {
+        let mut vars = vec![("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")];
+        vars.push(("KAFKA_SECURITY_PROTOCOL", "SASL_SSL"));
+        assert!(first_error(&vars).starts_with("KAFKA_SASL_MECHANISM"));
+        vars.push(("KAFKA_SASL_MECHANISM", "SCRAM-SHA-512"));
+        assert!(first_error(&vars).starts_with("KAFKA_SASL_USERNAME"));
+        vars.push(("KAFKA_SASL_USERNAME", "bridge"));
+        vars.push(("KAFKA_SASL_PASSWORD", "s3cret-value"));
+        let c = kafka(&vars).unwrap();
+        assert!(!format!("{c:?}").contains("s3cret-value"));
+        let settings: KafkaSettings = from_vars(&vars);
+        assert!(!format!("{settings:?}").contains("s3cret-value"));
+    }
+}

@@ -136,3 +136,84 @@ impl LimitSettings {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::setting::from_vars;
+
+    fn server(
+        vars: &[(&str, &str)],
+        memory_limit: Option<u64>,
+    ) -> Result<ServerConfig, Vec<ConfigError>> {
+        from_vars::<ServerSettings>(vars).settings(memory_limit)
+    }
+
+    #[test]
+    fn server_defaults_follow_the_contract() {
+        let c = server(&[], None).unwrap();
+        assert_eq!(c.port, 8080);
+        assert_eq!(c.max_body_bytes, 16 << 20);
+        assert_eq!(c.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.shutdown_timeout, Duration::from_secs(8));
+        let c = server(&[("PORT", "0"), ("SHUTDOWN_TIMEOUT_MS", "0")], None).unwrap();
+        assert_eq!((c.port, c.shutdown_timeout), (0, Duration::ZERO));
+        assert_eq!(server(&[("PORT", "65535")], None).unwrap().port, 65535);
+    }
+
+    #[test]
+    fn a_bad_body_limit_is_reported_once() {
+        let errors = server(&[("MAX_BODY_BYTES", "big"), ("PORT", "65536")], None).unwrap_err();
+        let vars: Vec<_> = errors.iter().map(ConfigError::var).collect();
+        assert_eq!(vars, ["MAX_BODY_BYTES", "PORT"]);
+    }
+
+    #[test]
+    fn server_limits_have_defaults_and_refuse_a_budget_below_one_body() {
+        let c = server(&[], None).unwrap();
+        assert_eq!(c.limits.max_connections, 1024);
+        assert_eq!(c.limits.h2_max_streams, 64);
+        assert_eq!(c.limits.body_idle_timeout, Duration::from_secs(10));
+        assert_eq!(c.limits.body_timeout, Duration::from_secs(60));
+        assert_eq!(c.limits.idle_timeout, Duration::from_secs(120));
+        assert_eq!(c.limits.inflight.max_requests, 1000);
+        assert_eq!(c.limits.inflight.max_bytes, 256 << 20);
+        let in_256_mib = server(&[], Some(256 << 20));
+        assert_eq!(in_256_mib.unwrap().limits.inflight.max_bytes, 52 << 20);
+        let c = server(
+            &[
+                ("MAX_INFLIGHT_BYTES", "33554432"),
+                ("MAX_INFLIGHT_REQUESTS", "7"),
+                ("MAX_CONNECTIONS", "9"),
+                ("HTTP2_MAX_CONCURRENT_STREAMS", "3"),
+                ("HTTP_BODY_IDLE_TIMEOUT_MS", "1500"),
+                ("HTTP_BODY_TIMEOUT_MS", "2500"),
+                ("HTTP_IDLE_TIMEOUT_MS", "3500"),
+            ],
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.limits.inflight.max_bytes, 32 << 20);
+        assert_eq!(c.limits.inflight.max_requests, 7);
+        assert_eq!(c.limits.max_connections, 9);
+        assert_eq!(c.limits.h2_max_streams, 3);
+        assert_eq!(c.limits.body_idle_timeout, Duration::from_millis(1500));
+        assert_eq!(c.limits.body_timeout, Duration::from_millis(2500));
+        assert_eq!(c.limits.idle_timeout, Duration::from_millis(3500));
+        // Exactly one largest body is enough; one byte less is not.
+        assert!(
+            server(
+                &[("MAX_BODY_BYTES", "4096"), ("MAX_INFLIGHT_BYTES", "4096")],
+                None
+            )
+            .is_ok()
+        );
+        let error = server(
+            &[("MAX_BODY_BYTES", "4096"), ("MAX_INFLIGHT_BYTES", "4095")],
+            None,
+        )
+        .unwrap_err()[0]
+            .to_string();
+        assert!(error.starts_with("MAX_INFLIGHT_BYTES"), "{error}");
+    }
+}

@@ -66,3 +66,28 @@ impl std::str::FromStr for LogFormat {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::setting::from_vars;
+
+    #[test]
+    fn formats_parse_exactly_and_the_default_follows_the_platform() {
+        assert_eq!("json".parse(), Ok(LogFormat::Json));
+        assert_eq!("text".parse(), Ok(LogFormat::Text));
+        assert!("JSON".parse::<LogFormat>().is_err());
+        let unset: LoggingSettings = from_vars(&[]);
+        assert_eq!(unset.settings(false).unwrap().format, LogFormat::Text);
+        assert_eq!(unset.settings(true).unwrap().format, LogFormat::Json);
+        assert_eq!(unset.settings(false).unwrap().filter, DEFAULT_FILTER);
+        let given: LoggingSettings = from_vars(&[("LOG_FORMAT", "text"), ("RUST_LOG", "debug")]);
+        let config = given.settings(true).unwrap();
+        assert_eq!(
+            (config.format, config.filter.as_str()),
+            (LogFormat::Text, "debug")
+        );
+        let wrong: LoggingSettings = from_vars(&[("LOG_FORMAT", "xml")]);
+        assert_eq!(wrong.settings(false).unwrap_err().var(), "LOG_FORMAT");
+    }
+}

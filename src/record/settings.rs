@@ -118,3 +118,110 @@ fn routing_table(raw: &str) -> Result<BTreeMap<String, String>, ConfigError> {
     }
     Ok(map)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::setting::from_vars;
+
+    fn record(vars: &[(&str, &str)]) -> Result<RecordOptions, Vec<ConfigError>> {
+        from_vars::<RecordSettings>(vars).options()
+    }
+
+    fn route(vars: &[(&str, &str)]) -> Result<TopicRoute, ConfigError> {
+        from_vars::<RecordSettings>(vars).route()
+    }
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        assert_eq!(record(&[]).unwrap(), RecordOptions::default());
+        assert_eq!(
+            route(&[("KAFKA_TOPIC", " t ")]).unwrap(),
+            TopicRoute::Single("t".into())
+        );
+    }
+
+    #[test]
+    fn an_attribute_prefix_never_enters_the_reserved_namespace() {
+        let error =
+            record(&[("KAFKA_ATTRIBUTE_HEADER_PREFIX", "PubSub.")]).unwrap_err()[0].to_string();
+        assert!(
+            error.starts_with("KAFKA_ATTRIBUTE_HEADER_PREFIX"),
+            "{error}"
+        );
+        assert!(record(&[("KAFKA_ATTRIBUTE_HEADER_PREFIX", "attr.")]).is_ok());
+    }
+
+    #[test]
+    fn one_topic_or_a_routing_table() {
+        assert_eq!(route(&[]).unwrap_err().var(), "KAFKA_TOPIC");
+        assert_eq!(
+            route(&[("KAFKA_TOPIC", "t"), ("KAFKA_TOPIC_BY_SUBSCRIPTION", "a=b")])
+                .unwrap_err()
+                .var(),
+            "KAFKA_TOPIC_BY_SUBSCRIPTION"
+        );
+        for broken in ["a", "a=", "=b", " , "] {
+            let error = route(&[("KAFKA_TOPIC_BY_SUBSCRIPTION", broken)]).unwrap_err();
+            assert_eq!(error.var(), "KAFKA_TOPIC_BY_SUBSCRIPTION", "{broken}");
+        }
+        assert_eq!(
+            route(&[("KAFKA_TOPIC_BY_SUBSCRIPTION", " a = x , *=y")]).unwrap(),
+            TopicRoute::BySubscription([("*".into(), "y".into()), ("a".into(), "x".into())].into())
+        );
+    }
+
+    #[test]
+    fn booleans_are_strict_so_a_typo_never_flips_a_setting() {
+        assert!(record(&[]).unwrap().metadata_headers);
+        for off in ["false", "0", "no", "FALSE"] {
+            let c = record(&[("KAFKA_METADATA_HEADERS", off)]).unwrap();
+            assert!(!c.metadata_headers, "{off}");
+        }
+        assert!(
+            record(&[("KAFKA_METADATA_HEADERS", "true")])
+                .unwrap()
+                .metadata_headers
+        );
+        let error = record(&[("KAFKA_METADATA_HEADERS", "flase")]).unwrap_err()[0].to_string();
+        assert!(
+            error.starts_with("KAFKA_METADATA_HEADERS=\"flase\""),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn parses_key_sources() {
+        let mut vars = vec![];
+        vars.push(("KAFKA_KEY", "attribute:tenant"));
+        assert_eq!(
+            record(&vars).unwrap().key_source,
+            KeySource::Attribute("tenant".into())
+        );
+        vars.pop();
+        vars.push(("KAFKA_KEY", "message_id"));
+        assert_eq!(record(&vars).unwrap().key_source, KeySource::MessageId);
+        vars.pop();
+        vars.push(("KAFKA_KEY", "none"));
+        assert_eq!(record(&vars).unwrap().key_source, KeySource::None);
+    }
+
+    #[test]
+    fn header_and_time_options() {
+        let mut vars = vec![];
+        vars.extend([
+            ("KAFKA_ATTRIBUTE_HEADERS", "only:a, b"),
+            ("KAFKA_ATTRIBUTE_HEADER_PREFIX", "attr."),
+            ("KAFKA_METADATA_HEADERS", "false"),
+            ("KAFKA_TIMESTAMP_ATTRIBUTE", "event_time"),
+        ]);
+        let c = record(&vars).unwrap();
+        assert_eq!(
+            c.attribute_headers,
+            AttributeHeaders::Only(vec!["a".into(), "b".into()])
+        );
+        assert_eq!(c.attribute_prefix, "attr.");
+        assert!(!c.metadata_headers);
+        assert_eq!(c.timestamp_attribute.as_deref(), Some("event_time"));
+    }
+}
