@@ -80,7 +80,7 @@ pub struct Config {
     /// `LOG_FORMAT`.
     pub log_format: LogFormat,
     /// `RUST_LOG`: the log filter.
-    pub log_filter: Option<String>,
+    pub log_filter: String,
     /// `SCHEMA_REGISTRY_URL` with optional `SCHEMA_REGISTRY_USERNAME`/`SCHEMA_REGISTRY_PASSWORD`.
     pub schema_registry: Option<SchemaRegistryConfig>,
     /// `GOOGLE_CLOUD_PROJECT` (or `GCP_PROJECT`): used to build Cloud Logging trace names.
@@ -158,7 +158,7 @@ fn assemble(
         value_format,
         auth,
         log_format: logging.format,
-        log_filter: Some(logging.filter),
+        log_filter: logging.filter,
         schema_registry,
         gcp_project: logging.project.or_else(|| platform("GCP_PROJECT")),
     })

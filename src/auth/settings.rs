@@ -18,31 +18,97 @@ pub const DEFAULT_ISSUERS: &str = "https://accounts.google.com,accounts.google.c
 #[command(next_help_heading = "Push token (OIDC)")]
 pub struct OidcSettings {
     /// The `aud` the push token must carry [required unless --oidc-disabled]
-    #[arg(long, env = "OIDC_AUDIENCE", value_name = "AUDIENCE", global = true, value_parser = crate::setting::text())]
+    #[arg(
+        long,
+        env = "OIDC_AUDIENCE",
+        value_name = "AUDIENCE",
+        global = true,
+        value_parser = crate::setting::text(),
+    )]
     oidc_audience: Option<Setting<String>>,
     /// Comma-separated service-account emails allowed to push [required unless --oidc-allow-any-email]
-    #[arg(long, env = "OIDC_ALLOWED_EMAILS", value_name = "EMAIL,...", global = true, value_parser = list())]
+    #[arg(
+        long,
+        env = "OIDC_ALLOWED_EMAILS",
+        value_name = "EMAIL,...",
+        global = true,
+        value_parser = list(),
+    )]
     oidc_allowed_emails: Option<Setting<Vec<String>>>,
     /// Accept a valid token of any email for the audience (loudly logged)
-    #[arg(long, env = "OIDC_ALLOW_ANY_EMAIL", value_name = "BOOL", num_args = 0..=1, default_value = "false", default_missing_value = "true", global = true, value_parser = boolean())]
+    #[arg(
+        long,
+        env = "OIDC_ALLOW_ANY_EMAIL",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        default_value = "false",
+        default_missing_value = "true",
+        global = true,
+        value_parser = boolean(),
+    )]
     oidc_allow_any_email: Setting<bool>,
     /// Only behind Cloud Run IAM: accept tokens whose signature Cloud Run removed after verifying it
-    #[arg(long, env = "OIDC_TRUST_CLOUD_RUN_IAM", value_name = "BOOL", num_args = 0..=1, default_value = "false", default_missing_value = "true", global = true, value_parser = boolean())]
+    #[arg(
+        long,
+        env = "OIDC_TRUST_CLOUD_RUN_IAM",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        default_value = "false",
+        default_missing_value = "true",
+        global = true,
+        value_parser = boolean(),
+    )]
     oidc_trust_cloud_run_iam: Setting<bool>,
     /// Where signing keys come from
-    #[arg(long, env = "OIDC_JWKS_URL", value_name = "URL", global = true, default_value = DEFAULT_JWKS_URL, value_parser = https_url())]
+    #[arg(
+        long,
+        env = "OIDC_JWKS_URL",
+        value_name = "URL",
+        global = true,
+        default_value = DEFAULT_JWKS_URL,
+        value_parser = https_url(),
+    )]
     oidc_jwks_url: Setting<http::Uri>,
     /// Accepted `iss` values
-    #[arg(long, env = "OIDC_ISSUERS", value_name = "ISSUER,...", global = true, default_value = DEFAULT_ISSUERS, value_parser = list())]
+    #[arg(
+        long,
+        env = "OIDC_ISSUERS",
+        value_name = "ISSUER,...",
+        global = true,
+        default_value = DEFAULT_ISSUERS,
+        value_parser = list(),
+    )]
     oidc_issuers: Setting<Vec<String>>,
     /// PEM CA bundle for a JWKS endpoint with a private CA (unset: the bundled Mozilla roots)
-    #[arg(long, env = "OIDC_JWKS_CA_LOCATION", value_name = "FILE", global = true, value_parser = file())]
+    #[arg(
+        long,
+        env = "OIDC_JWKS_CA_LOCATION",
+        value_name = "FILE",
+        global = true,
+        value_parser = file(),
+    )]
     oidc_jwks_ca_location: Option<Setting<PathBuf>>,
     /// Clock skew tolerated on exp, nbf and iat
-    #[arg(long, env = "OIDC_LEEWAY_SECONDS", value_name = "SECONDS", global = true, default_value = "30", value_parser = number(0, 600))]
+    #[arg(
+        long,
+        env = "OIDC_LEEWAY_SECONDS",
+        value_name = "SECONDS",
+        global = true,
+        default_value = "30",
+        value_parser = number(0, 600),
+    )]
     oidc_leeway_seconds: Setting<u64>,
     /// Turn verification off, loudly logged (local use only)
-    #[arg(long, env = "OIDC_DISABLED", value_name = "BOOL", num_args = 0..=1, default_value = "false", default_missing_value = "true", global = true, value_parser = boolean())]
+    #[arg(
+        long,
+        env = "OIDC_DISABLED",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        default_value = "false",
+        default_missing_value = "true",
+        global = true,
+        value_parser = boolean(),
+    )]
     oidc_disabled: Setting<bool>,
 }
 

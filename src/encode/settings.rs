@@ -9,10 +9,26 @@ use crate::setting::{ConfigError, Setting, boolean, invalid, parsed};
 #[command(next_help_heading = "Record")]
 pub struct EncodeSettings {
     /// `raw`, `json`, `avro` or `protobuf`
-    #[arg(long, env = "KAFKA_VALUE_FORMAT", value_name = "FORMAT", global = true, default_value = "raw", value_parser = parsed::<ValueFormat>())]
+    #[arg(
+        long,
+        env = "KAFKA_VALUE_FORMAT",
+        value_name = "FORMAT",
+        global = true,
+        default_value = "raw",
+        value_parser = parsed::<ValueFormat>(),
+    )]
     kafka_value_format: Setting<ValueFormat>,
     /// With json: embed a payload that is valid UTF-8 JSON as JSON
-    #[arg(long, env = "KAFKA_JSON_EMBED_DATA", value_name = "BOOL", num_args = 0..=1, default_value = "false", default_missing_value = "true", global = true, value_parser = boolean())]
+    #[arg(
+        long,
+        env = "KAFKA_JSON_EMBED_DATA",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        default_value = "false",
+        default_missing_value = "true",
+        global = true,
+        value_parser = boolean(),
+    )]
     kafka_json_embed_data: Setting<bool>,
 }
 

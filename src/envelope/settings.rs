@@ -9,7 +9,14 @@ use crate::setting::{ConfigError, Setting, parsed};
 #[command(next_help_heading = "HTTP")]
 pub struct EnvelopeSettings {
     /// `auto` (an unwrapped push is recognised by its x-goog-pubsub-message-id header), `wrapped` or `unwrapped`
-    #[arg(long, env = "PUSH_PAYLOAD", value_name = "MODE", global = true, default_value = "auto", value_parser = parsed::<PushPayload>())]
+    #[arg(
+        long,
+        env = "PUSH_PAYLOAD",
+        value_name = "MODE",
+        global = true,
+        default_value = "auto",
+        value_parser = parsed::<PushPayload>(),
+    )]
     push_payload: Setting<PushPayload>,
 }
 

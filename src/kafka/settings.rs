@@ -15,39 +15,106 @@ use crate::setting::{
 #[command(next_help_heading = "Kafka")]
 pub struct KafkaSettings {
     /// Comma-separated host:port list of brokers [required]
-    #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS", value_name = "HOST:PORT,...", global = true, value_parser = bootstrap())]
+    #[arg(
+        long,
+        env = "KAFKA_BOOTSTRAP_SERVERS",
+        value_name = "HOST:PORT,...",
+        global = true,
+        value_parser = bootstrap(),
+    )]
     kafka_bootstrap_servers: Option<Setting<Vec<String>>>,
     /// Where undecodable deliveries go (with error headers) instead of a 4xx (unset: none)
-    #[arg(long, env = "KAFKA_DLQ_TOPIC", value_name = "TOPIC", global = true, value_parser = text())]
+    #[arg(
+        long,
+        env = "KAFKA_DLQ_TOPIC",
+        value_name = "TOPIC",
+        global = true,
+        value_parser = text(),
+    )]
     kafka_dlq_topic: Option<Setting<String>>,
     /// `none`, `gzip`, `snappy`, `lz4` or `zstd`
-    #[arg(long, env = "KAFKA_COMPRESSION", value_name = "CODEC", global = true, default_value = "none", value_parser = parsed::<CompressionCodec>())]
+    #[arg(
+        long,
+        env = "KAFKA_COMPRESSION",
+        value_name = "CODEC",
+        global = true,
+        default_value = "none",
+        value_parser = parsed::<CompressionCodec>(),
+    )]
     kafka_compression: Setting<CompressionCodec>,
     /// How long a record may wait for others to share its produce request
     // 0 measured best (infra/bench.sh, 64 concurrent pushes): records still share produce
     // requests, because those arriving while one is in flight wait for the next.
-    #[arg(long, env = "KAFKA_LINGER_MS", value_name = "MS", global = true, default_value = "0", value_parser = millis(0, 10_000))]
+    #[arg(
+        long,
+        env = "KAFKA_LINGER_MS",
+        value_name = "MS",
+        global = true,
+        default_value = "0",
+        value_parser = millis(0, 10_000),
+    )]
     kafka_linger_ms: Setting<Duration>,
     /// After this the delivery answers 503; keep it below the ack deadline
-    #[arg(long, env = "KAFKA_PRODUCE_TIMEOUT_MS", value_name = "MS", global = true, default_value = "10000", value_parser = millis(100, 600_000))]
+    #[arg(
+        long,
+        env = "KAFKA_PRODUCE_TIMEOUT_MS",
+        value_name = "MS",
+        global = true,
+        default_value = "10000",
+        value_parser = millis(100, 600_000),
+    )]
     kafka_produce_timeout_ms: Setting<Duration>,
     /// How long one Kafka request may wait for its answer before its connection is replaced
     // Half the produce timeout: a connection that went silent is given up and replaced while
     // the delivery that found it still has time to succeed on the new one, as Java's
     // `delivery.timeout.ms` (120 s) leaves room for retries after a `request.timeout.ms` (30 s).
-    #[arg(long, env = "KAFKA_REQUEST_TIMEOUT_MS", value_name = "MS", global = true, default_value = "5000", value_parser = millis(100, 600_000))]
+    #[arg(
+        long,
+        env = "KAFKA_REQUEST_TIMEOUT_MS",
+        value_name = "MS",
+        global = true,
+        default_value = "5000",
+        value_parser = millis(100, 600_000),
+    )]
     kafka_request_timeout_ms: Setting<Duration>,
     /// Cap on the records of one produce request per partition
-    #[arg(long, env = "KAFKA_MAX_BATCH_BYTES", value_name = "BYTES", global = true, default_value = "1048576", value_parser = number(1024, 1 << 30))]
+    #[arg(
+        long,
+        env = "KAFKA_MAX_BATCH_BYTES",
+        value_name = "BYTES",
+        global = true,
+        default_value = "1048576",
+        value_parser = number(1024, 1 << 30),
+    )]
     kafka_max_batch_bytes: Setting<u64>,
     /// Refuse larger records before sending (422 or a dead letter) (unset or 0: the broker decides)
-    #[arg(long, env = "KAFKA_MAX_RECORD_BYTES", value_name = "BYTES", global = true, value_parser = number(0, 1 << 31))]
+    #[arg(
+        long,
+        env = "KAFKA_MAX_RECORD_BYTES",
+        value_name = "BYTES",
+        global = true,
+        value_parser = number(0, 1 << 31),
+    )]
     kafka_max_record_bytes: Option<Setting<u64>>,
     /// How often partition counts are re-read
-    #[arg(long, env = "KAFKA_METADATA_REFRESH_MS", value_name = "MS", global = true, default_value = "30000", value_parser = millis(100, 86_400_000))]
+    #[arg(
+        long,
+        env = "KAFKA_METADATA_REFRESH_MS",
+        value_name = "MS",
+        global = true,
+        default_value = "30000",
+        value_parser = millis(100, 86_400_000),
+    )]
     kafka_metadata_refresh_ms: Setting<Duration>,
     /// Kafka client id
-    #[arg(long, env = "KAFKA_CLIENT_ID", value_name = "ID", global = true, default_value = "pubsub-kafka-bridge", value_parser = text())]
+    #[arg(
+        long,
+        env = "KAFKA_CLIENT_ID",
+        value_name = "ID",
+        global = true,
+        default_value = "pubsub-kafka-bridge",
+        value_parser = text(),
+    )]
     kafka_client_id: Setting<String>,
     /// TLS and SASL.
     #[command(flatten)]
@@ -59,37 +126,107 @@ pub struct KafkaSettings {
 #[command(next_help_heading = "Kafka security")]
 pub struct KafkaSecuritySettings {
     /// `PLAINTEXT`, `SSL`, `SASL_PLAINTEXT` or `SASL_SSL`
-    #[arg(long, env = "KAFKA_SECURITY_PROTOCOL", value_name = "PROTOCOL", global = true, default_value = "PLAINTEXT", value_parser = parsed::<SecurityProtocol>())]
+    #[arg(
+        long,
+        env = "KAFKA_SECURITY_PROTOCOL",
+        value_name = "PROTOCOL",
+        global = true,
+        default_value = "PLAINTEXT",
+        value_parser = parsed::<SecurityProtocol>(),
+    )]
     kafka_security_protocol: Setting<SecurityProtocol>,
     /// `PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512` or `OAUTHBEARER` (Google Managed Kafka) (unset: no SASL)
-    #[arg(long, env = "KAFKA_SASL_MECHANISM", value_name = "MECHANISM", global = true, value_parser = text())]
+    #[arg(
+        long,
+        env = "KAFKA_SASL_MECHANISM",
+        value_name = "MECHANISM",
+        global = true,
+        value_parser = text(),
+    )]
     kafka_sasl_mechanism: Option<Setting<String>>,
     /// SASL user name
-    #[arg(long, env = "KAFKA_SASL_USERNAME", value_name = "USER", global = true, value_parser = text())]
+    #[arg(
+        long,
+        env = "KAFKA_SASL_USERNAME",
+        value_name = "USER",
+        global = true,
+        value_parser = text(),
+    )]
     kafka_sasl_username: Option<Setting<String>>,
     /// SASL password (never logged; prefer --kafka-sasl-password-secret)
-    #[arg(long, env = "KAFKA_SASL_PASSWORD", value_name = "PASSWORD", hide_env_values = true, global = true, value_parser = text())]
+    #[arg(
+        long,
+        env = "KAFKA_SASL_PASSWORD",
+        value_name = "PASSWORD",
+        hide_env_values = true,
+        global = true,
+        value_parser = text(),
+    )]
     kafka_sasl_password: Option<Setting<String>>,
     /// Read the SASL password from this Secret Manager secret at connect time: projects/P/secrets/S[/versions/V]
-    #[arg(long, env = "KAFKA_SASL_PASSWORD_SECRET", value_name = "SECRET", global = true, value_parser = secret_version())]
+    #[arg(
+        long,
+        env = "KAFKA_SASL_PASSWORD_SECRET",
+        value_name = "SECRET",
+        global = true,
+        value_parser = secret_version(),
+    )]
     kafka_sasl_password_secret: Option<Setting<String>>,
     /// Secret Manager API base (https; http only on loopback)
-    #[arg(long, env = "SECRET_MANAGER_ENDPOINT", value_name = "URL", global = true, default_value = crate::kafka::secret::DEFAULT_ENDPOINT, value_parser = text())]
+    #[arg(
+        long,
+        env = "SECRET_MANAGER_ENDPOINT",
+        value_name = "URL",
+        global = true,
+        default_value = crate::kafka::secret::DEFAULT_ENDPOINT,
+        value_parser = text(),
+    )]
     secret_manager_endpoint: Setting<String>,
     /// The `sub` of the OAUTHBEARER token (unset: the metadata server's service account email)
-    #[arg(long, env = "KAFKA_OAUTHBEARER_PRINCIPAL", value_name = "EMAIL", global = true, value_parser = text())]
+    #[arg(
+        long,
+        env = "KAFKA_OAUTHBEARER_PRINCIPAL",
+        value_name = "EMAIL",
+        global = true,
+        value_parser = text(),
+    )]
     kafka_oauthbearer_principal: Option<Setting<String>>,
     /// Metadata server asked for OAUTHBEARER and Secret Manager tokens
-    #[arg(long, env = "GCE_METADATA_HOST", value_name = "HOST[:PORT]", global = true, default_value = "metadata.google.internal", value_parser = text())]
+    #[arg(
+        long,
+        env = "GCE_METADATA_HOST",
+        value_name = "HOST[:PORT]",
+        global = true,
+        default_value = "metadata.google.internal",
+        value_parser = text(),
+    )]
     gce_metadata_host: Setting<String>,
     /// PEM file of CA certificates for the brokers (unset: the system roots)
-    #[arg(long, env = "KAFKA_SSL_CA_LOCATION", value_name = "FILE", global = true, value_parser = file())]
+    #[arg(
+        long,
+        env = "KAFKA_SSL_CA_LOCATION",
+        value_name = "FILE",
+        global = true,
+        value_parser = file(),
+    )]
     kafka_ssl_ca_location: Option<Setting<PathBuf>>,
     /// Client certificate chain (PEM) for mTLS, with --kafka-ssl-key-location
-    #[arg(long, env = "KAFKA_SSL_CERTIFICATE_LOCATION", value_name = "FILE", global = true, value_parser = file())]
+    #[arg(
+        long,
+        env = "KAFKA_SSL_CERTIFICATE_LOCATION",
+        value_name = "FILE",
+        global = true,
+        value_parser = file(),
+    )]
     kafka_ssl_certificate_location: Option<Setting<PathBuf>>,
     /// Client private key (PEM) for mTLS
-    #[arg(long, env = "KAFKA_SSL_KEY_LOCATION", value_name = "FILE", global = true, value_parser = file())]
+    #[arg(
+        long,
+        env = "KAFKA_SSL_KEY_LOCATION",
+        value_name = "FILE",
+        global = true,
+        value_parser = file(),
+    )]
     kafka_ssl_key_location: Option<Setting<PathBuf>>,
 }
 

@@ -13,10 +13,24 @@ use crate::setting::{
 #[command(next_help_heading = "HTTP")]
 pub struct ServerSettings {
     /// Listen port (Cloud Run sets it)
-    #[arg(long, env = "PORT", value_name = "PORT", global = true, default_value = "8080", value_parser = number(0, 65_535))]
+    #[arg(
+        long,
+        env = "PORT",
+        value_name = "PORT",
+        global = true,
+        default_value = "8080",
+        value_parser = number(0, 65_535),
+    )]
     port: Setting<u64>,
     /// After SIGTERM, how long in-flight deliveries may finish before the rest answer 503
-    #[arg(long, env = "SHUTDOWN_TIMEOUT_MS", value_name = "MS", global = true, default_value = "8000", value_parser = millis(0, 3_600_000))]
+    #[arg(
+        long,
+        env = "SHUTDOWN_TIMEOUT_MS",
+        value_name = "MS",
+        global = true,
+        default_value = "8000",
+        value_parser = millis(0, 3_600_000),
+    )]
     shutdown_timeout_ms: Setting<Duration>,
     /// Connection, time, body and in-flight limits.
     #[command(flatten)]
@@ -28,31 +42,93 @@ pub struct ServerSettings {
 #[command(next_help_heading = "Limits")]
 pub struct LimitSettings {
     /// Larger bodies get 413
-    #[arg(long, env = "MAX_BODY_BYTES", value_name = "BYTES", global = true, default_value = "16777216", value_parser = number(1024, 1 << 30))]
+    #[arg(
+        long,
+        env = "MAX_BODY_BYTES",
+        value_name = "BYTES",
+        global = true,
+        default_value = "16777216",
+        value_parser = number(1024, 1 << 30),
+    )]
     max_body_bytes: Setting<u64>,
     /// Time to tell HTTP/1 from HTTP/2 and to receive a request head
-    #[arg(long, env = "HTTP_HEADER_READ_TIMEOUT_MS", value_name = "MS", global = true, default_value = "10000", value_parser = millis(100, 600_000))]
+    #[arg(
+        long,
+        env = "HTTP_HEADER_READ_TIMEOUT_MS",
+        value_name = "MS",
+        global = true,
+        default_value = "10000",
+        value_parser = millis(100, 600_000),
+    )]
     http_header_read_timeout_ms: Setting<Duration>,
     /// Longest pause while a body arrives; then 408
-    #[arg(long, env = "HTTP_BODY_IDLE_TIMEOUT_MS", value_name = "MS", global = true, default_value = "10000", value_parser = millis(100, 600_000))]
+    #[arg(
+        long,
+        env = "HTTP_BODY_IDLE_TIMEOUT_MS",
+        value_name = "MS",
+        global = true,
+        default_value = "10000",
+        value_parser = millis(100, 600_000),
+    )]
     http_body_idle_timeout_ms: Setting<Duration>,
     /// Longest time for a whole body; then 408
-    #[arg(long, env = "HTTP_BODY_TIMEOUT_MS", value_name = "MS", global = true, default_value = "60000", value_parser = millis(100, 3_600_000))]
+    #[arg(
+        long,
+        env = "HTTP_BODY_TIMEOUT_MS",
+        value_name = "MS",
+        global = true,
+        default_value = "60000",
+        value_parser = millis(100, 3_600_000),
+    )]
     http_body_timeout_ms: Setting<Duration>,
     /// A connection with no request in progress this long is closed
-    #[arg(long, env = "HTTP_IDLE_TIMEOUT_MS", value_name = "MS", global = true, default_value = "120000", value_parser = millis(100, 3_600_000))]
+    #[arg(
+        long,
+        env = "HTTP_IDLE_TIMEOUT_MS",
+        value_name = "MS",
+        global = true,
+        default_value = "120000",
+        value_parser = millis(100, 3_600_000),
+    )]
     http_idle_timeout_ms: Setting<Duration>,
     /// Requests one HTTP/2 connection may have open at once
-    #[arg(long, env = "HTTP2_MAX_CONCURRENT_STREAMS", value_name = "N", global = true, default_value = "64", value_parser = number(1, 10_000))]
+    #[arg(
+        long,
+        env = "HTTP2_MAX_CONCURRENT_STREAMS",
+        value_name = "N",
+        global = true,
+        default_value = "64",
+        value_parser = number(1, 10_000),
+    )]
     http2_max_concurrent_streams: Setting<u64>,
     /// Open connections; beyond it new clients wait in the listen backlog
-    #[arg(long, env = "MAX_CONNECTIONS", value_name = "N", global = true, default_value = "1024", value_parser = number(1, 1 << 20))]
+    #[arg(
+        long,
+        env = "MAX_CONNECTIONS",
+        value_name = "N",
+        global = true,
+        default_value = "1024",
+        value_parser = number(1, 1 << 20),
+    )]
     max_connections: Setting<u64>,
     /// Body bytes of deliveries in flight; beyond it 503 (unset: (container memory - 48 MiB) / 4, else 256 MiB)
-    #[arg(long, env = "MAX_INFLIGHT_BYTES", value_name = "BYTES", global = true, value_parser = number(1024, 1 << 40))]
+    #[arg(
+        long,
+        env = "MAX_INFLIGHT_BYTES",
+        value_name = "BYTES",
+        global = true,
+        value_parser = number(1024, 1 << 40),
+    )]
     max_inflight_bytes: Option<Setting<u64>>,
     /// Deliveries in flight; beyond it 503
-    #[arg(long, env = "MAX_INFLIGHT_REQUESTS", value_name = "N", global = true, default_value = "1000", value_parser = number(1, 1 << 20))]
+    #[arg(
+        long,
+        env = "MAX_INFLIGHT_REQUESTS",
+        value_name = "N",
+        global = true,
+        default_value = "1000",
+        value_parser = number(1, 1 << 20),
+    )]
     max_inflight_requests: Setting<u64>,
 }
 

@@ -8,13 +8,32 @@ use crate::setting::{ConfigError, OptionalSetting, Setting, parsed, text};
 #[command(next_help_heading = "Logging")]
 pub struct LoggingSettings {
     /// `json` (Cloud Logging fields) or `text` (unset: json on Cloud Run, where K_SERVICE is set, else text)
-    #[arg(long, env = "LOG_FORMAT", value_name = "FORMAT", global = true, value_parser = parsed::<LogFormat>())]
+    #[arg(
+        long,
+        env = "LOG_FORMAT",
+        value_name = "FORMAT",
+        global = true,
+        value_parser = parsed::<LogFormat>(),
+    )]
     log_format: Option<Setting<LogFormat>>,
     /// Log filter
-    #[arg(long, env = "RUST_LOG", value_name = "FILTER", global = true, default_value = DEFAULT_FILTER, value_parser = text())]
+    #[arg(
+        long,
+        env = "RUST_LOG",
+        value_name = "FILTER",
+        global = true,
+        default_value = DEFAULT_FILTER,
+        value_parser = text(),
+    )]
     log_filter: Setting<String>,
     /// Project id for Cloud Logging trace names (projects/P/traces/T) (unset: GCP_PROJECT)
-    #[arg(long, env = "GOOGLE_CLOUD_PROJECT", value_name = "PROJECT", global = true, value_parser = text())]
+    #[arg(
+        long,
+        env = "GOOGLE_CLOUD_PROJECT",
+        value_name = "PROJECT",
+        global = true,
+        value_parser = text(),
+    )]
     google_cloud_project: Option<Setting<String>>,
 }
 

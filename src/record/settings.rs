@@ -17,22 +17,61 @@ pub struct RecordSettings {
     #[arg(long, env = "KAFKA_TOPIC", value_name = "TOPIC", global = true, value_parser = text())]
     kafka_topic: Option<Setting<String>>,
     /// Route by subscription instead: SUBSCRIPTION=TOPIC,...; `*=TOPIC` is an explicit default, others get 404
-    #[arg(long, env = "KAFKA_TOPIC_BY_SUBSCRIPTION", value_name = "SUB=TOPIC,...", global = true, value_parser = text())]
+    #[arg(
+        long,
+        env = "KAFKA_TOPIC_BY_SUBSCRIPTION",
+        value_name = "SUB=TOPIC,...",
+        global = true,
+        value_parser = text(),
+    )]
     kafka_topic_by_subscription: Option<Setting<String>>,
     /// `ordering_key`, `message_id`, `attribute:NAME` or `none`
-    #[arg(long, env = "KAFKA_KEY", value_name = "SOURCE", global = true, default_value = "ordering_key", value_parser = parsed::<KeySource>())]
+    #[arg(
+        long,
+        env = "KAFKA_KEY",
+        value_name = "SOURCE",
+        global = true,
+        default_value = "ordering_key",
+        value_parser = parsed::<KeySource>(),
+    )]
     kafka_key: Setting<KeySource>,
     /// Take the record timestamp from this attribute (epoch ms or RFC 3339) (unset: publishTime)
-    #[arg(long, env = "KAFKA_TIMESTAMP_ATTRIBUTE", value_name = "NAME", global = true, value_parser = text())]
+    #[arg(
+        long,
+        env = "KAFKA_TIMESTAMP_ATTRIBUTE",
+        value_name = "NAME",
+        global = true,
+        value_parser = text(),
+    )]
     kafka_timestamp_attribute: Option<Setting<String>>,
     /// `all`, `none` or `only:NAME,...`: which attributes become headers
-    #[arg(long, env = "KAFKA_ATTRIBUTE_HEADERS", value_name = "WHICH", global = true, default_value = "all", value_parser = parsed::<AttributeHeaders>())]
+    #[arg(
+        long,
+        env = "KAFKA_ATTRIBUTE_HEADERS",
+        value_name = "WHICH",
+        global = true,
+        default_value = "all",
+        value_parser = parsed::<AttributeHeaders>(),
+    )]
     kafka_attribute_headers: Setting<AttributeHeaders>,
     /// Put before every attribute header name; never in the reserved `pubsub.` namespace (unset: none)
-    #[arg(long, env = "KAFKA_ATTRIBUTE_HEADER_PREFIX", value_name = "PREFIX", global = true, value_parser = text())]
+    #[arg(
+        long,
+        env = "KAFKA_ATTRIBUTE_HEADER_PREFIX",
+        value_name = "PREFIX",
+        global = true,
+        value_parser = text(),
+    )]
     kafka_attribute_header_prefix: Option<Setting<String>>,
     /// `false` drops the pubsub.* metadata headers
-    #[arg(long, env = "KAFKA_METADATA_HEADERS", value_name = "BOOL", global = true, default_value = "true", value_parser = boolean())]
+    #[arg(
+        long,
+        env = "KAFKA_METADATA_HEADERS",
+        value_name = "BOOL",
+        global = true,
+        default_value = "true",
+        value_parser = boolean(),
+    )]
     kafka_metadata_headers: Setting<bool>,
 }
 

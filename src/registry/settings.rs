@@ -8,13 +8,32 @@ use crate::setting::{ConfigError, OptionalSetting, Setting, text};
 #[command(next_help_heading = "Schema registry")]
 pub struct RegistrySettings {
     /// With avro: register the schema under <topic>-value and write the Confluent wire format
-    #[arg(long, env = "SCHEMA_REGISTRY_URL", value_name = "URL", global = true, value_parser = text())]
+    #[arg(
+        long,
+        env = "SCHEMA_REGISTRY_URL",
+        value_name = "URL",
+        global = true,
+        value_parser = text(),
+    )]
     schema_registry_url: Option<Setting<String>>,
     /// Basic auth user (Confluent Cloud: the API key)
-    #[arg(long, env = "SCHEMA_REGISTRY_USERNAME", value_name = "USER", global = true, value_parser = text())]
+    #[arg(
+        long,
+        env = "SCHEMA_REGISTRY_USERNAME",
+        value_name = "USER",
+        global = true,
+        value_parser = text(),
+    )]
     schema_registry_username: Option<Setting<String>>,
     /// Basic auth password (never logged)
-    #[arg(long, env = "SCHEMA_REGISTRY_PASSWORD", value_name = "PASSWORD", hide_env_values = true, global = true, value_parser = text())]
+    #[arg(
+        long,
+        env = "SCHEMA_REGISTRY_PASSWORD",
+        value_name = "PASSWORD",
+        hide_env_values = true,
+        global = true,
+        value_parser = text(),
+    )]
     schema_registry_password: Option<Setting<String>>,
 }
 
