@@ -1,5 +1,7 @@
 //! Message → record value: raw bytes, JSON, Avro (single-object encoding) or Pub/Sub's protobuf.
 
+pub mod settings;
+
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 

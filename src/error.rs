@@ -10,17 +10,7 @@ use crate::kafka::KafkaError;
 use crate::record::{TimestampOutOfRange, UnknownSubscription};
 use crate::registry::RegistryError;
 
-/// Longest piece of client input an error message repeats (response bodies and log lines).
-pub const MAX_ECHO_CHARS: usize = 128;
-
-/// `text` cut to [`MAX_ECHO_CHARS`] characters, saying how long it was when cut: error bodies
-/// and log lines never carry unbounded attacker input.
-pub fn bounded_echo(text: &str) -> String {
-    match text.char_indices().nth(MAX_ECHO_CHARS) {
-        None => text.to_owned(),
-        Some((end, _)) => format!("{}…({} bytes)", &text[..end], text.len()),
-    }
-}
+pub use crate::echo::{MAX_ECHO_CHARS, bounded_echo};
 
 /// Everything that can stop a delivery from being acknowledged.
 #[derive(Debug, thiserror::Error)]
@@ -251,21 +241,6 @@ mod tests {
                 "x-goog-pubsub-message-id"
             ))
             .is_dead_letter()
-        );
-    }
-
-    #[test]
-    fn echoes_are_bounded_on_a_char_boundary() {
-        assert_eq!(bounded_echo("PATCH"), "PATCH");
-        let exact = "x".repeat(MAX_ECHO_CHARS);
-        assert_eq!(bounded_echo(&exact), exact);
-        let long = "é".repeat(60_000);
-        let echoed = bounded_echo(&long);
-        assert!(echoed.starts_with(&"é".repeat(MAX_ECHO_CHARS)));
-        assert!(echoed.ends_with("…(120000 bytes)"), "{echoed}");
-        assert_eq!(
-            echoed.chars().count(),
-            MAX_ECHO_CHARS + "…(120000 bytes)".len() - 2
         );
     }
 

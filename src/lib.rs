@@ -26,6 +26,7 @@ pub mod auth;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub(crate) mod echo;
 pub mod encode;
 pub mod envelope;
 pub mod error;
@@ -40,6 +41,7 @@ pub mod record;
 pub mod registry;
 pub mod server;
 pub mod service;
+pub(crate) mod setting;
 pub mod timestamp;
 
 pub use app::App;
@@ -71,7 +73,7 @@ pub fn configure(
 
 /// Installs logging and builds the [`Service`]: what both binaries do after [`configure`].
 pub fn start(config: Config) -> Result<std::sync::Arc<Service>, std::process::ExitCode> {
-    logging::init(config.log_format, config.log_filter.as_deref());
+    logging::init(config.log_format, Some(&config.log_filter));
     App::new(config)
         .map(|app| std::sync::Arc::new(Service::new(app)))
         .map_err(|e| {

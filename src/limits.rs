@@ -1,6 +1,8 @@
 //! Bounds on what any client can make the bridge hold: connections, time, body bytes on the
 //! wire, and the memory of deliveries in flight. Pure accounting here; the server applies it.
 
+pub mod settings;
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -1,5 +1,7 @@
 //! Logs through tracing-subscriber: plain text, or Cloud Logging's structured JSON lines.
 
+pub mod settings;
+
 use std::fmt;
 
 use serde_json::{Map, Value};
@@ -10,7 +12,7 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
-use crate::config::LogFormat;
+use settings::LogFormat;
 
 /// Field that, when a log call carries it, becomes Cloud Logging's trace correlation key.
 pub const TRACE_FIELD: &str = "trace";

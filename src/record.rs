@@ -1,5 +1,7 @@
 //! Message → Kafka record: key, headers and timestamp exactly as the contract maps them.
 
+pub mod settings;
+
 use std::collections::BTreeMap;
 
 use crate::envelope::PubsubMessage;
@@ -214,7 +216,7 @@ impl std::fmt::Display for TimestampOrigin {
 pub struct TimestampOutOfRange {
     /// Where the time came from.
     pub origin: TimestampOrigin,
-    /// The value as given (cut by [`crate::error::bounded_echo`]).
+    /// The value as given (cut by [`crate::echo::bounded_echo`]).
     pub value: String,
 }
 
@@ -306,13 +308,13 @@ pub fn record_timestamp(
             .map(|timestamp| (timestamp, None))
             .ok_or_else(|| TimestampOutOfRange {
                 origin: TimestampOrigin::Attribute(attribute.to_owned()),
-                value: crate::error::bounded_echo(value),
+                value: crate::echo::bounded_echo(value),
             }),
         None => Ok((
             publish_time()?,
             Some(TimestampFallback::Unparsable {
                 attribute: attribute.to_owned(),
-                value: crate::error::bounded_echo(value),
+                value: crate::echo::bounded_echo(value),
             }),
         )),
     }
@@ -391,7 +393,7 @@ impl TopicRoute {
                     .or_else(|| map.get("*"))
                     .map(String::as_str)
                     .ok_or_else(|| UnknownSubscription {
-                        subscription: crate::error::bounded_echo(subscription),
+                        subscription: crate::echo::bounded_echo(subscription),
                     })
             }
         }

@@ -1,6 +1,8 @@
 //! Confluent Schema Registry: registers the bundled Avro schema under `<topic>-value` once per
 //! topic and hands out its id for the Confluent wire format (`0x00`, 4-byte id, datum).
 
+pub mod settings;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -162,7 +164,7 @@ impl Inner {
         let registered: Registered = serde_json::from_slice(&answer).map_err(|e| {
             format!(
                 "unexpected answer: {}",
-                crate::error::bounded_echo(&e.to_string())
+                crate::echo::bounded_echo(&e.to_string())
             )
         })?;
         tracing::info!(subject, id = registered.id, "Avro schema registered");

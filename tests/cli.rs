@@ -1,5 +1,5 @@
 //! The command line as an operator meets it: `--help` and `--version`, every configuration
-//! error at once, README's tables against the real settings, and `check` against tansu, a
+//! error at once, docs/configuration.md's `-h` block and table against the real settings, and `check` against tansu, a
 //! local JWKS endpoint and a local schema registry, passing and failing.
 
 use std::collections::{BTreeSet, HashMap};
@@ -29,8 +29,12 @@ fn text(output: &Output) -> (String, String) {
     )
 }
 
-fn readme() -> String {
-    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap()
+fn settings_reference() -> String {
+    std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/configuration.md"
+    ))
+    .unwrap()
 }
 
 #[test]
@@ -56,21 +60,24 @@ fn help_and_version_answer_without_any_setting() {
 }
 
 #[test]
-fn readme_shows_the_summary_help_as_the_binary_prints_it() {
+fn settings_reference_shows_the_summary_help_as_the_binary_prints_it() {
     let (out, _) = text(&run(&["-h"], &HashMap::new()));
-    let readme = readme();
-    let block = readme
+    let reference = settings_reference();
+    let block = reference
         .split("<!-- help: pubsub-kafka-bridge -h -->\n```text\n")
         .nth(1)
         .and_then(|rest| rest.split("```").next())
-        .expect("README has the -h block");
-    assert_eq!(block, out, "README's -h block is out of date");
+        .expect("docs/configuration.md has the -h block");
+    assert_eq!(
+        block, out,
+        "docs/configuration.md's -h block is out of date"
+    );
 }
 
 #[test]
-fn readme_configuration_table_names_exactly_the_settings_of_the_command_line() {
-    let readme = readme();
-    let table = readme
+fn settings_reference_table_names_exactly_the_settings_of_the_command_line() {
+    let reference = settings_reference();
+    let table = reference
         .split("## Configuration")
         .nth(1)
         .and_then(|rest| rest.split("\n### ").next())
@@ -90,6 +97,40 @@ fn readme_configuration_table_names_exactly_the_settings_of_the_command_line() {
         .into_iter()
         .collect();
     assert_eq!(documented, settings);
+}
+
+#[test]
+fn settings_reference_table_states_the_default_of_every_declaration() {
+    use clap::CommandFactory;
+    let reference = settings_reference();
+    let rows: HashMap<&str, &str> = reference
+        .lines()
+        .filter(|line| line.starts_with("| `"))
+        .filter_map(|line| {
+            let mut cells = line.split('|').skip(1);
+            Some((cells.next()?.trim(), cells.next()?.trim()))
+        })
+        .collect();
+    let command = pubsub_kafka_bridge::cli::Cli::command();
+    let mut checked = 0;
+    for arg in command.get_arguments() {
+        let (Some(var), Some(default)) = (arg.get_env(), arg.get_default_values().first()) else {
+            continue;
+        };
+        let (var, default) = (var.to_str().unwrap(), default.to_str().unwrap());
+        let stated = rows
+            .iter()
+            .find(|(names, _)| {
+                names
+                    .split(',')
+                    .any(|name| name.trim().trim_matches('`') == var)
+            })
+            .map(|(_, default)| *default)
+            .unwrap_or_else(|| panic!("{var} has no row"));
+        assert_eq!(stated, format!("`{default}`"), "{var}'s default");
+        checked += 1;
+    }
+    assert!(checked > 20, "only {checked} defaults found");
 }
 
 #[test]

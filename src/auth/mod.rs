@@ -13,15 +13,16 @@
 
 pub mod cache;
 pub mod jwks;
+pub mod settings;
 pub mod token;
 
 use std::sync::{Arc, Mutex};
 
 use jsonwebtoken::Algorithm;
 
-use crate::config::OidcConfig;
 use cache::TokenCache;
 use jwks::{JwksCache, JwksError, KeyLookup};
+use settings::OidcConfig;
 pub use token::Claims;
 use token::{ClaimRules, TokenRejection, UnverifiedToken};
 

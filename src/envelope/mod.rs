@@ -15,6 +15,7 @@ use serde::Deserialize;
 use crate::timestamp::RecordTimestamp;
 
 mod scan;
+pub mod settings;
 
 /// Unwrapped push: message id header.
 pub const HEADER_UNWRAPPED_MESSAGE_ID: &str = "x-goog-pubsub-message-id";
@@ -298,11 +299,11 @@ pub fn parse_wrapped(body: &[u8]) -> Result<PubsubMessage, EnvelopeError> {
         return Ok(message);
     }
     let strict: RawEnvelope<'_, Cow<'_, str>> = serde_json::from_slice(body)
-        .map_err(|e| EnvelopeError::NotAnEnvelope(crate::error::bounded_echo(&e.to_string())))?;
+        .map_err(|e| EnvelopeError::NotAnEnvelope(crate::echo::bounded_echo(&e.to_string())))?;
     message_from(strict, |data| {
         BASE64
             .decode(data.as_bytes())
-            .map_err(|e| EnvelopeError::InvalidBase64(crate::error::bounded_echo(&e.to_string())))
+            .map_err(|e| EnvelopeError::InvalidBase64(crate::echo::bounded_echo(&e.to_string())))
     })
 }
 
@@ -382,7 +383,7 @@ pub fn parse_publish_time(value: &str) -> Result<i64, EnvelopeError> {
         .ok()
         .and_then(|t| RecordTimestamp::from_millis(t.timestamp_millis()))
         .map(RecordTimestamp::millis)
-        .ok_or_else(|| EnvelopeError::InvalidPublishTime(crate::error::bounded_echo(value)))
+        .ok_or_else(|| EnvelopeError::InvalidPublishTime(crate::echo::bounded_echo(value)))
 }
 
 #[cfg(test)]

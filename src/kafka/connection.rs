@@ -10,7 +10,7 @@ use rskafka::client::{Client, ClientBuilder, KeepaliveConfig};
 
 use super::producer::{Inner, KafkaProducer};
 use super::{secret, security};
-use crate::config::KafkaConfig;
+use super::settings::KafkaConfig;
 
 /// TCP keepalive on broker connections: an idle connection whose peer vanished (a NAT flow
 /// dropped, a VM paused) is found dead after 60 s + 3 × 10 s instead of at its next request,

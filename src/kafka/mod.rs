@@ -20,6 +20,7 @@ pub mod partition;
 mod producer;
 pub mod secret;
 pub mod security;
+pub mod settings;
 
 use std::future::Future;
 use std::time::Duration;

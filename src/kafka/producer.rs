@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use super::metadata::LoadOutcome;
 use super::partition::{RoundRobin, choose_partition};
 use super::{Ack, KafkaError};
-use crate::config::{CompressionCodec, KafkaConfig};
+use super::settings::{CompressionCodec, KafkaConfig};
 use crate::record::KafkaRecord;
 
 /// Produce requests and records acknowledged, to show how well concurrent deliveries batch.

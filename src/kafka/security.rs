@@ -8,7 +8,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::oauth::GoogleTokenProvider;
-use crate::config::{KafkaSecurity, SaslMechanism};
+use super::settings::{KafkaSecurity, SaslMechanism};
 
 /// A TLS or SASL setting that cannot be put to use.
 #[derive(Debug, thiserror::Error)]
