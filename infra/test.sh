@@ -42,7 +42,7 @@ vendor/rskafka/patches/check.sh
 cargo test --locked --manifest-path vendor/rskafka/Cargo.toml --target-dir target \
   --features transport-tls --lib -- --exact --skip client::consumer::tests::test_consumer 2>&1 |
   tee -a "$log"
-echo "== attacks on the release binary: each attack of README's Security model, with what it cost"
+echo "== attacks on the release binary: each attack of docs/security.md, with what it cost"
 cargo build --release --locked --bin pubsub-kafka-bridge
 target/pyenv/bin/python tests/attacks.py target/release/pubsub-kafka-bridge
 

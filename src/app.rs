@@ -10,7 +10,8 @@ use bytes::Bytes;
 use http::HeaderMap;
 
 use crate::auth::Verifier;
-use crate::config::{AuthConfig, Config};
+use crate::auth::settings::AuthConfig;
+use crate::config::Config;
 use crate::encode::Encoder;
 use crate::envelope::{self, PubsubMessage};
 use crate::error::DeliveryError;
@@ -20,9 +21,9 @@ use crate::record::{self, KafkaRecord};
 use crate::registry::SchemaRegistry;
 
 /// Header naming the failure of a dead-lettered delivery (stable code).
-pub const HEADER_ERROR: &str = "pubsub.error";
+pub(crate) const HEADER_ERROR: &str = "pubsub.error";
 /// Header with the human-readable failure of a dead-lettered delivery.
-pub const HEADER_ERROR_MESSAGE: &str = "pubsub.error_message";
+pub(crate) const HEADER_ERROR_MESSAGE: &str = "pubsub.error_message";
 
 /// A configuration that cannot run.
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +39,7 @@ pub enum StartupError {
 
 /// What Kafka acknowledged for a delivery.
 #[derive(Debug)]
-pub enum Acked {
+pub(crate) enum Acked {
     /// The delivery's record.
     Record(Ack),
     /// A dead letter of a delivery that can never succeed (`KAFKA_DLQ_TOPIC`).
@@ -52,11 +53,11 @@ pub enum Acked {
 
 /// How one delivery ended, with what it learned for its log line.
 #[derive(Debug)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     /// The delivery's `messageId`, when the body got far enough to tell.
-    pub message_id: Option<String>,
+    pub(crate) message_id: Option<String>,
     /// Acknowledged, or why not.
-    pub result: Result<Acked, DeliveryError>,
+    pub(crate) result: Result<Acked, DeliveryError>,
 }
 
 /// The bridge's pipeline: verifies, maps, encodes and produces one push delivery.
@@ -132,7 +133,7 @@ impl<P: Produce> App<P> {
     }
 
     /// The configuration in force.
-    pub fn config(&self) -> &Config {
+    pub(crate) fn config(&self) -> &Config {
         &self.config
     }
 
@@ -142,12 +143,12 @@ impl<P: Produce> App<P> {
     }
 
     /// Verified tokens cached (metrics).
-    pub fn cached_tokens(&self) -> usize {
+    pub(crate) fn cached_tokens(&self) -> usize {
         self.verifier.as_ref().map_or(0, Verifier::cached_tokens)
     }
 
     /// Checks the request's token from its headers alone, before a byte of the body is read.
-    pub async fn authorize(&self, headers: &HeaderMap) -> Result<(), DeliveryError> {
+    pub(crate) async fn authorize(&self, headers: &HeaderMap) -> Result<(), DeliveryError> {
         let Some(verifier) = &self.verifier else {
             return Ok(());
         };
@@ -158,7 +159,7 @@ impl<P: Produce> App<P> {
     /// Parses, routes, encodes and produces an authorized delivery, or dead-letters it when it
     /// can never succeed and `KAFKA_DLQ_TOPIC` is set. `permit`, the delivery's share of the
     /// in-flight budget, goes to the producer with the record.
-    pub async fn deliver(
+    pub(crate) async fn deliver(
         &self,
         headers: &HeaderMap,
         body: Bytes,

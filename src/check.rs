@@ -12,20 +12,21 @@ use bytes::Bytes;
 use http_body_util::Empty;
 
 use crate::auth::Verifier;
-use crate::config::{AuthConfig, Config};
+use crate::auth::settings::AuthConfig;
+use crate::config::Config;
 
 /// Longest any one check may take (a connection that retries, an endpoint that hangs).
 const CHECK_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// One check's result.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CheckLine {
+pub(crate) struct CheckLine {
     /// Whether it passed.
-    pub ok: bool,
+    pub(crate) ok: bool,
     /// What was checked.
-    pub what: String,
+    pub(crate) what: String,
     /// What was found, or why it failed.
-    pub detail: String,
+    pub(crate) detail: String,
 }
 
 impl CheckLine {
@@ -55,7 +56,7 @@ impl std::fmt::Display for CheckLine {
 
 /// The lines for the configured topics, given what the cluster's metadata lists
 /// (`(name, partitions)`): each must exist with at least one partition.
-pub fn topic_lines(configured: &[String], listed: &[(String, usize)]) -> Vec<CheckLine> {
+pub(crate) fn topic_lines(configured: &[String], listed: &[(String, usize)]) -> Vec<CheckLine> {
     configured
         .iter()
         .map(|topic| {
@@ -71,7 +72,7 @@ pub fn topic_lines(configured: &[String], listed: &[(String, usize)]) -> Vec<Che
 }
 
 /// Runs every check for `config`.
-pub async fn checks(config: &Config) -> Vec<CheckLine> {
+pub(crate) async fn checks(config: &Config) -> Vec<CheckLine> {
     let mut lines = kafka_lines(config).await;
     lines.push(jwks_line(config).await);
     if let Some(line) = registry_line(config).await {

@@ -1,8 +1,8 @@
 //! The command line: the commands (`serve`, `check`), `--help` and `--version`, and every
-//! stage's settings ([`Settings`]) as flags and their environment variables (clap's `env`).
+//! stage's settings (`Settings`) as flags and their environment variables (clap's `env`).
 //!
 //! Here clap only gathers the values as given (a flag wins over its variable);
-//! [`Config::from_lookup_in_container`] parses them through the same declarations, so the
+//! `Config::from_lookup_in_container` parses them through the same declarations, so the
 //! flag and the variable can never disagree about what a value means, and every error is
 //! reported at once naming its variable.
 
@@ -24,10 +24,10 @@ use crate::config::{Config, ConfigError, Settings};
 pub struct Cli {
     /// What to do (default: serve).
     #[command(subcommand)]
-    pub command: Option<Command>,
+    pub(crate) command: Option<Command>,
     /// The settings.
     #[command(flatten)]
-    pub settings: Settings,
+    pub(crate) settings: Settings,
 }
 
 /// The commands.
@@ -42,17 +42,17 @@ pub enum Command {
 
 /// What the command line asks for.
 #[derive(Debug)]
-pub struct Invocation {
+pub(crate) struct Invocation {
     /// The command (serve when none is named).
-    pub command: Command,
+    pub(crate) command: Command,
     /// Every setting given, by its environment variable's name, flag or variable alike.
-    pub settings: HashMap<String, String>,
+    pub(crate) settings: HashMap<String, String>,
 }
 
 /// Parses `args` (the program name first), reading each setting's variable through clap.
 ///
 /// `Err` is clap's own answer: help, version, or a usage error, to print and exit with.
-pub fn parse<I, T>(args: I) -> Result<Invocation, clap::Error>
+pub(crate) fn parse<I, T>(args: I) -> Result<Invocation, clap::Error>
 where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
@@ -101,7 +101,7 @@ impl Invocation {
         clippy::disallowed_methods,
         reason = "the one read of the environment beside clap's, for names that are not settings"
     )]
-    pub fn config(&self, memory_limit: Option<u64>) -> Result<Config, ConfigError> {
+    pub(crate) fn config(&self, memory_limit: Option<u64>) -> Result<Config, ConfigError> {
         Config::from_lookup_in_container(
             |name| {
                 self.settings

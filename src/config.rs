@@ -12,30 +12,28 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::auth::settings::AuthConfig;
 use crate::auth::settings::OidcSettings;
-pub use crate::auth::settings::{AuthConfig, DEFAULT_ISSUERS, DEFAULT_JWKS_URL, OidcConfig};
 use crate::encode::ValueFormat;
 use crate::encode::settings::EncodeSettings;
 use crate::envelope::PushPayload;
 use crate::envelope::settings::EnvelopeSettings;
+use crate::kafka::settings::KafkaConfig;
 use crate::kafka::settings::KafkaSettings;
-pub use crate::kafka::settings::{
-    CompressionCodec, KafkaConfig, KafkaSecurity, SaslMechanism, SecurityProtocol,
-};
 use crate::limits::HttpLimits;
 use crate::limits::settings::ServerSettings;
-pub use crate::logging::settings::LogFormat;
+use crate::logging::settings::LogFormat;
 use crate::logging::settings::LoggingSettings;
 use crate::record::settings::RecordSettings;
 use crate::record::{RecordOptions, TopicRoute};
 use crate::registry::settings::RegistrySettings;
-pub use crate::registry::settings::SchemaRegistryConfig;
-pub use crate::setting::ConfigError;
+pub(crate) use crate::registry::settings::SchemaRegistryConfig;
+pub(crate) use crate::setting::ConfigError;
 use crate::setting::{all_or_errors, invalid};
 
 /// Every setting, by stage, in `--help` order.
 #[derive(Debug, Args)]
-pub struct Settings {
+pub(crate) struct Settings {
     #[command(flatten)]
     server: ServerSettings,
     #[command(flatten)]
@@ -60,33 +58,33 @@ pub struct Config {
     /// `PORT`.
     pub port: u16,
     /// `MAX_BODY_BYTES`: larger requests are answered 413.
-    pub max_body_bytes: usize,
+    pub(crate) max_body_bytes: usize,
     /// `HTTP_HEADER_READ_TIMEOUT_MS`: slow clients are cut off after this.
-    pub header_read_timeout: Duration,
+    pub(crate) header_read_timeout: Duration,
     /// `SHUTDOWN_TIMEOUT_MS`: how long in-flight deliveries may finish after SIGTERM.
-    pub shutdown_timeout: Duration,
+    pub(crate) shutdown_timeout: Duration,
     /// Kafka side.
     pub kafka: KafkaConfig,
     /// `KAFKA_TOPIC` or `KAFKA_TOPIC_BY_SUBSCRIPTION`.
     pub route: TopicRoute,
     /// `PUSH_PAYLOAD`.
-    pub push_payload: PushPayload,
+    pub(crate) push_payload: PushPayload,
     /// Key, headers and timestamp settings.
-    pub record: RecordOptions,
+    pub(crate) record: RecordOptions,
     /// `KAFKA_VALUE_FORMAT` (with `KAFKA_JSON_EMBED_DATA`).
-    pub value_format: ValueFormat,
+    pub(crate) value_format: ValueFormat,
     /// Token verification.
-    pub auth: AuthConfig,
+    pub(crate) auth: AuthConfig,
     /// `LOG_FORMAT`.
-    pub log_format: LogFormat,
+    pub(crate) log_format: LogFormat,
     /// `RUST_LOG`: the log filter.
-    pub log_filter: String,
+    pub(crate) log_filter: String,
     /// `SCHEMA_REGISTRY_URL` with optional `SCHEMA_REGISTRY_USERNAME`/`SCHEMA_REGISTRY_PASSWORD`.
-    pub schema_registry: Option<SchemaRegistryConfig>,
+    pub(crate) schema_registry: Option<SchemaRegistryConfig>,
     /// `GOOGLE_CLOUD_PROJECT` (or `GCP_PROJECT`): used to build Cloud Logging trace names.
-    pub gcp_project: Option<String>,
+    pub(crate) gcp_project: Option<String>,
     /// Connection, time, body and in-flight limits of the HTTP server.
-    pub limits: HttpLimits,
+    pub(crate) limits: HttpLimits,
 }
 
 impl Config {
@@ -96,13 +94,15 @@ impl Config {
     }
 
     /// Reads settings through `lookup`; empty values count as unset.
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+    pub(crate) fn from_lookup(
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
         Self::from_lookup_in_container(lookup, None)
     }
 
     /// Reads settings through `lookup` for a container with `memory_limit` bytes (from which
     /// the in-flight budget's default is derived); every bad setting is reported at once.
-    pub fn from_lookup_in_container(
+    pub(crate) fn from_lookup_in_container(
         lookup: impl Fn(&str) -> Option<String>,
         memory_limit: Option<u64>,
     ) -> Result<Self, ConfigError> {
@@ -189,6 +189,8 @@ fn preload_topics(route: &TopicRoute, dlq_topic: Option<&str>) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::settings::DEFAULT_JWKS_URL;
+    use crate::kafka::settings::CompressionCodec;
 
     fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let map: HashMap<String, String> = vars

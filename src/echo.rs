@@ -2,11 +2,11 @@
 //! bodies and log lines never carry unbounded attacker input.
 
 /// Longest piece of client input an error message repeats (response bodies and log lines).
-pub const MAX_ECHO_CHARS: usize = 128;
+pub(crate) const MAX_ECHO_CHARS: usize = 128;
 
 /// `text` cut to [`MAX_ECHO_CHARS`] characters, saying how long it was when cut: error bodies
 /// and log lines never carry unbounded attacker input.
-pub fn bounded_echo(text: &str) -> String {
+pub(crate) fn bounded_echo(text: &str) -> String {
     match text.char_indices().nth(MAX_ECHO_CHARS) {
         None => text.to_owned(),
         Some((end, _)) => format!("{}…({} bytes)", &text[..end], text.len()),

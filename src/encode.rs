@@ -1,6 +1,6 @@
 //! Message → record value: raw bytes, JSON, Avro (single-object encoding) or Pub/Sub's protobuf.
 
-pub mod settings;
+pub(crate) mod settings;
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
@@ -17,7 +17,7 @@ pub const AVRO_SCHEMA: &str = include_str!("../schemas/pubsub_message.avsc");
 
 /// `KAFKA_VALUE_FORMAT`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ValueFormat {
+pub(crate) enum ValueFormat {
     /// The decoded payload, untouched.
     Raw,
     /// A JSON object with every field and `data` as base64; with `embed_json_data`
@@ -62,7 +62,7 @@ pub enum EncodeError {
 
 /// Encodes values in one format; built once at startup (the Avro schema is parsed once).
 #[derive(Debug)]
-pub struct Encoder {
+pub(crate) struct Encoder {
     format: ValueFormat,
     avro: Option<AvroWriter>,
 }
@@ -75,7 +75,7 @@ struct AvroWriter {
 
 impl Encoder {
     /// An encoder for `format`.
-    pub fn new(format: ValueFormat) -> Self {
+    pub(crate) fn new(format: ValueFormat) -> Self {
         let avro = (format == ValueFormat::Avro).then(|| {
             let schema = Schema::parse_str(AVRO_SCHEMA).expect("the bundled Avro schema is valid");
             let header = RabinFingerprintHeader::from_schema(&schema).build_header();
@@ -84,13 +84,9 @@ impl Encoder {
         Self { format, avro }
     }
 
-    /// The configured format.
-    pub fn format(&self) -> ValueFormat {
-        self.format
-    }
-
     /// The record value for `message`.
-    pub fn encode(&self, mut message: PubsubMessage) -> Result<Vec<u8>, EncodeError> {
+    #[cfg(test)]
+    pub(crate) fn encode(&self, mut message: PubsubMessage) -> Result<Vec<u8>, EncodeError> {
         self.encode_framed(&mut message, None)
     }
 
@@ -99,7 +95,7 @@ impl Encoder {
     ///
     /// The raw format moves the payload out of `message` (no copy); the others read it and
     /// write the value in one allocation. The rest of `message` is left for the headers.
-    pub fn encode_framed(
+    pub(crate) fn encode_framed(
         &self,
         message: &mut PubsubMessage,
         schema_id: Option<u32>,
@@ -184,7 +180,7 @@ fn encode_json(message: &PubsubMessage, embed_json_data: bool) -> Result<Vec<u8>
 /// `MaxDepth` and Json.NET 13's: 64; Ruby's `max_nesting`: 100; serde_json: 128; Jackson's
 /// `StreamReadConstraints` and Python's recursion limit: about 1,000). A record a consumer
 /// cannot parse loses its metadata too, not only its data.
-pub const MAX_EMBEDDED_JSON_DEPTH: usize = 63;
+pub(crate) const MAX_EMBEDDED_JSON_DEPTH: usize = 63;
 
 /// Whether a payload, already read as one JSON value, may be embedded as it is: nesting at
 /// most [`MAX_EMBEDDED_JSON_DEPTH`] and no object with a key twice (after unescaping), since
@@ -393,35 +389,37 @@ fn avro_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
-/// `google.pubsub.v1.PubsubMessage`, field numbers as in Google's `pubsub.proto`.
+/// `google.pubsub.v1.PubsubMessage`, field numbers as in Google's `pubsub.proto`: what the
+/// tests decode the hand-written protobuf writer's output with.
+#[cfg(test)]
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct PubsubMessageProto {
+pub(crate) struct PubsubMessageProto {
     /// The payload.
     #[prost(bytes = "vec", tag = "1")]
-    pub data: Vec<u8>,
+    pub(crate) data: Vec<u8>,
     /// Attributes.
     #[prost(btree_map = "string, string", tag = "2")]
-    pub attributes: BTreeMap<String, String>,
+    pub(crate) attributes: BTreeMap<String, String>,
     /// Message id.
     #[prost(string, tag = "3")]
-    pub message_id: String,
+    pub(crate) message_id: String,
     /// Publish time.
     #[prost(message, optional, tag = "4")]
-    pub publish_time: Option<ProtoTimestamp>,
+    pub(crate) publish_time: Option<ProtoTimestamp>,
     /// Ordering key (empty when none).
     #[prost(string, tag = "5")]
-    pub ordering_key: String,
+    pub(crate) ordering_key: String,
 }
 
 /// `google.protobuf.Timestamp`.
 #[derive(Clone, Copy, PartialEq, Eq, prost::Message)]
-pub struct ProtoTimestamp {
+pub(crate) struct ProtoTimestamp {
     /// Seconds since the Unix epoch.
     #[prost(int64, tag = "1")]
-    pub seconds: i64,
+    pub(crate) seconds: i64,
     /// Nanoseconds within the second.
     #[prost(int32, tag = "2")]
-    pub nanos: i32,
+    pub(crate) nanos: i32,
 }
 
 /// The publish time at full precision from its RFC 3339 text; from the milliseconds when the

@@ -10,7 +10,7 @@ use crate::kafka::KafkaError;
 use crate::record::{TimestampOutOfRange, UnknownSubscription};
 use crate::registry::RegistryError;
 
-pub use crate::echo::{MAX_ECHO_CHARS, bounded_echo};
+pub(crate) use crate::echo::bounded_echo;
 
 /// Everything that can stop a delivery from being acknowledged.
 #[derive(Debug, thiserror::Error)]
@@ -46,7 +46,7 @@ pub enum DeliveryError {
     /// Kafka did not acknowledge the record.
     #[error(transparent)]
     Kafka(#[from] KafkaError),
-    /// Only POST delivers (the method as sent, cut by [`bounded_echo`]).
+    /// Only POST delivers (the method as sent, cut by `bounded_echo`).
     #[error("method {0} not allowed; push deliveries are POSTed")]
     MethodNotAllowed(String),
     /// The in-flight budget is full: 503, so Pub/Sub backs off and redelivers.
@@ -75,7 +75,7 @@ pub enum DeliveryError {
 
 impl DeliveryError {
     /// The HTTP status Pub/Sub sees.
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             Self::Envelope(_)
             | Self::BodyUnreadable(_)
@@ -101,7 +101,7 @@ impl DeliveryError {
     }
 
     /// Stable machine-readable code (response bodies, dead-letter `pubsub.error` header).
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             Self::Envelope(e) => e.code(),
             Self::Auth(e) => e.code(),
@@ -125,7 +125,7 @@ impl DeliveryError {
 
     /// Whether no redelivery can ever succeed, so the delivery belongs in the dead-letter
     /// topic when one is configured. Unverified requests never qualify: they stay outside Kafka.
-    pub fn is_dead_letter(&self) -> bool {
+    pub(crate) fn is_dead_letter(&self) -> bool {
         match self {
             Self::Envelope(_) | Self::Encode(_) | Self::Timestamp(_) => true,
             Self::Kafka(e) => !e.is_retriable(),
@@ -134,7 +134,7 @@ impl DeliveryError {
     }
 
     /// Failures that point at the bridge or Kafka rather than the sender are warnings or errors.
-    pub fn level(&self) -> tracing::Level {
+    pub(crate) fn level(&self) -> tracing::Level {
         match self.status().as_u16() {
             500.. if matches!(self, Self::Internal) => tracing::Level::ERROR,
             _ => tracing::Level::WARN,
@@ -142,7 +142,7 @@ impl DeliveryError {
     }
 
     /// The response: the status and a short JSON body naming the reason (never the token).
-    pub fn to_response(&self) -> Response<Bytes> {
+    pub(crate) fn to_response(&self) -> Response<Bytes> {
         let body = serde_json::json!({ "error": self.code(), "message": self.to_string() });
         let mut response = Response::builder()
             .status(self.status())

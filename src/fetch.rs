@@ -12,7 +12,7 @@ use hyper_util::rt::TokioExecutor;
 /// An HTTP/1 client for the bridge's outbound calls: https checked against the Mozilla roots
 /// bundled in the binary (a distroless image has no CA files), plain http where configuration
 /// allowed it (loopback stand-ins in tests).
-pub fn https_client<B>() -> Client<hyper_rustls::HttpsConnector<HttpConnector>, B>
+pub(crate) fn https_client<B>() -> Client<hyper_rustls::HttpsConnector<HttpConnector>, B>
 where
     B: hyper::body::Body + Send,
     B::Data: Send,
@@ -29,7 +29,7 @@ where
 ///
 /// Returns the response head and body; the error is a short reason for the caller's own
 /// typed error (these calls only ever fail one way for their callers: "not available now").
-pub async fn send<C, B>(
+pub(crate) async fn send<C, B>(
     client: &Client<C, B>,
     request: http::Request<B>,
     max_body_bytes: usize,

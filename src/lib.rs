@@ -4,7 +4,7 @@
 //! # Layout
 //!
 //! ```text
-//!  HTTP (hyper, server.rs) ──┐
+//!  HTTP (hyper, server/) ────┐
 //!  Lambda (lambda.rs) ────────┴─> Service (service.rs): routes, bounds, logs, counts, catches panics
 //!                                  └─> App (app.rs): the pipeline of one delivery
 //!                                 │ auth      token → verified claims (auth/, auth/jwks.rs does the I/O)
@@ -14,33 +14,40 @@
 //!                                 └ kafka     record → partition → batched produce → ack (the `Produce` seam)
 //! ```
 //!
-//! [`timestamp::RecordTimestamp`] is the one range of record timestamps (a leaf: `envelope` and
-//! `record` both hold times to it).
+//! Each stage declares its own settings (`settings.rs` beside it: one `clap::Args` struct whose
+//! fields are the flag, the variable, the default, the help and the type); `config` composes
+//! them and checks the rules that span stages. Leaves every stage may use: `setting` (the
+//! settings parsers), `echo` (how much of a client's input an error repeats), `timestamp` (the
+//! one range of record timestamps), `fetch` (bounded HTTP fetches). Nothing below calls back
+//! up: the module graph is a DAG (`tests/module_graph.rs`, docs/modules.md).
 //!
-//! Every failure is a [`error::DeliveryError`], turned into its HTTP status in one place.
+//! Every failure is a `DeliveryError`, turned into its HTTP status in one place (`error.rs`).
 //! The pure stages (`envelope`, `record`, `encode`, `kafka::partition`) take values and return
 //! values; only `auth::jwks`, `kafka` and the adapters do I/O.
+//!
+//! The public surface is what the two binaries, the tests and a library user need; everything
+//! else is `pub(crate)` (the `unreachable_pub` lint keeps it so).
 
-pub mod app;
+pub(crate) mod app;
 pub mod auth;
 pub mod check;
 pub mod cli;
-pub mod config;
+pub(crate) mod config;
 pub(crate) mod echo;
 pub mod encode;
 pub mod envelope;
-pub mod error;
-pub mod fetch;
+pub(crate) mod error;
+pub(crate) mod fetch;
 pub mod kafka;
 #[cfg(feature = "lambda")]
 pub mod lambda;
 pub mod limits;
-pub mod logging;
-pub mod metrics;
+pub(crate) mod logging;
+pub(crate) mod metrics;
 pub mod record;
-pub mod registry;
+pub(crate) mod registry;
 pub mod server;
-pub mod service;
+pub(crate) mod service;
 pub(crate) mod setting;
 pub mod timestamp;
 

@@ -1,7 +1,7 @@
 //! Bounds on what any client can make the bridge hold: connections, time, body bytes on the
 //! wire, and the memory of deliveries in flight. Pure accounting here; the server applies it.
 
-pub mod settings;
+pub(crate) mod settings;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,7 +29,7 @@ pub const MAX_HEAD_BYTES: usize = 192 << 10;
 /// chunk): what it costs is the work of handling one more frame, so a body sent in tiny
 /// pieces reaches the limit in proportion to that work, long before its data does. Honest
 /// senders' frames (a TCP segment or more) stay well inside the framing allowance.
-pub const FRAME_OVERHEAD: u64 = 64;
+pub(crate) const FRAME_OVERHEAD: u64 = 64;
 
 /// Memory the process needs besides deliveries (runtime, TLS, Kafka client, buffers).
 const BASELINE_MEMORY: u64 = 48 << 20;
@@ -40,36 +40,36 @@ const UNBOUNDED_DEFAULT_INFLIGHT: u64 = 256 << 20;
 /// body bytes against a quarter of the memory left after the baseline.
 const AMPLIFICATION: u64 = 4;
 
-/// Time, size and count limits of the HTTP server (all settable, see README "Security model").
+/// Time, size and count limits of the HTTP server (all settable, see docs/security.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HttpLimits {
+pub(crate) struct HttpLimits {
     /// `MAX_CONNECTIONS`: open connections; further clients wait in the listen backlog.
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
     /// `HTTP_BODY_IDLE_TIMEOUT_MS`: longest pause between two pieces of a body.
-    pub body_idle_timeout: Duration,
+    pub(crate) body_idle_timeout: Duration,
     /// `HTTP_BODY_TIMEOUT_MS`: longest time to receive a whole body.
-    pub body_timeout: Duration,
+    pub(crate) body_timeout: Duration,
     /// `HTTP_IDLE_TIMEOUT_MS`: a connection with no request in progress is closed after this.
-    pub idle_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
     /// `HTTP2_MAX_CONCURRENT_STREAMS`: requests one HTTP/2 connection may have open at once.
-    pub h2_max_streams: u32,
+    pub(crate) h2_max_streams: u32,
     /// `MAX_INFLIGHT_BYTES` and `MAX_INFLIGHT_REQUESTS`.
-    pub inflight: InflightLimits,
+    pub(crate) inflight: InflightLimits,
 }
 
 /// The memory budget of deliveries in flight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct InflightLimits {
+pub(crate) struct InflightLimits {
     /// Body bytes held by deliveries not yet answered.
-    pub max_bytes: u64,
+    pub(crate) max_bytes: u64,
     /// Deliveries not yet answered.
-    pub max_requests: u32,
+    pub(crate) max_requests: u32,
 }
 
 impl InflightLimits {
     /// The byte budget for a container with `memory_limit` bytes (none visible: a fixed
     /// default); never below one largest body, so every acceptable delivery can pass alone.
-    pub fn default_bytes(memory_limit: Option<u64>, max_body_bytes: usize) -> u64 {
+    pub(crate) fn default_bytes(memory_limit: Option<u64>, max_body_bytes: usize) -> u64 {
         let derived = match memory_limit {
             Some(limit) => limit.saturating_sub(BASELINE_MEMORY) / AMPLIFICATION,
             None => UNBOUNDED_DEFAULT_INFLIGHT,
@@ -80,7 +80,7 @@ impl InflightLimits {
 
 /// The container's memory limit from cgroup v2 `memory.max` or cgroup v1
 /// `memory.limit_in_bytes`; `None` when unlimited (`max`, or v1's near-`u64::MAX` value) or unreadable.
-pub fn parse_memory_limit(cgroup_v2: Option<&str>, cgroup_v1: Option<&str>) -> Option<u64> {
+pub(crate) fn parse_memory_limit(cgroup_v2: Option<&str>, cgroup_v1: Option<&str>) -> Option<u64> {
     // cgroup v1 reports "unlimited" as the largest page-aligned i64.
     const V1_UNLIMITED: u64 = 1 << 60;
     let parse = |text: &str| text.trim().parse::<u64>().ok();
@@ -94,7 +94,7 @@ pub fn parse_memory_limit(cgroup_v2: Option<&str>, cgroup_v1: Option<&str>) -> O
 /// Reads the container memory limit of this process (Linux cgroups; elsewhere `None`).
 ///
 /// Only the path is fixed here; what is read from it is tested through `memory_limit_under`.
-pub fn container_memory_limit() -> Option<u64> {
+pub(crate) fn container_memory_limit() -> Option<u64> {
     memory_limit_under(std::path::Path::new("/sys/fs/cgroup"))
 }
 
@@ -125,7 +125,11 @@ pub enum HeadTooLarge {
 /// Checks a request head against the head limits. `method` and `target` (the request target,
 /// e.g. `/?a=b`) make the request line; the verdict depends only on the parsed head, never on
 /// how it arrived.
-pub fn check_head(method: &str, target: &str, headers: &HeaderMap) -> Result<(), HeadTooLarge> {
+pub(crate) fn check_head(
+    method: &str,
+    target: &str,
+    headers: &HeaderMap,
+) -> Result<(), HeadTooLarge> {
     if headers.len() > MAX_HEAD_FIELDS {
         return Err(HeadTooLarge::Fields(headers.len()));
     }
@@ -142,7 +146,7 @@ pub fn check_head(method: &str, target: &str, headers: &HeaderMap) -> Result<(),
 
 /// Where a body stands against its limits after a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BodyVerdict {
+pub(crate) enum BodyVerdict {
     /// Still within both limits.
     Within,
     /// More data than the limit: an honest oversized body (worth draining for its 413).
@@ -153,7 +157,7 @@ pub enum BodyVerdict {
 
 /// What a body costs against the size limit: its data, and its framing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BodyMeter {
+pub(crate) struct BodyMeter {
     limit: usize,
     data: usize,
     wire: u64,
@@ -161,7 +165,7 @@ pub struct BodyMeter {
 
 impl BodyMeter {
     /// A meter for bodies of at most `limit` data bytes.
-    pub fn new(limit: usize) -> Self {
+    pub(crate) fn new(limit: usize) -> Self {
         Self {
             limit,
             data: 0,
@@ -172,7 +176,7 @@ impl BodyMeter {
     /// Counts one frame of `len` data bytes against the data limit and the wire cost
     /// (`data + FRAME_OVERHEAD` per frame, against the limit plus 1/8 and 64 KiB of framing
     /// allowance: a body at the limit passes in frames of 512 bytes or more).
-    pub fn add_frame(&mut self, len: usize) -> BodyVerdict {
+    pub(crate) fn add_frame(&mut self, len: usize) -> BodyVerdict {
         self.data = self.data.saturating_add(len);
         self.wire = self
             .wire
@@ -188,7 +192,7 @@ impl BodyMeter {
     }
 
     /// Wire cost counted so far.
-    pub fn wire(&self) -> u64 {
+    pub(crate) fn wire(&self) -> u64 {
         self.wire
     }
 
@@ -228,7 +232,7 @@ pub struct InflightPermit {
 
 impl InflightBudget {
     /// A budget of `limits`.
-    pub fn new(limits: InflightLimits) -> Self {
+    pub(crate) fn new(limits: InflightLimits) -> Self {
         Self {
             limits,
             requests: Arc::new(Semaphore::new(limits.max_requests as usize)),
@@ -239,7 +243,7 @@ impl InflightBudget {
     }
 
     /// Admits one more delivery, holding no bytes yet.
-    pub fn admit(&self) -> Result<InflightPermit, Overloaded> {
+    pub(crate) fn admit(&self) -> Result<InflightPermit, Overloaded> {
         let request = Arc::clone(&self.requests)
             .try_acquire_owned()
             .map_err(|_| Overloaded::Requests(self.limits.max_requests))?;
@@ -267,7 +271,7 @@ impl InflightBudget {
 
 impl InflightPermit {
     /// Grows this delivery's share by `bytes`, or refuses when the budget has no room.
-    pub fn reserve(&mut self, bytes: usize) -> Result<(), Overloaded> {
+    pub(crate) fn reserve(&mut self, bytes: usize) -> Result<(), Overloaded> {
         if bytes == 0 {
             return Ok(());
         }
@@ -284,7 +288,7 @@ impl InflightPermit {
     }
 
     /// Bytes this delivery holds.
-    pub fn reserved(&self) -> usize {
+    pub(crate) fn reserved(&self) -> usize {
         self.bytes
             .as_ref()
             .map_or(0, OwnedSemaphorePermit::num_permits)

@@ -1,6 +1,6 @@
 //! Logs through tracing-subscriber: plain text, or Cloud Logging's structured JSON lines.
 
-pub mod settings;
+pub(crate) mod settings;
 
 use std::fmt;
 
@@ -15,14 +15,15 @@ use tracing_subscriber::registry::LookupSpan;
 use settings::LogFormat;
 
 /// Field that, when a log call carries it, becomes Cloud Logging's trace correlation key.
-pub const TRACE_FIELD: &str = "trace";
+pub(crate) const TRACE_FIELD: &str = "trace";
 
 /// Default filter: rskafka reports every connection at info and a harmless notice when a
 /// producer is dropped at shutdown; neither helps an operator.
-pub const DEFAULT_FILTER: &str = "info,rskafka=warn,rskafka::client::producer::broadcast=error";
+pub(crate) const DEFAULT_FILTER: &str =
+    "info,rskafka=warn,rskafka::client::producer::broadcast=error";
 
 /// Installs the global subscriber; `RUST_LOG` filters (default [`DEFAULT_FILTER`]).
-pub fn init(format: LogFormat, filter: Option<&str>) {
+pub(crate) fn init(format: LogFormat, filter: Option<&str>) {
     let filter = filter
         .and_then(|f| EnvFilter::try_new(f).ok())
         .unwrap_or_else(|| EnvFilter::new(DEFAULT_FILTER));
@@ -41,10 +42,10 @@ pub fn init(format: LogFormat, filter: Option<&str>) {
 /// One JSON object per line with `severity`, `message`, `time`, the event's fields and
 /// `logging.googleapis.com/trace`, so Cloud Logging groups lines with their request.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct CloudLoggingJson;
+pub(crate) struct CloudLoggingJson;
 
 /// Cloud Logging's severity names.
-pub fn severity(level: &Level) -> &'static str {
+pub(crate) fn severity(level: &Level) -> &'static str {
     match *level {
         Level::ERROR => "ERROR",
         Level::WARN => "WARNING",

@@ -10,17 +10,17 @@ const STATUSES: [u16; 14] = [
 
 /// Figures read from the rest of the bridge at scrape time.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct Gauges {
+pub(crate) struct Gauges {
     /// Produce requests Kafka acknowledged.
-    pub produce_requests: u64,
+    pub(crate) produce_requests: u64,
     /// Records Kafka acknowledged.
-    pub produced_records: u64,
+    pub(crate) produced_records: u64,
     /// Verified tokens cached.
-    pub cached_tokens: usize,
+    pub(crate) cached_tokens: usize,
     /// Deliveries being read or waiting for Kafka.
-    pub inflight_requests: u64,
+    pub(crate) inflight_requests: u64,
     /// Body bytes those deliveries hold.
-    pub inflight_bytes: u64,
+    pub(crate) inflight_bytes: u64,
 }
 
 /// Delivery outcomes since start.
@@ -31,7 +31,7 @@ pub struct Metrics {
 
 impl Metrics {
     /// Counts one answered delivery.
-    pub fn record(&self, status: u16) {
+    pub(crate) fn record(&self, status: u16) {
         let slot = STATUSES
             .iter()
             .position(|s| *s == status)
@@ -49,7 +49,7 @@ impl Metrics {
 
     /// The exposition text, with the producer's batching figures, the token cache size and
     /// the in-flight budget in use.
-    pub fn render(&self, gauges: Gauges) -> String {
+    pub(crate) fn render(&self, gauges: Gauges) -> String {
         let Gauges {
             produce_requests,
             produced_records,

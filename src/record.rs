@@ -1,6 +1,6 @@
 //! Message → Kafka record: key, headers and timestamp exactly as the contract maps them.
 
-pub mod settings;
+pub(crate) mod settings;
 
 use std::collections::BTreeMap;
 
@@ -10,23 +10,23 @@ use crate::timestamp::RecordTimestamp;
 /// Header carrying Pub/Sub's message id; consumers drop redeliveries by it.
 pub const HEADER_MESSAGE_ID: &str = "pubsub.message_id";
 /// Header carrying the publish time as received (RFC 3339).
-pub const HEADER_PUBLISH_TIME: &str = "pubsub.publish_time";
+pub(crate) const HEADER_PUBLISH_TIME: &str = "pubsub.publish_time";
 /// Header carrying the full subscription name.
-pub const HEADER_SUBSCRIPTION: &str = "pubsub.subscription";
+pub(crate) const HEADER_SUBSCRIPTION: &str = "pubsub.subscription";
 /// Header carrying the ordering key, when the message has one.
-pub const HEADER_ORDERING_KEY: &str = "pubsub.ordering_key";
+pub(crate) const HEADER_ORDERING_KEY: &str = "pubsub.ordering_key";
 /// Header carrying the delivery attempt (decimal), when Pub/Sub sent one.
-pub const HEADER_DELIVERY_ATTEMPT: &str = "pubsub.delivery_attempt";
+pub(crate) const HEADER_DELIVERY_ATTEMPT: &str = "pubsub.delivery_attempt";
 /// The bridge's own header namespace: only the bridge writes names that start with it.
-pub const RESERVED_HEADER_PREFIX: &str = "pubsub.";
+pub(crate) const RESERVED_HEADER_PREFIX: &str = "pubsub.";
 /// An attribute whose header name would fall in the reserved namespace is written under this
 /// prefix instead (`pubsub.ordering_key` → `pubsub.attribute.pubsub.ordering_key`): nothing is
 /// lost, and no publisher can pose as the bridge's metadata, whatever Pub/Sub sent.
-pub const RENAMED_ATTRIBUTE_PREFIX: &str = "pubsub.attribute.";
+pub(crate) const RENAMED_ATTRIBUTE_PREFIX: &str = "pubsub.attribute.";
 
 /// Whether `name` lies in the bridge's header namespace (ASCII case-insensitive, since some
 /// consumers compare header names without case).
-pub fn is_reserved_header(name: &str) -> bool {
+pub(crate) fn is_reserved_header(name: &str) -> bool {
     name.len() >= RESERVED_HEADER_PREFIX.len()
         && name.as_bytes()[..RESERVED_HEADER_PREFIX.len()]
             .eq_ignore_ascii_case(RESERVED_HEADER_PREFIX.as_bytes())
@@ -189,7 +189,7 @@ impl std::fmt::Display for TimestampFallback {
 
 /// Where a record's timestamp came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TimestampOrigin {
+pub(crate) enum TimestampOrigin {
     /// The message's publish time.
     PublishTime,
     /// The event-time attribute (`KAFKA_TIMESTAMP_ATTRIBUTE`) of this name.
@@ -215,13 +215,13 @@ impl std::fmt::Display for TimestampOrigin {
 )]
 pub struct TimestampOutOfRange {
     /// Where the time came from.
-    pub origin: TimestampOrigin,
-    /// The value as given (cut by [`crate::echo::bounded_echo`]).
+    pub(crate) origin: TimestampOrigin,
+    /// The value as given (cut by `crate::echo::bounded_echo`).
     pub value: String,
 }
 
 /// The key bytes `source` selects from `message`.
-pub fn record_key(message: &PubsubMessage, source: &KeySource) -> Option<Vec<u8>> {
+pub(crate) fn record_key(message: &PubsubMessage, source: &KeySource) -> Option<Vec<u8>> {
     let key = match source {
         KeySource::OrderingKey => message.ordering_key.as_deref(),
         KeySource::MessageId => Some(message.message_id.as_str()).filter(|id| !id.is_empty()),
@@ -283,7 +283,7 @@ pub fn record_headers(
 /// The attribute is epoch milliseconds (an optionally signed integer) or RFC 3339. A value of
 /// either form outside Kafka's range is refused; only a missing attribute, or one of neither
 /// form, falls back to publishTime (returned for the caller to log).
-pub fn record_timestamp(
+pub(crate) fn record_timestamp(
     message: &PubsubMessage,
     attribute: Option<&str>,
 ) -> Result<(RecordTimestamp, Option<TimestampFallback>), TimestampOutOfRange> {
@@ -378,12 +378,15 @@ pub enum TopicRoute {
 #[error("subscription {subscription:?} has no topic in KAFKA_TOPIC_BY_SUBSCRIPTION")]
 pub struct UnknownSubscription {
     /// The subscription of the delivery.
-    pub subscription: String,
+    pub(crate) subscription: String,
 }
 
 impl TopicRoute {
     /// The topic for a delivery from `subscription`.
-    pub fn topic_for<'a>(&'a self, subscription: &str) -> Result<&'a str, UnknownSubscription> {
+    pub(crate) fn topic_for<'a>(
+        &'a self,
+        subscription: &str,
+    ) -> Result<&'a str, UnknownSubscription> {
         match self {
             Self::Single(topic) => Ok(topic),
             Self::BySubscription(map) => {

@@ -1,7 +1,7 @@
 //! Confluent Schema Registry: registers the bundled Avro schema under `<topic>-value` once per
 //! topic and hands out its id for the Confluent wire format (`0x00`, 4-byte id, datum).
 
-pub mod settings;
+pub(crate) mod settings;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -24,9 +24,9 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 #[error("schema registry: registering {subject}: {reason}")]
 pub struct RegistryError {
     /// The subject (`<topic>-value`).
-    pub subject: String,
+    pub(crate) subject: String,
     /// What went wrong.
-    pub reason: String,
+    pub(crate) reason: String,
 }
 
 #[derive(Deserialize)]
@@ -46,7 +46,7 @@ enum Slot {
 }
 
 /// The `Authorization` value of HTTP basic auth (Confluent Cloud: API key and secret).
-pub fn basic_authorization(user: &str, password: &str) -> String {
+pub(crate) fn basic_authorization(user: &str, password: &str) -> String {
     let pair = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
     format!("Basic {pair}")
 }
@@ -65,7 +65,7 @@ impl std::fmt::Debug for SchemaRegistry {
 /// waiting for that topic; the map is locked only to look up or update a slot, never across
 /// I/O, so a slow registry holds up only the deliveries that need its answer, all at once.
 #[derive(Clone)]
-pub struct SchemaRegistry {
+pub(crate) struct SchemaRegistry {
     inner: Arc<Inner>,
 }
 
@@ -78,7 +78,7 @@ struct Inner {
 
 impl SchemaRegistry {
     /// A client for `url` (`SCHEMA_REGISTRY_URL`), with basic auth when credentials are given.
-    pub fn new(url: &str, credentials: Option<(&str, &str)>) -> Self {
+    pub(crate) fn new(url: &str, credentials: Option<(&str, &str)>) -> Self {
         let inner = Inner {
             base: url.trim_end_matches('/').to_owned(),
             authorization: credentials.map(|(user, password)| basic_authorization(user, password)),
@@ -95,7 +95,7 @@ impl SchemaRegistry {
     /// Registering an identical schema again returns the existing id, so this is idempotent
     /// across instances and restarts. A failed registration is forgotten: the next delivery
     /// for the topic starts a new one.
-    pub async fn schema_id(&self, topic: &str) -> Result<u32, RegistryError> {
+    pub(crate) async fn schema_id(&self, topic: &str) -> Result<u32, RegistryError> {
         let mut outcome = {
             let mut slots = self.inner.slots.lock().unwrap_or_else(|e| e.into_inner());
             match slots.get(topic) {

@@ -25,7 +25,7 @@ use crate::metrics::{Gauges, Metrics};
 
 /// What the request head decides, before a byte of the body is read.
 #[derive(Debug)]
-pub enum Head {
+pub(crate) enum Head {
     /// Answered from the head alone: health, readiness, metrics, a wrong method, a token that
     /// fails verification, or a full in-flight budget.
     Answered(Response<Bytes>),
@@ -136,7 +136,7 @@ impl<P: Produce> Service<P> {
     ///
     /// The token is verified here, before the body is read, so an unauthenticated client never
     /// gets a `100 Continue`, never has its body read, and never holds in-flight budget.
-    pub async fn admit(&self, head: &Parts) -> Head {
+    pub(crate) async fn admit(&self, head: &Parts) -> Head {
         let target = head.uri.path_and_query().map_or("/", |p| p.as_str());
         if let Err(too_large) =
             crate::limits::check_head(head.method.as_str(), target, &head.headers)
@@ -169,7 +169,7 @@ impl<P: Produce> Service<P> {
     ///
     /// Dropping the returned future (the client went away) cancels the delivery: Pub/Sub
     /// redelivers what it got no answer for.
-    pub async fn deliver(
+    pub(crate) async fn deliver(
         &self,
         head: &Parts,
         body: Bytes,
@@ -227,7 +227,7 @@ impl<P: Produce> Service<P> {
 
     /// Answers a delivery that failed before its pipeline ran (method, token, body, budget):
     /// one log line, counted in the metrics.
-    pub fn refuse(&self, error: DeliveryError, headers: &HeaderMap) -> Response<Bytes> {
+    pub(crate) fn refuse(&self, error: DeliveryError, headers: &HeaderMap) -> Response<Bytes> {
         let response = self.fail(&error, None, headers);
         self.metrics.record(response.status().as_u16());
         response
@@ -236,7 +236,7 @@ impl<P: Produce> Service<P> {
     /// Logs and counts a request the HTTP parser refused and answered itself (a head it could
     /// not read, or over its bounds), which never reached the service: one line and one count,
     /// as every other refusal gets.
-    pub fn refused_by_transport(&self, error: &DeliveryError) {
+    pub(crate) fn refused_by_transport(&self, error: &DeliveryError) {
         self.log_failure(error, None, None);
         self.metrics.record(error.status().as_u16());
     }
@@ -314,7 +314,7 @@ impl<P: Produce> Service<P> {
 }
 
 /// The trace id of a request: `X-Cloud-Trace-Context: TRACE/SPAN;o=1` or W3C `traceparent`.
-pub fn trace_id(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn trace_id(headers: &HeaderMap) -> Option<&str> {
     let valid = |id: &str| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit());
     if let Some(value) = headers
         .get("x-cloud-trace-context")

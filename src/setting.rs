@@ -42,7 +42,7 @@ pub enum ConfigError {
 
 impl ConfigError {
     /// One error as itself, more as [`ConfigError::Several`].
-    pub fn from_many(mut errors: Vec<Self>) -> Self {
+    pub(crate) fn from_many(mut errors: Vec<Self>) -> Self {
         match errors.len() {
             1 => errors.remove(0),
             _ => Self::Several(errors),
@@ -50,7 +50,8 @@ impl ConfigError {
     }
 
     /// The variable named (the first one, when several are wrong).
-    pub fn var(&self) -> &'static str {
+    #[cfg(test)]
+    pub(crate) fn var(&self) -> &'static str {
         match self {
             Self::Missing { var, .. } | Self::Invalid { var, .. } => var,
             Self::Several(errors) => errors.first().map_or("", Self::var),
@@ -58,7 +59,7 @@ impl ConfigError {
     }
 
     /// Every single error, in the order the settings are read.
-    pub fn each(&self) -> Vec<&Self> {
+    pub(crate) fn each(&self) -> Vec<&Self> {
         match self {
             Self::Several(errors) => errors.iter().collect(),
             one => vec![one],
@@ -67,7 +68,7 @@ impl ConfigError {
 }
 
 /// `var=value` cannot be used, because of `reason`.
-pub fn invalid(var: &'static str, value: &str, reason: &str) -> ConfigError {
+pub(crate) fn invalid(var: &'static str, value: &str, reason: &str) -> ConfigError {
     ConfigError::Invalid {
         var,
         value: value.to_owned(),
@@ -77,16 +78,16 @@ pub fn invalid(var: &'static str, value: &str, reason: &str) -> ConfigError {
 
 /// Why a parser refused a value, and the value as the error shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
+pub(crate) struct Refusal {
     /// The value as the error line repeats it.
-    pub value: String,
+    pub(crate) value: String,
     /// What is wrong with it.
-    pub reason: String,
+    pub(crate) reason: String,
 }
 
 impl Refusal {
     /// `value` refused for `reason`.
-    pub fn new(value: &str, reason: impl Into<String>) -> Self {
+    pub(crate) fn new(value: &str, reason: impl Into<String>) -> Self {
         Self {
             value: value.to_owned(),
             reason: reason.into(),
@@ -98,7 +99,7 @@ impl Refusal {
 /// value or why it was refused. Unset or blank, it holds its declared default (parsed like any
 /// given value), or nothing when it has none.
 #[derive(Clone)]
-pub struct Setting<T> {
+pub(crate) struct Setting<T> {
     var: &'static str,
     raw: String,
     given: bool,
@@ -114,22 +115,22 @@ impl<T> std::fmt::Debug for Setting<T> {
 
 impl<T: Clone> Setting<T> {
     /// The environment variable it is read from.
-    pub fn var(&self) -> &'static str {
+    pub(crate) fn var(&self) -> &'static str {
         self.var
     }
 
     /// The value as given (trimmed), or the default.
-    pub fn raw(&self) -> &str {
+    pub(crate) fn raw(&self) -> &str {
         &self.raw
     }
 
     /// Whether a value was given (a flag or its variable, not blank), rather than defaulted.
-    pub fn is_given(&self) -> bool {
+    pub(crate) fn is_given(&self) -> bool {
         self.given
     }
 
     /// The value; `None` when unset without a default.
-    pub fn get(&self) -> Result<Option<T>, ConfigError> {
+    pub(crate) fn get(&self) -> Result<Option<T>, ConfigError> {
         match &self.parsed {
             None => Ok(None),
             Some(Ok(value)) => Ok(Some(value.clone())),
@@ -138,7 +139,7 @@ impl<T: Clone> Setting<T> {
     }
 
     /// The value, which must be set (given, or declared with a default).
-    pub fn required(&self, hint: &'static str) -> Result<T, ConfigError> {
+    pub(crate) fn required(&self, hint: &'static str) -> Result<T, ConfigError> {
         self.get()?.ok_or(ConfigError::Missing {
             var: self.var,
             hint,
@@ -146,7 +147,7 @@ impl<T: Clone> Setting<T> {
     }
 
     /// The value of a setting declared with a default.
-    pub fn value(&self) -> Result<T, ConfigError> {
+    pub(crate) fn value(&self) -> Result<T, ConfigError> {
         self.required("it has no default")
     }
 }
@@ -154,7 +155,7 @@ impl<T: Clone> Setting<T> {
 /// A setting declared without a default is an `Option<Setting<T>>` for clap; the same
 /// questions. `config` passes every setting to clap, so it is always `Some`; `None` reads as
 /// unset.
-pub trait OptionalSetting<T> {
+pub(crate) trait OptionalSetting<T> {
     /// Whether a value was given.
     fn is_given(&self) -> bool;
     /// The value as given (trimmed); empty when unset.
@@ -191,7 +192,7 @@ type ParseFn<T> = dyn Fn(&str) -> Result<T, Refusal> + Send + Sync;
 /// clap's value parser for a [`Setting`]: it never fails, so clap reports nothing and the
 /// configuration reports every refused value at once, under its variable's name.
 #[derive(Clone)]
-pub struct Parser<T>(Arc<ParseFn<T>>);
+pub(crate) struct Parser<T>(Arc<ParseFn<T>>);
 
 impl<T> std::fmt::Debug for Parser<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -201,7 +202,7 @@ impl<T> std::fmt::Debug for Parser<T> {
 
 impl<T> Parser<T> {
     /// A parser applying `parse` to the trimmed value.
-    pub fn new(parse: impl Fn(&str) -> Result<T, Refusal> + Send + Sync + 'static) -> Self {
+    pub(crate) fn new(parse: impl Fn(&str) -> Result<T, Refusal> + Send + Sync + 'static) -> Self {
         Self(Arc::new(parse))
     }
 }
@@ -240,7 +241,9 @@ impl<T: Clone + Send + Sync + 'static> TypedValueParser for Parser<T> {
 /// The settings `S` declares, read through `lookup` by variable name. Each is handed to clap as
 /// its flag (blank when unset), so clap reads nothing else: not the process environment, not
 /// a default in place of a blank value (the setting's own parser applies that).
-pub fn read<S: clap::Args + clap::FromArgMatches>(lookup: &dyn Fn(&str) -> Option<String>) -> S {
+pub(crate) fn read<S: clap::Args + clap::FromArgMatches>(
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> S {
     let command = S::augment_args(clap::Command::new("settings").no_binary_name(true));
     let args: Vec<String> = command
         .get_arguments()
@@ -283,23 +286,23 @@ fn intern(name: &str) -> &'static str {
 }
 
 /// Text, as given (trimmed).
-pub fn text() -> Parser<String> {
+pub(crate) fn text() -> Parser<String> {
     Parser::new(|raw| Ok(raw.to_owned()))
 }
 
 /// A value of a type with its own parser (`FromStr`, next to the type).
-pub fn parsed<T: std::str::FromStr<Err = &'static str> + Clone + Send + Sync + 'static>()
+pub(crate) fn parsed<T: std::str::FromStr<Err = &'static str> + Clone + Send + Sync + 'static>()
 -> Parser<T> {
     Parser::new(|raw| raw.parse().map_err(|reason| Refusal::new(raw, reason)))
 }
 
 /// A whole number in `min..=max`.
-pub fn number(min: u64, max: u64) -> Parser<u64> {
+pub(crate) fn number(min: u64, max: u64) -> Parser<u64> {
     Parser::new(move |raw| parse_number(raw, min, max))
 }
 
 /// A duration in milliseconds (`*_MS`), in `min..=max`.
-pub fn millis(min: u64, max: u64) -> Parser<Duration> {
+pub(crate) fn millis(min: u64, max: u64) -> Parser<Duration> {
     Parser::new(move |raw| parse_number(raw, min, max).map(Duration::from_millis))
 }
 
@@ -315,7 +318,7 @@ fn parse_number(raw: &str, min: u64, max: u64) -> Result<u64, Refusal> {
 
 /// A strict boolean: anything but true/false (1/0, yes/no, in any case) is an error, so a typo
 /// never flips a setting silently.
-pub fn boolean() -> Parser<bool> {
+pub(crate) fn boolean() -> Parser<bool> {
     Parser::new(|raw| match raw.to_ascii_lowercase().as_str() {
         "false" | "0" | "no" => Ok(false),
         "true" | "1" | "yes" => Ok(true),
@@ -324,12 +327,12 @@ pub fn boolean() -> Parser<bool> {
 }
 
 /// A comma-separated list (blank entries dropped).
-pub fn list() -> Parser<Vec<String>> {
+pub(crate) fn list() -> Parser<Vec<String>> {
     Parser::new(|raw| Ok(split_list(raw)))
 }
 
 /// The path of a file that exists.
-pub fn file() -> Parser<PathBuf> {
+pub(crate) fn file() -> Parser<PathBuf> {
     Parser::new(|raw| {
         if std::path::Path::new(raw).is_file() {
             Ok(PathBuf::from(raw))
@@ -340,12 +343,12 @@ pub fn file() -> Parser<PathBuf> {
 }
 
 /// An https URL (http only on loopback), for keys and secrets.
-pub fn https_url() -> Parser<http::Uri> {
+pub(crate) fn https_url() -> Parser<http::Uri> {
     Parser::new(require_https)
 }
 
 /// Keys and secrets come over https; plain http only on loopback (tests, local stand-ins).
-pub fn require_https(url: &str) -> Result<http::Uri, Refusal> {
+pub(crate) fn require_https(url: &str) -> Result<http::Uri, Refusal> {
     let uri: http::Uri = url.parse().map_err(|_| Refusal::new(url, "not a URL"))?;
     let loopback = matches!(
         uri.host(),
@@ -359,7 +362,7 @@ pub fn require_https(url: &str) -> Result<http::Uri, Refusal> {
 }
 
 /// `raw` split on commas, entries trimmed, blank ones dropped.
-pub fn split_list(raw: &str) -> Vec<String> {
+pub(crate) fn split_list(raw: &str) -> Vec<String> {
     raw.split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
@@ -368,7 +371,7 @@ pub fn split_list(raw: &str) -> Vec<String> {
 }
 
 /// One error or several, as a list.
-pub trait IntoErrors {
+pub(crate) trait IntoErrors {
     /// The errors, in order.
     fn into_errors(self) -> Vec<ConfigError>;
 }

@@ -3,7 +3,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A record timestamp (CreateTime, milliseconds since the Unix epoch) within
-/// [`RecordTimestamp::MIN`]`..=`[`RecordTimestamp::MAX`]. No other value can be built, so what
+/// `RecordTimestamp::MIN``..=`[`RecordTimestamp::MAX`]. No other value can be built, so what
 /// reaches the producer is a time that Kafka and its consumers read as it was written.
 ///
 /// Not below 0: Kafka reads -1 as "no timestamp" (`RecordBatch.NO_TIMESTAMP`), the Java
@@ -23,7 +23,7 @@ pub struct RecordTimestamp(i64);
 
 impl RecordTimestamp {
     /// 1970-01-01T00:00:00.000Z.
-    pub const MIN: Self = Self(0);
+    pub(crate) const MIN: Self = Self(0);
     /// 9999-12-31T23:59:59.999Z.
     pub const MAX: Self = Self(253_402_300_799_999);
 
@@ -40,7 +40,7 @@ impl RecordTimestamp {
     }
 
     /// The same instant as a chrono time (what the Kafka client takes).
-    pub fn to_utc(self) -> chrono::DateTime<chrono::Utc> {
+    pub(crate) fn to_utc(self) -> chrono::DateTime<chrono::Utc> {
         // The range lies well within chrono's (±262,143 years): never the default.
         chrono::DateTime::from_timestamp_millis(self.0).unwrap_or_default()
     }
@@ -48,7 +48,7 @@ impl RecordTimestamp {
     /// The system clock, for records the bridge writes of its own (dead letters). A clock
     /// outside the range is a broken host, not input: it is clamped rather than refused, so a
     /// dead letter is never lost to it.
-    pub fn now() -> Self {
+    pub(crate) fn now() -> Self {
         let millis = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |since| {

@@ -161,7 +161,7 @@ variable "runtime_project_roles" {
 
 
 variable "extra_env" {
-  description = "More environment variables of the bridge (see README.md), e.g. { KAFKA_LINGER_MS = \"5\" }."
+  description = "More environment variables of the bridge (see docs/configuration.md), e.g. { KAFKA_LINGER_MS = \"5\" }."
   type        = map(string)
   default     = {}
 }

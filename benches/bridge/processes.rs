@@ -52,7 +52,7 @@ pub(crate) fn spawn_bridge(broker: &Broker, jwks: &JwksServer, port: u16) -> Chi
         .env("RUST_LOG", "warn")
         // Lingers can be compared: KAFKA_LINGER_MS=5 infra/bench.sh --quick
         .env("KAFKA_LINGER_MS", linger_ms().to_string())
-        // tokio's own setting for its worker count (README, Performance).
+        // tokio's own setting for its worker count (docs/performance.md).
         .env("TOKIO_WORKER_THREADS", worker_threads().to_string())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

@@ -8,7 +8,7 @@ use test_support::{AUDIENCE, JwksServer, PUSH_EMAIL, google_claims, key, mint, n
 /// Verification cost per delivery: one token reused (cached) vs a new token each time (RSA verify).
 pub(crate) async fn token_cache(jwks: &JwksServer) -> (f64, f64) {
     let verifier =
-        pubsub_kafka_bridge::auth::Verifier::new(pubsub_kafka_bridge::config::OidcConfig {
+        pubsub_kafka_bridge::auth::Verifier::new(pubsub_kafka_bridge::auth::settings::OidcConfig {
             audience: AUDIENCE.into(),
             allowed_emails: Some(vec![PUSH_EMAIL.into()]),
             trust_cloud_run_iam: false,

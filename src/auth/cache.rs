@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 /// How long any verdict is kept at most, whatever `exp` says (Google tokens live one hour).
-pub const MAX_TTL_SECONDS: u64 = 3_600;
+pub(crate) const MAX_TTL_SECONDS: u64 = 3_600;
 
 struct Entry<V> {
     value: V,
@@ -26,7 +26,7 @@ impl<V> std::fmt::Debug for TokenCache<V> {
 }
 
 /// Token → verdict, at most `capacity` entries.
-pub struct TokenCache<V> {
+pub(crate) struct TokenCache<V> {
     capacity: usize,
     /// foldhash, not std's SipHash: a token is ~900 bytes and is hashed on every delivery
     /// (docs/decisions/hasher.md).
@@ -37,7 +37,7 @@ pub struct TokenCache<V> {
 
 impl<V: Clone> TokenCache<V> {
     /// An empty cache holding at most `capacity` (at least 1) tokens.
-    pub fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize) -> Self {
         Self {
             capacity: capacity.max(1),
             entries: HashMap::default(),
@@ -46,7 +46,7 @@ impl<V: Clone> TokenCache<V> {
     }
 
     /// The verdict for `token` if it is cached and not expired at `now`.
-    pub fn get(&mut self, token: &[u8], now: u64) -> Option<V> {
+    pub(crate) fn get(&mut self, token: &[u8], now: u64) -> Option<V> {
         let entry = self.entries.get_mut(token)?;
         if entry.expires_at <= now {
             self.entries.remove(token);
@@ -59,7 +59,7 @@ impl<V: Clone> TokenCache<V> {
 
     /// Keeps `value` for `token` until `expires_at` (capped at [`MAX_TTL_SECONDS`] from `now`).
     /// When full, expired entries go first, then the least recently used one.
-    pub fn insert(&mut self, token: &[u8], value: V, expires_at: u64, now: u64) {
+    pub(crate) fn insert(&mut self, token: &[u8], value: V, expires_at: u64, now: u64) {
         let expires_at = expires_at.min(now.saturating_add(MAX_TTL_SECONDS));
         if expires_at <= now {
             return;
@@ -89,12 +89,13 @@ impl<V: Clone> TokenCache<V> {
     }
 
     /// Tokens held (expired ones included until they are touched or evicted).
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }
 
     /// Whether nothing is held.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 }

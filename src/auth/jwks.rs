@@ -16,7 +16,7 @@ use jsonwebtoken::jwk::{
 };
 
 /// After a fetch ends, the next may start no sooner than this, so forged kids cannot hammer the endpoint.
-pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(5);
+pub(crate) const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(5);
 /// Keys are kept this long when the response has no usable max-age.
 const DEFAULT_MAX_AGE: Duration = Duration::from_secs(3600);
 /// Bounds on a server-given max-age: not refetched on every request, not kept for days.
@@ -58,7 +58,7 @@ impl std::fmt::Debug for KeyLookup {
 
 /// A lookup outcome.
 #[derive(Clone)]
-pub enum KeyLookup {
+pub(crate) enum KeyLookup {
     /// The key for the kid.
     Found(Arc<DecodingKey>),
     /// The key set (fresh or stale) has no such kid, even after an allowed refresh.
@@ -95,7 +95,7 @@ impl std::fmt::Debug for JwksCache {
 
 /// Shared, cheaply cloned cache of the JWKS endpoint's RSA keys.
 #[derive(Clone)]
-pub struct JwksCache {
+pub(crate) struct JwksCache {
     inner: Arc<Inner>,
 }
 
@@ -105,7 +105,7 @@ impl JwksCache {
     /// The endpoint's certificate is checked against the Mozilla roots bundled in the binary
     /// (no CA files needed in a distroless image), or against `roots` when given
     /// (`OIDC_JWKS_CA_LOCATION`, for a private JWKS endpoint).
-    pub fn new(url: http::Uri, roots: Option<rustls::RootCertStore>) -> Self {
+    pub(crate) fn new(url: http::Uri, roots: Option<rustls::RootCertStore>) -> Self {
         let builder = hyper_rustls::HttpsConnectorBuilder::new();
         let builder = match roots {
             Some(roots) => builder.with_tls_config(
@@ -134,7 +134,7 @@ impl JwksCache {
     /// Stale keys still serve while one background refresh runs, so a slow or dead endpoint
     /// never holds up a delivery whose key is known. An unknown kid waits for a refresh that
     /// every concurrent waiter shares; fetches are [`MIN_REFRESH_INTERVAL`] apart at least.
-    pub async fn key(&self, kid: &str) -> Result<KeyLookup, JwksError> {
+    pub(crate) async fn key(&self, kid: &str) -> Result<KeyLookup, JwksError> {
         let (found, stale) = self.cached(kid);
         if let Some(key) = found {
             if stale
@@ -194,7 +194,7 @@ impl JwksCache {
     }
 
     /// Fetches the key set now (startup warm-up); failures leave cached keys in place.
-    pub async fn refresh(&self) -> Result<(), JwksError> {
+    pub(crate) async fn refresh(&self) -> Result<(), JwksError> {
         let mut last = self.inner.refresh.lock().await;
         let result = self.refresh_locked().await;
         *last = Some(Instant::now());
@@ -202,7 +202,7 @@ impl JwksCache {
     }
 
     /// Signing keys held now.
-    pub fn key_count(&self) -> usize {
+    pub(crate) fn key_count(&self) -> usize {
         self.inner
             .keys
             .read()
@@ -279,7 +279,7 @@ fn verifies_rs256(jwk: &Jwk) -> bool {
 
 /// The RS256 signing keys of a JWK set by kid; keys of other types or uses, or without a kid,
 /// are skipped.
-pub fn parse_key_set(body: &[u8]) -> Result<HashMap<String, Arc<DecodingKey>>, String> {
+pub(crate) fn parse_key_set(body: &[u8]) -> Result<HashMap<String, Arc<DecodingKey>>, String> {
     let set: JwkSet = serde_json::from_slice(body).map_err(|e| e.to_string())?;
     let keys: HashMap<_, _> = set
         .keys
@@ -298,7 +298,7 @@ pub fn parse_key_set(body: &[u8]) -> Result<HashMap<String, Arc<DecodingKey>>, S
 }
 
 /// `max-age` of a Cache-Control value (`no-store`/`no-cache` count as zero).
-pub fn max_age(cache_control: &str) -> Option<Duration> {
+pub(crate) fn max_age(cache_control: &str) -> Option<Duration> {
     cache_control
         .split(',')
         .map(str::trim)

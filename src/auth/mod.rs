@@ -3,16 +3,16 @@
 //! The order is the cost order: the cheap checks on the unverified token (`alg`, `kid`, `aud`,
 //! `iss`, `exp`, `iat`; [`token`]) come first, so only a well-formed token for this audience
 //! may cost a key lookup and an RSA signature check. A token that passed everything is
-//! cached until its `exp` ([`cache`]): Pub/Sub reuses one token for many deliveries.
+//! cached until its `exp` (`cache`): Pub/Sub reuses one token for many deliveries.
 //!
 //! Behind Cloud Run IAM (`OIDC_TRUST_CLOUD_RUN_IAM`) Cloud Run has already verified the
 //! signature and forwards the token with its signature replaced by
 //! `SIGNATURE_REMOVED_BY_GOOGLE` (Cloud Run troubleshooting, "signature-removed"); then the
 //! claims are all that is left to check, and only in the header Cloud Run verified
-//! ([`credential`]). Anywhere else such a token is a forgery.
+//! (`credential`). Anywhere else such a token is a forgery.
 
-pub mod cache;
-pub mod jwks;
+pub(crate) mod cache;
+pub(crate) mod jwks;
 pub mod settings;
 pub mod token;
 
@@ -28,7 +28,7 @@ use token::{ClaimRules, TokenRejection, UnverifiedToken};
 
 /// Tokens kept per verdict; Pub/Sub uses one token per push service account at a time, so
 /// this is generous, and the bound keeps floods of distinct tokens from growing memory.
-pub const TOKEN_CACHE_CAPACITY: usize = 1024;
+pub(crate) const TOKEN_CACHE_CAPACITY: usize = 1024;
 
 /// Longest email echoed in an error (RFC 5321 caps a path at 256).
 const MAX_EMAIL_ECHO: usize = 256;
@@ -38,7 +38,7 @@ const MAX_EMAIL_ECHO: usize = 256;
 /// of its token, and forwards `Authorization` as the caller sent it ("Authenticating
 /// service-to-service", Acquire the token: cloud.google.com/run/docs/authenticating/service-to-service#acquire-token;
 /// confirmed by the Cloud Run team in GoogleCloudPlatform/cloud-run-proxy#25).
-pub const X_SERVERLESS_AUTHORIZATION: &str = "x-serverless-authorization";
+pub(crate) const X_SERVERLESS_AUTHORIZATION: &str = "x-serverless-authorization";
 
 /// Why a delivery's token is not accepted.
 #[derive(Debug, thiserror::Error)]
@@ -86,7 +86,7 @@ pub enum AuthError {
 
 impl AuthError {
     /// Stable machine-readable code.
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             Self::MissingAuthorization => "missing_authorization",
             Self::NotBearer => "not_bearer",
@@ -129,7 +129,7 @@ pub fn bearer_token(authorization: Option<&[u8]>) -> Result<&[u8], AuthError> {
 /// `Authorization` beside it is refused. Any other `Authorization` beside it (the caller's own
 /// scheme, a signed token) is the application's business and is left alone. A repeated
 /// credential header is refused: one copy may be the one Cloud Run checked, the other not.
-pub fn credential(
+pub(crate) fn credential(
     headers: &http::HeaderMap,
     trust_cloud_run_iam: bool,
 ) -> Result<Option<&[u8]>, AuthError> {
@@ -255,13 +255,13 @@ impl Verifier {
     }
 
     /// The signing keys (readiness checks and tests).
-    pub fn keys(&self) -> &JwksCache {
+    pub(crate) fn keys(&self) -> &JwksCache {
         &self.keys
     }
 
     /// Verifies the credential of a request's headers (see [`credential`]); `now` is seconds
     /// since the epoch.
-    pub async fn verify_headers(
+    pub(crate) async fn verify_headers(
         &self,
         headers: &http::HeaderMap,
         now: u64,
@@ -337,7 +337,7 @@ impl Verifier {
     }
 
     /// Accepted tokens currently cached (for metrics and tests).
-    pub fn cached_tokens(&self) -> usize {
+    pub(crate) fn cached_tokens(&self) -> usize {
         lock(&self.accepted).len()
     }
 }

@@ -1,6 +1,6 @@
 //! Token verification's settings: the audience, the allowed accounts, the key source and the
 //! tolerances, declared once for the flag, the variable, the default and the help, and turned
-//! into the [`AuthConfig`] the verifier uses.
+//! into the `AuthConfig` the verifier uses.
 
 use std::path::PathBuf;
 
@@ -9,14 +9,14 @@ use crate::setting::{
 };
 
 /// Default Google JWKS endpoint for push tokens.
-pub const DEFAULT_JWKS_URL: &str = "https://www.googleapis.com/oauth2/v3/certs";
+pub(crate) const DEFAULT_JWKS_URL: &str = "https://www.googleapis.com/oauth2/v3/certs";
 /// Issuers Google puts in push tokens.
-pub const DEFAULT_ISSUERS: &str = "https://accounts.google.com,accounts.google.com";
+pub(crate) const DEFAULT_ISSUERS: &str = "https://accounts.google.com,accounts.google.com";
 
 /// The push token settings.
 #[derive(Debug, clap::Args)]
 #[command(next_help_heading = "Push token (OIDC)")]
-pub struct OidcSettings {
+pub(crate) struct OidcSettings {
     /// The `aud` the push token must carry [required unless --oidc-disabled]
     #[arg(
         long,
@@ -115,7 +115,7 @@ pub struct OidcSettings {
 impl OidcSettings {
     /// Whether and how push tokens are verified; the first rule broken when the settings
     /// contradict.
-    pub fn settings(&self) -> Result<AuthConfig, ConfigError> {
+    pub(crate) fn settings(&self) -> Result<AuthConfig, ConfigError> {
         if self.oidc_disabled.value()? {
             // Verification settings next to OIDC_DISABLED=true would be silently ignored: the
             // operator meant one or the other.
@@ -239,7 +239,7 @@ pub struct OidcConfig {
 
 /// Whether push tokens are verified.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AuthConfig {
+pub(crate) enum AuthConfig {
     /// Verify every delivery's token.
     Oidc(OidcConfig),
     /// `OIDC_DISABLED=true`: accept deliveries without a token.

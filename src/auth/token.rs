@@ -10,17 +10,17 @@ use serde::Deserialize;
 
 /// The signature part Cloud Run puts in place of the real one after verifying a token itself
 /// (Cloud Run troubleshooting, "signature-removed"; ../shared/PUBSUB-PUSH.md, last section).
-pub const SIGNATURE_REMOVED_BY_GOOGLE: &str = "SIGNATURE_REMOVED_BY_GOOGLE";
+pub(crate) const SIGNATURE_REMOVED_BY_GOOGLE: &str = "SIGNATURE_REMOVED_BY_GOOGLE";
 /// Longest token looked at; a Google ID token is about 1 KiB.
-pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+pub(crate) const MAX_TOKEN_BYTES: usize = 8 * 1024;
 /// Longest key id looked up; Google's are 40 hex digits.
-pub const MAX_KID_BYTES: usize = 128;
+pub(crate) const MAX_KID_BYTES: usize = 128;
 /// Longest `exp - iat` accepted, seconds (plus the leeway). Google's ID tokens, the push token
 /// among them, are valid for one hour from `iat` (Google Cloud, "Token types", ID tokens:
 /// cloud.google.com/docs/authentication/token-types; ../shared/PUBSUB-PUSH.md, "The push
 /// token"). A token that claims to live longer was not minted by Google as a push token, and
 /// would stay usable long after a real one had expired, so it is refused, whoever signed it.
-pub const MAX_TOKEN_LIFETIME_SECONDS: u64 = 3_600;
+pub(crate) const MAX_TOKEN_LIFETIME_SECONDS: u64 = 3_600;
 
 /// Why a token is refused before its signature is looked at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -49,7 +49,7 @@ pub enum TokenRejection {
     /// No `iat`: every Google ID token carries one, and without it the lifetime is unknown.
     #[error("token has no iat")]
     NoIssuedAt,
-    /// `exp - iat` exceeds [`MAX_TOKEN_LIFETIME_SECONDS`] plus the leeway.
+    /// `exp - iat` exceeds `MAX_TOKEN_LIFETIME_SECONDS` plus the leeway.
     #[error("token lifetime exceeds one hour")]
     LifetimeTooLong,
 }
@@ -111,25 +111,25 @@ pub struct Claims {
 #[derive(Debug)]
 pub struct UnverifiedToken<'a> {
     /// The header's key id (bounded by [`MAX_KID_BYTES`]).
-    pub kid: String,
+    pub(crate) kid: String,
     /// The decoded claims.
-    pub claims: Claims,
+    pub(crate) claims: Claims,
     /// `base64url(header) "." base64url(claims)`: what the signature covers.
-    pub signing_input: &'a str,
+    pub(crate) signing_input: &'a str,
     /// The third part as sent.
-    pub signature: &'a str,
+    pub(crate) signature: &'a str,
 }
 
 impl UnverifiedToken<'_> {
     /// Whether Cloud Run replaced the signature after verifying the token itself.
-    pub fn signature_removed(&self) -> bool {
+    pub(crate) fn signature_removed(&self) -> bool {
         self.signature == SIGNATURE_REMOVED_BY_GOOGLE
     }
 }
 
 /// Whether `token` (as sent, unparsed) ends in the part Cloud Run writes in place of a signature
 /// it verified: the same test [`UnverifiedToken::signature_removed`] makes on a parsed token.
-pub fn is_signature_removed(token: &[u8]) -> bool {
+pub(crate) fn is_signature_removed(token: &[u8]) -> bool {
     token
         .strip_suffix(SIGNATURE_REMOVED_BY_GOOGLE.as_bytes())
         .is_some_and(|signed| signed.ends_with(b"."))
@@ -174,18 +174,18 @@ fn decode_part<T: serde::de::DeserializeOwned>(part: &str) -> Result<T, TokenRej
 
 /// What the claims must satisfy, whoever signed them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClaimRules<'a> {
+pub(crate) struct ClaimRules<'a> {
     /// The one audience accepted.
-    pub audience: &'a str,
+    pub(crate) audience: &'a str,
     /// Accepted issuers.
-    pub issuers: &'a [String],
+    pub(crate) issuers: &'a [String],
     /// Clock skew tolerated on `exp`, `nbf` and `iat`, seconds.
-    pub leeway_seconds: u64,
+    pub(crate) leeway_seconds: u64,
 }
 
 /// `aud`, `iss`, `exp`, `nbf` and `iat` at `now` (seconds since the epoch), and the lifetime
 /// `exp - iat`; overflow-safe.
-pub fn check_claims(
+pub(crate) fn check_claims(
     claims: &Claims,
     rules: &ClaimRules<'_>,
     now: u64,

@@ -7,7 +7,7 @@ use crate::setting::{ConfigError, Setting, boolean, invalid, parsed};
 /// How record values are written.
 #[derive(Debug, clap::Args)]
 #[command(next_help_heading = "Record")]
-pub struct EncodeSettings {
+pub(crate) struct EncodeSettings {
     /// `raw`, `json`, `avro` or `protobuf`
     #[arg(
         long,
@@ -34,7 +34,7 @@ pub struct EncodeSettings {
 
 impl EncodeSettings {
     /// The value format, with `KAFKA_JSON_EMBED_DATA` applied to the format it belongs to.
-    pub fn settings(&self) -> Result<ValueFormat, ConfigError> {
+    pub(crate) fn settings(&self) -> Result<ValueFormat, ConfigError> {
         let format = self.kafka_value_format.value()?;
         let embed = self.kafka_json_embed_data.value()?;
         match format {

@@ -15,16 +15,16 @@ use serde::Deserialize;
 use crate::timestamp::RecordTimestamp;
 
 mod scan;
-pub mod settings;
+pub(crate) mod settings;
 
 /// Unwrapped push: message id header.
-pub const HEADER_UNWRAPPED_MESSAGE_ID: &str = "x-goog-pubsub-message-id";
+pub(crate) const HEADER_UNWRAPPED_MESSAGE_ID: &str = "x-goog-pubsub-message-id";
 /// Unwrapped push: publish time header (RFC 3339).
-pub const HEADER_UNWRAPPED_PUBLISH_TIME: &str = "x-goog-pubsub-publish-time";
+pub(crate) const HEADER_UNWRAPPED_PUBLISH_TIME: &str = "x-goog-pubsub-publish-time";
 /// Unwrapped push: subscription name header.
-pub const HEADER_UNWRAPPED_SUBSCRIPTION: &str = "x-goog-pubsub-subscription-name";
+pub(crate) const HEADER_UNWRAPPED_SUBSCRIPTION: &str = "x-goog-pubsub-subscription-name";
 /// Unwrapped push: ordering key header.
-pub const HEADER_UNWRAPPED_ORDERING_KEY: &str = "x-goog-pubsub-ordering-key";
+pub(crate) const HEADER_UNWRAPPED_ORDERING_KEY: &str = "x-goog-pubsub-ordering-key";
 /// The metadata headers an unwrapped push is read from: each must appear at most once.
 const UNWRAPPED_METADATA_HEADERS: [&str; 4] = [
     HEADER_UNWRAPPED_MESSAGE_ID,
@@ -226,7 +226,7 @@ pub fn parse_push(
 ///
 /// Header names are case-insensitive, so attribute names arrive lower-cased. Pub/Sub writes
 /// each metadata header once; a repeated one is refused rather than read first-wins.
-pub fn parse_unwrapped(
+pub(crate) fn parse_unwrapped(
     headers: &HeaderMap,
     body: &[u8],
     now: chrono::DateTime<chrono::Utc>,
@@ -361,7 +361,7 @@ fn decode_base64(text: &[u8]) -> Result<Vec<u8>, base64_simd::Error> {
 
 /// The message id of a body that failed to parse, if it can still be read: so the failure's
 /// log line names the message. Only runs on the error path.
-pub fn message_id_hint(body: &[u8]) -> Option<String> {
+pub(crate) fn message_id_hint(body: &[u8]) -> Option<String> {
     let value: serde_json::Value = serde_json::from_slice(body).ok()?;
     let message = value.get("message")?;
     let id = message
@@ -378,7 +378,7 @@ fn non_empty(value: Option<Cow<'_, str>>) -> Option<String> {
 ///
 /// Times outside Kafka's range ([`RecordTimestamp`]) are refused: before 1970 (Kafka has no
 /// negative CreateTime) or, through an offset, after 9999; Pub/Sub never sends either.
-pub fn parse_publish_time(value: &str) -> Result<i64, EnvelopeError> {
+pub(crate) fn parse_publish_time(value: &str) -> Result<i64, EnvelopeError> {
     chrono::DateTime::parse_from_rfc3339(value)
         .ok()
         .and_then(|t| RecordTimestamp::from_millis(t.timestamp_millis()))

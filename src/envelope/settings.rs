@@ -7,7 +7,7 @@ use crate::setting::{ConfigError, Setting, parsed};
 /// The push body settings.
 #[derive(Debug, clap::Args)]
 #[command(next_help_heading = "HTTP")]
-pub struct EnvelopeSettings {
+pub(crate) struct EnvelopeSettings {
     /// `auto` (an unwrapped push is recognised by its x-goog-pubsub-message-id header), `wrapped` or `unwrapped`
     #[arg(
         long,
@@ -22,7 +22,7 @@ pub struct EnvelopeSettings {
 
 impl EnvelopeSettings {
     /// How push bodies are read.
-    pub fn settings(&self) -> Result<PushPayload, ConfigError> {
+    pub(crate) fn settings(&self) -> Result<PushPayload, ConfigError> {
         self.push_payload.value()
     }
 }

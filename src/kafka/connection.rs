@@ -9,8 +9,8 @@ use rskafka::BackoffConfig;
 use rskafka::client::{Client, ClientBuilder, KeepaliveConfig};
 
 use super::producer::{Inner, KafkaProducer};
-use super::{secret, security};
 use super::settings::KafkaConfig;
+use super::{secret, security};
 
 /// TCP keepalive on broker connections: an idle connection whose peer vanished (a NAT flow
 /// dropped, a VM paused) is found dead after 60 s + 3 × 10 s instead of at its next request,
@@ -28,7 +28,7 @@ const KEEPALIVE: KeepaliveConfig = KeepaliveConfig {
 /// Every step has a deadline: connecting (TCP and TLS) and each request (ApiVersions, SASL,
 /// metadata, produce) end after `KAFKA_REQUEST_TIMEOUT_MS`, like the Java client's
 /// `request.timeout.ms`; a request that times out closes its connection, which is replaced.
-pub async fn connect(config: &KafkaConfig) -> Result<Client, String> {
+pub(crate) async fn connect(config: &KafkaConfig) -> Result<Client, String> {
     let mut builder = ClientBuilder::new(config.bootstrap_servers.clone())
         .client_id(config.client_id.as_str())
         .connect_timeout(Some(config.request_timeout))

@@ -7,7 +7,7 @@ use rskafka::client::error::{Error as ClientError, ProtocolError};
 use rskafka::client::producer::Error as ProducerError;
 
 /// Why a record was not acknowledged. The client's own error is kept as the source, and
-/// [`KafkaError::class`] sorts every variant into retriable or permanent, once.
+/// `KafkaError::class` sorts every variant into retriable or permanent, once.
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaError {
     /// No connection to the cluster (yet, or any more).
@@ -68,11 +68,11 @@ pub enum KafkaError {
 
 /// Whether a failure can pass on a redelivery, and its stable code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ErrorClass {
+pub(crate) struct ErrorClass {
     /// Whether a redelivery can succeed (503) or never will (4xx, dead letter).
-    pub retriable: bool,
+    pub(crate) retriable: bool,
     /// Stable machine-readable code.
-    pub code: &'static str,
+    pub(crate) code: &'static str,
 }
 
 const fn class(retriable: bool, code: &'static str) -> ErrorClass {
@@ -81,7 +81,7 @@ const fn class(retriable: bool, code: &'static str) -> ErrorClass {
 
 impl KafkaError {
     /// The one classification of every Kafka failure.
-    pub fn class(&self) -> ErrorClass {
+    pub(crate) fn class(&self) -> ErrorClass {
         match self {
             Self::Unavailable(_) => class(true, "kafka_unavailable"),
             Self::UnknownTopic { .. } => class(true, "unknown_topic"),
@@ -99,12 +99,12 @@ impl KafkaError {
     }
 
     /// Whether a redelivery can succeed (503) or never will (4xx, dead letter).
-    pub fn is_retriable(&self) -> bool {
+    pub(crate) fn is_retriable(&self) -> bool {
         self.class().retriable
     }
 
     /// Stable machine-readable code.
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         self.class().code
     }
 }

@@ -10,7 +10,7 @@ use super::producer::KafkaProducer;
 /// `/healthz` fails after this many `KAFKA_REQUEST_TIMEOUT_MS` without a successful Kafka round
 /// trip while deliveries fail for want of an answer: a silent connection is replaced within
 /// about one request timeout, so six mean the client is not repairing itself.
-pub const STALL_REQUEST_TIMEOUTS: u32 = 6;
+pub(crate) const STALL_REQUEST_TIMEOUTS: u32 = 6;
 
 /// Whether Kafka, reached once (`last_contact_ms`), has not answered for longer than `bound`
 /// since deliveries began to fail (`failing_since_ms`); 0 means never / not failing.
@@ -54,7 +54,7 @@ impl KafkaProducer {
     /// want of an answer. A cluster never reached (a cold start against an unreachable
     /// cluster) is no reason: the startup probe (`/readyz`) is the one that waits for it, and
     /// restarting would not reach it sooner.
-    pub fn liveness(&self) -> Result<(), &'static str> {
+    pub(crate) fn liveness(&self) -> Result<(), &'static str> {
         if !self.inner.connection_task_alive.load(Ordering::Relaxed) {
             return Err("the Kafka connection task is not running");
         }
@@ -70,7 +70,7 @@ impl KafkaProducer {
     }
 
     /// Whether the cluster answered within `window` (readiness).
-    pub fn reached_within(&self, window: Duration) -> bool {
+    pub(crate) fn reached_within(&self, window: Duration) -> bool {
         let last = self.inner.last_contact_ms.load(Ordering::Relaxed);
         last != 0
             && self.inner.started.elapsed().as_millis() as u64 <= last + window.as_millis() as u64

@@ -18,9 +18,9 @@ mod metadata;
 pub mod oauth;
 pub mod partition;
 mod producer;
-pub mod secret;
-pub mod security;
-pub mod settings;
+pub(crate) mod secret;
+pub(crate) mod security;
+pub(crate) mod settings;
 
 use std::future::Future;
 use std::time::Duration;
@@ -28,10 +28,9 @@ use std::time::Duration;
 use crate::limits::InflightPermit;
 use crate::record::KafkaRecord;
 
-pub use connection::connect;
-pub use error::{ErrorClass, KafkaError};
-pub use health::STALL_REQUEST_TIMEOUTS;
-pub use producer::{KafkaProducer, ProduceStats};
+pub(crate) use connection::connect;
+pub use error::KafkaError;
+pub use producer::KafkaProducer;
 
 /// Where an acknowledged record landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -22,11 +22,11 @@ use rskafka::client::{OauthBearerCredentials, OauthCallback};
 use serde::Deserialize;
 
 /// A token is replaced this long before it expires, so a connection never starts with one about to lapse.
-pub const REFRESH_MARGIN: Duration = Duration::from_secs(60);
+pub(crate) const REFRESH_MARGIN: Duration = Duration::from_secs(60);
 /// Google access tokens live an hour by default and at most 12 hours (with the organization
 /// policy `constraints/iam.allowServiceAccountCredentialLifetimeExtension`): a longer
 /// `expires_in` from the metadata server is not believed.
-pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+pub(crate) const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 /// A metadata request that takes longer fails (and the connection attempt is retried).
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// The metadata server's path prefix of the default service account.
@@ -53,7 +53,7 @@ struct TokenResponse {
 
 /// The token GMK accepts for `access_token` of the service account `email`, issued at `iat`
 /// and expiring at `exp` (seconds since the epoch).
-pub fn gmk_token(access_token: &str, email: &str, iat: u64, exp: u64) -> String {
+pub(crate) fn gmk_token(access_token: &str, email: &str, iat: u64, exp: u64) -> String {
     let header = serde_json::json!({"typ": "JWT", "alg": "GOOG_OAUTH2_TOKEN"});
     let claims = serde_json::json!({
         "exp": exp,
@@ -116,7 +116,7 @@ impl GoogleTokenProvider {
         }
     }
 
-    /// A valid token: the cached one, or a fresh one when it is within [`REFRESH_MARGIN`] of expiry.
+    /// A valid token: the cached one, or a fresh one when it is within `REFRESH_MARGIN` of expiry.
     pub async fn token(&self) -> Result<String, TokenError> {
         let mut cached = self.cached.lock().await;
         if let Some((token, refresh_at)) = cached.as_ref()
@@ -174,7 +174,7 @@ impl GoogleTokenProvider {
     }
 
     /// The default service account's OAuth access token and its lifetime, fetched now.
-    pub async fn fetch_access_token(&self) -> Result<(String, Duration), TokenError> {
+    pub(crate) async fn fetch_access_token(&self) -> Result<(String, Duration), TokenError> {
         let body = self.get("token", 64 * 1024).await?;
         let parsed: TokenResponse = serde_json::from_slice(&body)
             .map_err(|e| self.error(format!("unexpected token response: {e}")))?;
@@ -182,7 +182,7 @@ impl GoogleTokenProvider {
     }
 
     /// rskafka's OAUTHBEARER credentials, asking this provider on every new connection.
-    pub fn credentials(self: Arc<Self>) -> OauthBearerCredentials {
+    pub(crate) fn credentials(self: Arc<Self>) -> OauthBearerCredentials {
         let callback: OauthCallback = Arc::new(move || {
             let provider = Arc::clone(&self);
             Box::pin(async move {

@@ -36,7 +36,7 @@ pub fn murmur2(data: &[u8]) -> i32 {
 }
 
 /// Kafka's `Utils.toPositive`: clears the sign bit (not `abs`, which overflows on `i32::MIN`).
-pub fn to_positive(n: i32) -> i32 {
+pub(crate) fn to_positive(n: i32) -> i32 {
     n & 0x7fff_ffff
 }
 
@@ -47,17 +47,17 @@ pub fn partition_for_key(key: &[u8], partitions: u32) -> u32 {
 
 /// Spreads unkeyed records over partitions, one after another.
 #[derive(Debug, Default)]
-pub struct RoundRobin(AtomicU32);
+pub(crate) struct RoundRobin(AtomicU32);
 
 impl RoundRobin {
     /// The next partition out of `partitions`.
-    pub fn next(&self, partitions: u32) -> u32 {
+    pub(crate) fn next(&self, partitions: u32) -> u32 {
         self.0.fetch_add(1, Ordering::Relaxed) % partitions.max(1)
     }
 }
 
 /// Where a record goes: its key's partition, or the next one in turn.
-pub fn choose_partition(key: Option<&[u8]>, partitions: u32, unkeyed: &RoundRobin) -> u32 {
+pub(crate) fn choose_partition(key: Option<&[u8]>, partitions: u32, unkeyed: &RoundRobin) -> u32 {
     match key {
         Some(key) => partition_for_key(key, partitions),
         None => unkeyed.next(partitions),

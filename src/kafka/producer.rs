@@ -18,8 +18,8 @@ use tokio::sync::watch;
 
 use super::metadata::LoadOutcome;
 use super::partition::{RoundRobin, choose_partition};
-use super::{Ack, KafkaError};
 use super::settings::{CompressionCodec, KafkaConfig};
+use super::{Ack, KafkaError};
 use crate::record::KafkaRecord;
 
 /// Produce requests and records acknowledged, to show how well concurrent deliveries batch.

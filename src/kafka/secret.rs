@@ -17,7 +17,7 @@ use serde::Deserialize;
 use super::oauth::GoogleTokenProvider;
 
 /// Google's Secret Manager API.
-pub const DEFAULT_ENDPOINT: &str = "https://secretmanager.googleapis.com";
+pub(crate) const DEFAULT_ENDPOINT: &str = "https://secretmanager.googleapis.com";
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Secret Manager payloads are at most 64 KiB; base64 and JSON add a third.
 const MAX_RESPONSE_BYTES: usize = 128 * 1024;
@@ -33,7 +33,7 @@ struct Payload {
 }
 
 /// `projects/P/secrets/S/versions/V` for `projects/P/secrets/S[/versions/V]`, or why not.
-pub fn version_name(resource: &str) -> Result<String, &'static str> {
+pub(crate) fn version_name(resource: &str) -> Result<String, &'static str> {
     let parts: Vec<&str> = resource.trim_matches('/').split('/').collect();
     let valid = |s: &str| {
         !s.is_empty()
@@ -52,7 +52,11 @@ pub fn version_name(resource: &str) -> Result<String, &'static str> {
 }
 
 /// Reads secret version `name` through `endpoint` with the metadata server's access token.
-pub async fn access(endpoint: &str, name: &str, metadata_host: &str) -> Result<String, String> {
+pub(crate) async fn access(
+    endpoint: &str,
+    name: &str,
+    metadata_host: &str,
+) -> Result<String, String> {
     let (token, _) = GoogleTokenProvider::new(metadata_host, None)
         .fetch_access_token()
         .await

@@ -29,7 +29,7 @@ pub enum SecurityError {
 }
 
 /// Adds TLS and SASL to `builder` as `security` asks.
-pub fn apply(
+pub(crate) fn apply(
     mut builder: ClientBuilder,
     security: &KafkaSecurity,
 ) -> Result<ClientBuilder, SecurityError> {
@@ -61,7 +61,7 @@ pub fn apply(
 }
 
 /// rustls client config: the CA file or the system roots, plus a client certificate for mTLS.
-pub fn tls_config(security: &KafkaSecurity) -> Result<rustls::ClientConfig, SecurityError> {
+pub(crate) fn tls_config(security: &KafkaSecurity) -> Result<rustls::ClientConfig, SecurityError> {
     let mut roots = rustls::RootCertStore::empty();
     match &security.ca_location {
         Some(path) => {

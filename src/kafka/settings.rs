@@ -13,7 +13,7 @@ use crate::setting::{
 /// The Kafka settings.
 #[derive(Debug, clap::Args)]
 #[command(next_help_heading = "Kafka")]
-pub struct KafkaSettings {
+pub(crate) struct KafkaSettings {
     /// Comma-separated host:port list of brokers [required]
     #[arg(
         long,
@@ -124,7 +124,7 @@ pub struct KafkaSettings {
 /// How the bridge connects to the brokers.
 #[derive(Debug, clap::Args)]
 #[command(next_help_heading = "Kafka security")]
-pub struct KafkaSecuritySettings {
+pub(crate) struct KafkaSecuritySettings {
     /// `PLAINTEXT`, `SSL`, `SASL_PLAINTEXT` or `SASL_SSL`
     #[arg(
         long,
@@ -259,7 +259,7 @@ fn secret_version() -> Parser<String> {
 impl KafkaSettings {
     /// The Kafka configuration these settings make, or every error among them. Its
     /// `preload_topics` are left for the assembly to fill: they come from the routing.
-    pub fn settings(&self) -> Result<KafkaConfig, Vec<ConfigError>> {
+    pub(crate) fn settings(&self) -> Result<KafkaConfig, Vec<ConfigError>> {
         let bootstrap_servers = self
             .kafka_bootstrap_servers
             .required("comma-separated host:port list of Kafka brokers");
@@ -432,7 +432,7 @@ impl KafkaSecuritySettings {
 
 /// Kafka compression codec for produce requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CompressionCodec {
+pub(crate) enum CompressionCodec {
     /// No compression.
     None,
     /// gzip.
@@ -463,7 +463,7 @@ impl std::str::FromStr for CompressionCodec {
 
 /// How the bridge talks to the brokers (`KAFKA_SECURITY_PROTOCOL`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SecurityProtocol {
+pub(crate) enum SecurityProtocol {
     /// Plain TCP.
     Plaintext,
     /// TLS.
@@ -476,11 +476,11 @@ pub enum SecurityProtocol {
 
 impl SecurityProtocol {
     /// Whether the connection is wrapped in TLS.
-    pub fn uses_tls(self) -> bool {
+    pub(crate) fn uses_tls(self) -> bool {
         matches!(self, Self::Ssl | Self::SaslSsl)
     }
     /// Whether SASL authentication runs on the connection.
-    pub fn uses_sasl(self) -> bool {
+    pub(crate) fn uses_sasl(self) -> bool {
         matches!(self, Self::SaslPlaintext | Self::SaslSsl)
     }
 }
@@ -502,7 +502,7 @@ impl std::str::FromStr for SecurityProtocol {
 
 /// SASL mechanism and its credentials.
 #[derive(Clone, PartialEq, Eq)]
-pub enum SaslMechanism {
+pub(crate) enum SaslMechanism {
     /// SASL/PLAIN.
     Plain {
         /// User name.
@@ -542,30 +542,30 @@ impl std::fmt::Debug for SaslMechanism {
 
 /// Connection security settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KafkaSecurity {
+pub(crate) struct KafkaSecurity {
     /// `KAFKA_SECURITY_PROTOCOL`.
-    pub protocol: SecurityProtocol,
+    pub(crate) protocol: SecurityProtocol,
     /// `KAFKA_SASL_MECHANISM` with `KAFKA_SASL_USERNAME`/`KAFKA_SASL_PASSWORD`.
-    pub sasl: Option<SaslMechanism>,
+    pub(crate) sasl: Option<SaslMechanism>,
     /// `KAFKA_SSL_CA_LOCATION`: PEM CA bundle; system roots when unset.
-    pub ca_location: Option<PathBuf>,
+    pub(crate) ca_location: Option<PathBuf>,
     /// `KAFKA_SSL_CERTIFICATE_LOCATION`: client certificate chain (PEM) for mTLS.
-    pub client_cert_location: Option<PathBuf>,
+    pub(crate) client_cert_location: Option<PathBuf>,
     /// `KAFKA_SSL_KEY_LOCATION`: client private key (PEM) for mTLS.
-    pub client_key_location: Option<PathBuf>,
+    pub(crate) client_key_location: Option<PathBuf>,
     /// `GCE_METADATA_HOST`: metadata server for OAUTHBEARER tokens.
-    pub metadata_host: String,
+    pub(crate) metadata_host: String,
     /// `KAFKA_SASL_PASSWORD_SECRET`: Secret Manager version holding the SASL password, read
     /// at connect time (`projects/P/secrets/S/versions/V`); `SECRET_MANAGER_ENDPOINT` with it.
-    pub password_secret: Option<(String, String)>,
+    pub(crate) password_secret: Option<(String, String)>,
     /// `KAFKA_OAUTHBEARER_PRINCIPAL`: the service account email put in OAUTHBEARER tokens
     /// instead of the one the metadata server names.
-    pub oauthbearer_principal: Option<String>,
+    pub(crate) oauthbearer_principal: Option<String>,
 }
 
 impl KafkaSecurity {
     /// The protocol and SASL mechanism, as an operator names them (never a credential).
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let protocol = match self.protocol {
             SecurityProtocol::Plaintext => "PLAINTEXT",
             SecurityProtocol::Ssl => "SSL",
@@ -582,7 +582,7 @@ impl KafkaSecurity {
     }
 
     /// Puts `password` into the SASL credentials (a password read from Secret Manager).
-    pub fn set_password(&mut self, new: String) {
+    pub(crate) fn set_password(&mut self, new: String) {
         if let Some(
             SaslMechanism::Plain { password, .. }
             | SaslMechanism::ScramSha256 { password, .. }
@@ -598,31 +598,31 @@ impl KafkaSecurity {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KafkaConfig {
     /// `KAFKA_BOOTSTRAP_SERVERS`, split on commas.
-    pub bootstrap_servers: Vec<String>,
+    pub(crate) bootstrap_servers: Vec<String>,
     /// Topics opened at startup (every routed topic and the DLQ topic).
-    pub preload_topics: Vec<String>,
+    pub(crate) preload_topics: Vec<String>,
     /// `KAFKA_DLQ_TOPIC`.
-    pub dlq_topic: Option<String>,
+    pub(crate) dlq_topic: Option<String>,
     /// `KAFKA_COMPRESSION`.
-    pub compression: CompressionCodec,
+    pub(crate) compression: CompressionCodec,
     /// `KAFKA_LINGER_MS`.
-    pub linger: Duration,
+    pub(crate) linger: Duration,
     /// `KAFKA_PRODUCE_TIMEOUT_MS`.
-    pub produce_timeout: Duration,
+    pub(crate) produce_timeout: Duration,
     /// `KAFKA_REQUEST_TIMEOUT_MS`: how long one Kafka request (or a connection attempt) may
     /// wait for its answer before its connection is closed and replaced.
-    pub request_timeout: Duration,
+    pub(crate) request_timeout: Duration,
     /// `KAFKA_MAX_BATCH_BYTES`: cap of one produce request's records per partition.
-    pub max_batch_bytes: usize,
+    pub(crate) max_batch_bytes: usize,
     /// `KAFKA_MAX_RECORD_BYTES`: records larger than this are refused before sending, like the
     /// Java producer's `max.request.size`; `None` leaves the decision to the broker.
-    pub max_record_bytes: Option<usize>,
+    pub(crate) max_record_bytes: Option<usize>,
     /// `KAFKA_METADATA_REFRESH_MS`: how often partition counts are re-read.
-    pub metadata_refresh: Duration,
+    pub(crate) metadata_refresh: Duration,
     /// `KAFKA_CLIENT_ID`.
-    pub client_id: String,
+    pub(crate) client_id: String,
     /// TLS and SASL.
-    pub security: KafkaSecurity,
+    pub(crate) security: KafkaSecurity,
 }
 
 #[cfg(test)]

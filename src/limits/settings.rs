@@ -11,7 +11,7 @@ use crate::setting::{
 /// Where the server listens and how it stops.
 #[derive(Debug, clap::Args)]
 #[command(next_help_heading = "HTTP")]
-pub struct ServerSettings {
+pub(crate) struct ServerSettings {
     /// Listen port (Cloud Run sets it)
     #[arg(
         long,
@@ -40,7 +40,7 @@ pub struct ServerSettings {
 /// What any client can make the server hold.
 #[derive(Debug, clap::Args)]
 #[command(next_help_heading = "Limits")]
-pub struct LimitSettings {
+pub(crate) struct LimitSettings {
     /// Larger bodies get 413
     #[arg(
         long,
@@ -134,23 +134,26 @@ pub struct LimitSettings {
 
 /// The HTTP server's configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ServerConfig {
+pub(crate) struct ServerConfig {
     /// `PORT`.
-    pub port: u16,
+    pub(crate) port: u16,
     /// `SHUTDOWN_TIMEOUT_MS`: how long in-flight deliveries may finish after SIGTERM.
-    pub shutdown_timeout: Duration,
+    pub(crate) shutdown_timeout: Duration,
     /// `MAX_BODY_BYTES`: larger requests are answered 413.
-    pub max_body_bytes: usize,
+    pub(crate) max_body_bytes: usize,
     /// `HTTP_HEADER_READ_TIMEOUT_MS`: slow clients are cut off after this.
-    pub header_read_timeout: Duration,
+    pub(crate) header_read_timeout: Duration,
     /// Connection, time, body and in-flight limits.
-    pub limits: HttpLimits,
+    pub(crate) limits: HttpLimits,
 }
 
 impl ServerSettings {
     /// The server's configuration for a container with `memory_limit` bytes (from which the
     /// in-flight budget's default is derived), or every error among the settings.
-    pub fn settings(&self, memory_limit: Option<u64>) -> Result<ServerConfig, Vec<ConfigError>> {
+    pub(crate) fn settings(
+        &self,
+        memory_limit: Option<u64>,
+    ) -> Result<ServerConfig, Vec<ConfigError>> {
         let limits = &self.limits;
         let max_body_bytes = limits.max_body_bytes.value();
         let inflight = limits.http_limits(

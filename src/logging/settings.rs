@@ -6,7 +6,7 @@ use crate::setting::{ConfigError, OptionalSetting, Setting, parsed, text};
 /// How and what the bridge logs.
 #[derive(Debug, clap::Args)]
 #[command(next_help_heading = "Logging")]
-pub struct LoggingSettings {
+pub(crate) struct LoggingSettings {
     /// `json` (Cloud Logging fields) or `text` (unset: json on Cloud Run, where K_SERVICE is set, else text)
     #[arg(
         long,
@@ -39,18 +39,18 @@ pub struct LoggingSettings {
 
 /// What the logging settings make.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LoggingConfig {
+pub(crate) struct LoggingConfig {
     /// `LOG_FORMAT`.
-    pub format: LogFormat,
+    pub(crate) format: LogFormat,
     /// `RUST_LOG`.
-    pub filter: String,
+    pub(crate) filter: String,
     /// `GOOGLE_CLOUD_PROJECT`.
-    pub project: Option<String>,
+    pub(crate) project: Option<String>,
 }
 
 impl LoggingSettings {
     /// The logging configuration; `on_cloud_run` picks the default format.
-    pub fn settings(&self, on_cloud_run: bool) -> Result<LoggingConfig, ConfigError> {
+    pub(crate) fn settings(&self, on_cloud_run: bool) -> Result<LoggingConfig, ConfigError> {
         let default = if on_cloud_run {
             LogFormat::Json
         } else {
@@ -66,7 +66,7 @@ impl LoggingSettings {
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     /// Human-readable lines.
     Text,
     /// Cloud Logging structured JSON lines.

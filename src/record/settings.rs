@@ -12,7 +12,7 @@ use crate::setting::{
 /// Where records go and how a message becomes one.
 #[derive(Debug, clap::Args)]
 #[command(next_help_heading = "Record")]
-pub struct RecordSettings {
+pub(crate) struct RecordSettings {
     /// Target topic [required, or --kafka-topic-by-subscription]
     #[arg(long, env = "KAFKA_TOPIC", value_name = "TOPIC", global = true, value_parser = text())]
     kafka_topic: Option<Setting<String>>,
@@ -77,7 +77,7 @@ pub struct RecordSettings {
 
 impl RecordSettings {
     /// Where records go: `KAFKA_TOPIC`, or `KAFKA_TOPIC_BY_SUBSCRIPTION`.
-    pub fn route(&self) -> Result<TopicRoute, ConfigError> {
+    pub(crate) fn route(&self) -> Result<TopicRoute, ConfigError> {
         match (
             self.kafka_topic.get()?,
             self.kafka_topic_by_subscription.get()?,
@@ -97,7 +97,7 @@ impl RecordSettings {
     }
 
     /// Key, headers and timestamp, or every error among them.
-    pub fn options(&self) -> Result<RecordOptions, Vec<ConfigError>> {
+    pub(crate) fn options(&self) -> Result<RecordOptions, Vec<ConfigError>> {
         let key_source = self.kafka_key.value();
         let attribute_headers = self.kafka_attribute_headers.value();
         let attribute_prefix = self.kafka_attribute_header_prefix.get().and_then(|prefix| {

@@ -6,7 +6,7 @@ use crate::setting::{ConfigError, OptionalSetting, Setting, text};
 /// The schema registry settings.
 #[derive(Debug, clap::Args)]
 #[command(next_help_heading = "Schema registry")]
-pub struct RegistrySettings {
+pub(crate) struct RegistrySettings {
     /// With avro: register the schema under <topic>-value and write the Confluent wire format
     #[arg(
         long,
@@ -39,14 +39,14 @@ pub struct RegistrySettings {
 
 impl RegistrySettings {
     /// The registry URL's variable and value, when one is given.
-    pub fn url(&self) -> Option<(&'static str, &str)> {
+    pub(crate) fn url(&self) -> Option<(&'static str, &str)> {
         let url = self.schema_registry_url.as_ref()?;
         url.is_given().then(|| (url.var(), url.raw()))
     }
 
     /// The registry to register schemas with, if any; the first rule broken when the settings
     /// contradict.
-    pub fn settings(&self) -> Result<Option<SchemaRegistryConfig>, ConfigError> {
+    pub(crate) fn settings(&self) -> Result<Option<SchemaRegistryConfig>, ConfigError> {
         let Some(url) = self.schema_registry_url.get()? else {
             return Ok(None);
         };
@@ -82,16 +82,16 @@ impl RegistrySettings {
 
 /// Confluent Schema Registry settings (Avro values only).
 #[derive(Clone, PartialEq, Eq)]
-pub struct SchemaRegistryConfig {
+pub(crate) struct SchemaRegistryConfig {
     /// Base URL.
-    pub url: String,
+    pub(crate) url: String,
     /// Basic-auth user and password (Confluent Cloud: API key and secret).
-    pub credentials: Option<(String, String)>,
+    pub(crate) credentials: Option<(String, String)>,
 }
 
 impl SchemaRegistryConfig {
     /// The basic-auth `Authorization` value, when credentials are set.
-    pub fn authorization(&self) -> Option<String> {
+    pub(crate) fn authorization(&self) -> Option<String> {
         self.credentials
             .as_ref()
             .map(|(user, password)| super::basic_authorization(user, password))

@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use serde_json::json;
 
-use test_support::*;
 use test_support::emulator::*;
+use test_support::*;
 
 /// Attribute `i` at Pub/Sub's limits: a 256-byte key (lower case: header names lose their
 /// case on the way) and a 1,024-byte printable value.

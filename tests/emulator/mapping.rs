@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use test_support::*;
 use test_support::emulator::*;
+use test_support::*;
 
 /// What one message was published with.
 struct Published {

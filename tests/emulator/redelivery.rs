@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use test_support::*;
 use test_support::emulator::*;
+use test_support::*;
 
 /// How many records of `records` repeat a message id already seen.
 fn duplicates(records: &[Consumed]) -> usize {

@@ -4,8 +4,8 @@
 
 use serde_json::json;
 
-use test_support::*;
 use test_support::emulator::*;
+use test_support::*;
 
 const ORDER_SCHEMA: &str = r#"{"type":"record","name":"Order","fields":[{"name":"id","type":"long"},{"name":"item","type":"string"}]}"#;
 
