@@ -46,7 +46,10 @@ async fn main() {
         ("OIDC_AUDIENCE", AUDIENCE.into()),
         ("OIDC_JWKS_URL", jwks.url.clone()),
         ("OIDC_ALLOWED_EMAILS", PUSH_EMAIL.into()),
-        ("RUST_LOG", "warn,rskafka::client::producer::broadcast=error".into()),
+        (
+            "RUST_LOG",
+            "warn,rskafka::client::producer::broadcast=error".into(),
+        ),
     ]
     .into_iter()
     .collect();
