@@ -129,6 +129,11 @@ impl<T: Clone> Setting<T> {
         self.given
     }
 
+    /// The variable and the value as given, when one was: what an error about it names.
+    pub(crate) fn given_value(&self) -> Option<(&'static str, &str)> {
+        self.given.then_some((self.var, self.raw.as_str()))
+    }
+
     /// The value; `None` when unset without a default.
     pub(crate) fn get(&self) -> Result<Option<T>, ConfigError> {
         match &self.parsed {
@@ -158,6 +163,8 @@ impl<T: Clone> Setting<T> {
 pub(crate) trait OptionalSetting<T> {
     /// Whether a value was given.
     fn is_given(&self) -> bool;
+    /// The variable and the value as given, when one was.
+    fn given_value(&self) -> Option<(&'static str, &str)>;
     /// The value as given (trimmed); empty when unset.
     fn raw(&self) -> &str;
     /// The value; `None` when unset.
@@ -173,6 +180,10 @@ impl<T: Clone> OptionalSetting<T> for Option<Setting<T>> {
 
     fn raw(&self) -> &str {
         self.as_ref().map_or("", Setting::raw)
+    }
+
+    fn given_value(&self) -> Option<(&'static str, &str)> {
+        self.as_ref().and_then(Setting::given_value)
     }
 
     fn get(&self) -> Result<Option<T>, ConfigError> {

@@ -120,38 +120,14 @@ impl OidcSettings {
             // Verification settings next to OIDC_DISABLED=true would be silently ignored: the
             // operator meant one or the other.
             let beside = [
-                (
-                    self.oidc_audience.is_given(),
-                    "OIDC_AUDIENCE",
-                    self.oidc_audience.raw(),
-                ),
-                (
-                    self.oidc_allowed_emails.is_given(),
-                    "OIDC_ALLOWED_EMAILS",
-                    self.oidc_allowed_emails.raw(),
-                ),
-                (
-                    self.oidc_allow_any_email.is_given(),
-                    "OIDC_ALLOW_ANY_EMAIL",
-                    self.oidc_allow_any_email.raw(),
-                ),
-                (
-                    self.oidc_trust_cloud_run_iam.is_given(),
-                    "OIDC_TRUST_CLOUD_RUN_IAM",
-                    self.oidc_trust_cloud_run_iam.raw(),
-                ),
-                (
-                    self.oidc_jwks_url.is_given(),
-                    "OIDC_JWKS_URL",
-                    self.oidc_jwks_url.raw(),
-                ),
-                (
-                    self.oidc_issuers.is_given(),
-                    "OIDC_ISSUERS",
-                    self.oidc_issuers.raw(),
-                ),
+                self.oidc_audience.given_value(),
+                self.oidc_allowed_emails.given_value(),
+                self.oidc_allow_any_email.given_value(),
+                self.oidc_trust_cloud_run_iam.given_value(),
+                self.oidc_jwks_url.given_value(),
+                self.oidc_issuers.given_value(),
             ];
-            if let Some((_, var, value)) = beside.into_iter().find(|(given, ..)| *given) {
+            if let Some((var, value)) = beside.into_iter().flatten().next() {
                 return Err(invalid(
                     var,
                     value,

@@ -40,8 +40,7 @@ pub(crate) struct RegistrySettings {
 impl RegistrySettings {
     /// The registry URL's variable and value, when one is given.
     pub(crate) fn url(&self) -> Option<(&'static str, &str)> {
-        let url = self.schema_registry_url.as_ref()?;
-        url.is_given().then(|| (url.var(), url.raw()))
+        self.schema_registry_url.given_value()
     }
 
     /// The registry to register schemas with, if any; the first rule broken when the settings
