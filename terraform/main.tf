@@ -47,7 +47,6 @@ locals {
   # The settings the wiring depends on; tests/terraform reads them from here.
   core_env = {
     KAFKA_BOOTSTRAP_SERVERS  = var.kafka_bootstrap_servers
-    KAFKA_TOPIC              = var.kafka_topic
     KAFKA_KEY                = var.kafka_key
     KAFKA_VALUE_FORMAT       = var.kafka_value_format
     KAFKA_COMPRESSION        = var.kafka_compression
@@ -61,8 +60,16 @@ locals {
     MAX_INFLIGHT_BYTES       = tostring(local.inflight_bytes)
   }
 
+  # ROUTES is the rules' JSON (docs/routing.md): attributes left null are left out, so a rule carries
+  # only what was given; a null header value stays (it removes that header).
+  routes = [for rule in var.routes : { for field, value in rule : field => value if value != null }]
+  # Each names where records go; the bridge refuses to start with ROUTES beside either of the others.
+  routing_env_vars = ["ROUTES", "ROUTES_FILE", "KAFKA_TOPIC_BY_SUBSCRIPTION"]
+
   env = merge(
     local.core_env,
+    var.kafka_topic == "" ? {} : { KAFKA_TOPIC = var.kafka_topic },
+    length(var.routes) == 0 ? {} : { ROUTES = jsonencode(local.routes) },
     var.kafka_dlq_topic == "" ? {} : { KAFKA_DLQ_TOPIC = var.kafka_dlq_topic },
     var.kafka_sasl_mechanism == "" ? {} : { KAFKA_SASL_MECHANISM = var.kafka_sasl_mechanism },
     var.kafka_sasl_username == "" ? {} : { KAFKA_SASL_USERNAME = var.kafka_sasl_username },
@@ -185,6 +192,17 @@ resource "google_cloud_run_v2_service" "bridge" {
           path = "/healthz"
         }
       }
+    }
+  }
+
+  lifecycle {
+    precondition {
+      condition     = length(var.routes) == 0 || length(setintersection(keys(var.extra_env), local.routing_env_vars)) == 0
+      error_message = "routes replaces ROUTES, ROUTES_FILE and KAFKA_TOPIC_BY_SUBSCRIPTION: remove them from extra_env (`subscription` is a variable the rules can read)."
+    }
+    precondition {
+      condition     = var.kafka_topic != "" || length(var.routes) > 0 || contains(keys(var.extra_env), "KAFKA_TOPIC_BY_SUBSCRIPTION")
+      error_message = "kafka_topic may be empty only with routes: records need a topic."
     }
   }
 

@@ -85,7 +85,7 @@ variable "kafka_bootstrap_servers" {
 }
 
 variable "kafka_topic" {
-  description = "KAFKA_TOPIC."
+  description = "KAFKA_TOPIC: where messages go (with routes: those no rule matches). \"\" only with routes, to refuse unmatched messages (404 no_route)."
   type        = string
 }
 
@@ -96,12 +96,12 @@ variable "kafka_key" {
 }
 
 variable "kafka_value_format" {
-  description = "KAFKA_VALUE_FORMAT: raw, json, avro or protobuf."
+  description = "KAFKA_VALUE_FORMAT: raw, json, avro, protobuf or pubsub-schema."
   type        = string
   default     = "raw"
   validation {
-    condition     = contains(["raw", "json", "avro", "protobuf"], var.kafka_value_format)
-    error_message = "kafka_value_format: raw, json, avro or protobuf."
+    condition     = contains(["raw", "json", "avro", "protobuf", "pubsub-schema"], var.kafka_value_format)
+    error_message = "kafka_value_format: raw, json, avro, protobuf or pubsub-schema."
   }
 }
 
@@ -159,6 +159,45 @@ variable "runtime_project_roles" {
   default     = []
 }
 
+
+variable "routes" {
+  description = <<-EOT
+    Routing rules (ROUTES, see docs/routing.md), tried in order; the first whose `when` (CEL, default true)
+    holds decides: its `topic`, or `drop = true` (answered 204, nothing written). Optional CEL expressions:
+    `key`, `headers` (header name to expression, or null to remove the header) and `timestamp`. Empty: no
+    rules (KAFKA_TOPIC takes every message). With rules, kafka_topic may be "" (a message no rule matches is
+    then refused with 404 no_route). The bridge compiles the expressions at startup and refuses to start on
+    an invalid one; `pubsub-kafka-bridge check` with the same ROUTES tries them before an apply.
+  EOT
+  type = list(object({
+    when      = optional(string)
+    topic     = optional(string)
+    drop      = optional(bool)
+    key       = optional(string)
+    headers   = optional(map(string))
+    timestamp = optional(string)
+  }))
+  default = []
+
+  validation {
+    condition     = alltrue([for r in var.routes : (r.topic != null) != (r.drop == true) && r.drop != false])
+    error_message = "routes: every rule names exactly one of topic or drop = true."
+  }
+  validation {
+    condition     = alltrue([for r in var.routes : r.topic == null || can(regex("^[a-zA-Z0-9._-]{1,249}$", r.topic == null ? "-" : r.topic))])
+    error_message = "routes: a topic is a Kafka topic name: 1 to 249 of a-z, A-Z, 0-9, '.', '_' and '-'."
+  }
+  validation {
+    condition = alltrue([for r in var.routes : alltrue([
+      for expression in [r.when, r.key, r.timestamp] : trimspace(expression == null ? "-" : expression) != ""
+    ])])
+    error_message = "routes: when, key and timestamp are CEL expressions; leave them out rather than empty."
+  }
+  validation {
+    condition     = alltrue([for r in var.routes : alltrue([for name in keys(r.headers == null ? {} : r.headers) : trimspace(name) != ""])])
+    error_message = "routes: a header name is never empty."
+  }
+}
 
 variable "extra_env" {
   description = "More environment variables of the bridge (see docs/configuration.md), e.g. { KAFKA_LINGER_MS = \"5\" }."
@@ -251,3 +290,4 @@ variable "dead_letter_retention" {
   type        = string
   default     = "2678400s"
 }
+

@@ -4,7 +4,7 @@ is reachable from the tests; the provider schema is checked separately by tf_sch
 Asserts what must hold for a first `terraform apply` to succeed and for pushes to be accepted:
 no count/for_each on values known only after apply, APIs enabled, the push token accepted
 behind Cloud Run IAM, dead letters kept, the password read by the bridge (no deploy-time secret),
-the startup probe budget, CMEK and Google Managed Kafka wiring.
+the startup probe budget, CMEK and Google Managed Kafka wiring, the routing rules.
 """
 import pathlib
 import re
@@ -310,3 +310,59 @@ def test_inflight_budget_follows_the_instance_memory(mod):
     assert "local.memory_mib - 48" in local_value(mod, "inflight_bytes")
     assert variable(mod, "memory")["default"] == "256Mi"
     assert variable(mod, "memory").get("validation"), "memory must be validated so the budget can be computed"
+
+
+# --- routing rules ---
+
+
+def test_routes_are_jsonencoded_into_ROUTES_only_when_given(mod):
+    routes = variable(mod, "routes")
+    assert routes["default"] == []
+    fields = re.findall(r"(\w+) = optional\((\w+(?:\(\w+\))?)\)", routes["type"])
+    assert dict(fields) == {
+        "when": "string", "topic": "string", "drop": "bool", "key": "string",
+        "headers": "map(string)", "timestamp": "string",
+    }
+    # Unset fields are left out of the JSON; a null header value stays (it removes the header).
+    assert local_value(mod, "routes") == (
+        "${[for rule in var.routes : {for field, value in rule : field => value if value != null}]}"
+    )
+    env = local_value(mod, "env")
+    assert "length(var.routes) == 0 ? {} : {ROUTES = jsonencode(local.routes)}" in env
+    assert "ROUTES" not in local_value(mod, "core_env")
+
+
+def test_routes_are_validated_where_terraform_can(mod):
+    conditions = [v["condition"] for v in variable(mod, "routes")["validation"]]
+    assert "(r.topic != null) != (r.drop == true) && r.drop != false" in conditions[0]
+    assert any("[a-zA-Z0-9._-]{1,249}" in c for c in conditions), "Kafka's topic name rule"
+    assert any("[r.when, r.key, r.timestamp]" in c for c in conditions), "no empty expression"
+    assert any("keys(r.headers" in c for c in conditions), "no empty header name"
+
+
+def test_routes_refuse_the_other_routing_settings_and_need_a_topic_somewhere(mod):
+    assert local_value(mod, "routing_env_vars") == ["ROUTES", "ROUTES_FILE", "KAFKA_TOPIC_BY_SUBSCRIPTION"]
+    service = resource(mod, "google_cloud_run_v2_service", "bridge")
+    conditions = [p["condition"] for p in one(service["lifecycle"])["precondition"]]
+    assert (
+        "${length(var.routes) == 0 || length(setintersection(keys(var.extra_env), local.routing_env_vars)) == 0}"
+        in conditions
+    )
+    # KAFKA_TOPIC is the fallback of the rules: set unless kafka_topic is "", which needs rules.
+    assert "var.kafka_topic == \"\" ? {} : {KAFKA_TOPIC = var.kafka_topic}" in local_value(mod, "env")
+    assert "KAFKA_TOPIC" not in local_value(mod, "core_env")
+    assert any(c.startswith('${var.kafka_topic != "" || length(var.routes) > 0') for c in conditions)
+
+
+def test_cloud_run_example_routes_two_event_types_to_two_topics_and_drops_test_events(cloud_run):
+    assert module_call(cloud_run, "bridge")["routes"] == "${var.routes}"
+    rules = variable(cloud_run, "routes")["default"]
+    assert [r.get("topic") for r in rules if "topic" in r] == ["orders", "refunds"]
+    drops = [r for r in rules if r.get("drop") is True]
+    assert len(drops) == 1 and "test" in drops[0]["when"]
+    assert rules.index(drops[0]) == 0, "test events are dropped whatever their type"
+    for rule in rules:
+        # Reading an absent attribute fails the rule (route_failed): every read is guarded.
+        for name in re.findall(r"(?<!has\()attributes\.(\w+)", rule["when"]):
+            assert f"has(attributes.{name})" in rule["when"], rule
+

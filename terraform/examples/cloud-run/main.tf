@@ -77,6 +77,27 @@ variable "kafka_password" {
   sensitive   = true
 }
 
+# Two kinds of event share the Pub/Sub topic: orders and refunds go to their own Kafka topics (keyed
+# by the id in their JSON payload), test events are dropped, anything else goes to kafka_topic.
+# The attribute checks use has(): reading an absent attribute fails the rule (route_failed). The
+# Kafka topics must exist, like kafka_topic; `pubsub-kafka-bridge check` lists those missing.
+variable "routes" {
+  description = "Routing rules (docs/routing.md); [] sends everything to kafka_topic."
+  type = list(object({
+    when      = optional(string)
+    topic     = optional(string)
+    drop      = optional(bool)
+    key       = optional(string)
+    headers   = optional(map(string))
+    timestamp = optional(string)
+  }))
+  default = [
+    { when = "has(attributes.test) && attributes.test == \"true\"", drop = true },
+    { when = "has(attributes.type) && attributes.type == \"order\"", topic = "orders", key = "json.order_id" },
+    { when = "has(attributes.type) && attributes.type == \"refund\"", topic = "refunds", key = "json.order_id" },
+  ]
+}
+
 # A fresh project has these APIs off; the apply needs them. Never disabled on destroy: other
 # workloads of the project may use them.
 resource "google_project_service" "enabled" {
@@ -128,17 +149,19 @@ module "bridge" {
   image        = var.image
   pubsub_topic = google_pubsub_topic.events.id
 
-  kafka_bootstrap_servers    = var.kafka_bootstrap_servers
-  kafka_topic                = "pubsub.events"
-  kafka_security_protocol    = "SASL_SSL"
-  kafka_sasl_mechanism       = "PLAIN"
-  kafka_sasl_username        = var.kafka_username
-  kafka_sasl_password_secret = var.kafka_password_secret
+  kafka_bootstrap_servers            = var.kafka_bootstrap_servers
+  kafka_topic                        = "pubsub.events"
+  kafka_security_protocol            = "SASL_SSL"
+  kafka_sasl_mechanism               = "PLAIN"
+  kafka_sasl_username                = var.kafka_username
+  kafka_sasl_password_secret         = var.kafka_password_secret
   kafka_sasl_password_secret_version = var.kafka_password_secret_version
 
   min_instances    = 0
   max_instances    = 5
   message_ordering = true
+
+  routes = var.routes
 
   depends_on = [
     google_project_service.enabled,
