@@ -32,3 +32,17 @@ output "dead_letter_subscription" {
   description = "Subscription holding the dead letters (inspect or replay them from here)."
   value       = google_pubsub_subscription.dead_letter.id
 }
+
+output "monitoring_dashboard" {
+  description = "Id of the Cloud Monitoring dashboard (null with monitoring = false)."
+  value       = var.monitoring ? google_monitoring_dashboard.bridge[0].id : null
+}
+
+output "alert_policies" {
+  description = "Names of the alert policies (empty with monitoring = false)."
+  value = concat(
+    google_monitoring_alert_policy.oldest_unacked_message_age[*].name,
+    google_monitoring_alert_policy.dead_letters[*].name,
+    google_monitoring_alert_policy.push_error_ratio[*].name,
+  )
+}

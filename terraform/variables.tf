@@ -291,3 +291,56 @@ variable "dead_letter_retention" {
   default     = "2678400s"
 }
 
+# --- monitoring ---
+
+variable "monitoring" {
+  description = "Create the Cloud Monitoring dashboard and alert policies of docs/operations.md (needs monitoring.googleapis.com and roles/monitoring.editor for whoever applies)."
+  type        = bool
+  default     = true
+}
+
+variable "notification_channels" {
+  description = "Notification channels the alert policies notify, as ids (projects/P/notificationChannels/N, e.g. google_monitoring_notification_channel.x.id). Empty: incidents appear in Cloud Monitoring only."
+  type        = list(string)
+  default     = []
+  validation {
+    condition     = alltrue([for channel in var.notification_channels : can(regex("^projects/[^/]+/notificationChannels/[^/]+$", channel))])
+    error_message = "notification_channels: ids of the form projects/PROJECT/notificationChannels/ID."
+  }
+}
+
+variable "alert_oldest_unacked_age_seconds" {
+  description = "Alert when the push subscription's oldest unacknowledged message is older than this for alert_oldest_unacked_duration_seconds. A healthy bridge acknowledges within seconds; one message failing since this long means Kafka, the bridge or the message is broken."
+  type        = number
+  default     = 600
+  validation {
+    condition     = var.alert_oldest_unacked_age_seconds >= 60
+    error_message = "alert_oldest_unacked_age_seconds: at least 60 (Pub/Sub samples the metric every 60 s)."
+  }
+}
+
+variable "alert_oldest_unacked_duration_seconds" {
+  description = "How long the oldest unacknowledged message must stay above its threshold before the alert opens."
+  type        = number
+  default     = 300
+}
+
+variable "alert_push_error_ratio" {
+  description = "Alert when more than this fraction of push requests (Pub/Sub's own count) is not acknowledged, over alert_push_error_window_seconds. 0.05 = 5 %."
+  type        = number
+  default     = 0.05
+  validation {
+    condition     = var.alert_push_error_ratio > 0 && var.alert_push_error_ratio < 1
+    error_message = "alert_push_error_ratio: a fraction between 0 and 1 (exclusive)."
+  }
+}
+
+variable "alert_push_error_window_seconds" {
+  description = "Window of the push error ratio (the alignment period of both counts); the ratio must stay above its threshold for as long."
+  type        = number
+  default     = 300
+  validation {
+    condition     = var.alert_push_error_window_seconds >= 60
+    error_message = "alert_push_error_window_seconds: at least 60."
+  }
+}

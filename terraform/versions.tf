@@ -3,7 +3,7 @@ terraform {
   required_providers {
     google = {
       source = "hashicorp/google"
-      # Checked against the provider schema of 6.50 (../shared/tools/tf_schema_check.py).
+      # Checked offline against the provider schema of 6.50 (docs/deploying.md).
       version = ">= 6.50, < 7.0"
     }
   }

@@ -4,7 +4,8 @@ is reachable from the tests; the provider schema is checked separately by tf_sch
 Asserts what must hold for a first `terraform apply` to succeed and for pushes to be accepted:
 no count/for_each on values known only after apply, APIs enabled, the push token accepted
 behind Cloud Run IAM, dead letters kept, the password read by the bridge (no deploy-time secret),
-the startup probe budget, CMEK and Google Managed Kafka wiring, the routing rules.
+the startup probe budget, CMEK and Google Managed Kafka wiring, the routing rules, and the
+monitoring (every metric on an allow-list taken from Google's metric list).
 """
 import pathlib
 import re
@@ -155,8 +156,8 @@ def test_callers_pass_plan_time_values_where_the_module_counts(cloud_run, manage
 
 def test_examples_enable_the_apis_they_need(cloud_run, managed_kafka):
     for example, needed in [
-        (cloud_run, {"run", "pubsub", "secretmanager", "iam", "cloudresourcemanager"}),
-        (managed_kafka, {"run", "pubsub", "managedkafka", "compute", "iam", "cloudresourcemanager"}),
+        (cloud_run, {"run", "pubsub", "secretmanager", "iam", "cloudresourcemanager", "monitoring"}),
+        (managed_kafka, {"run", "pubsub", "managedkafka", "compute", "iam", "cloudresourcemanager", "monitoring"}),
     ]:
         services = resource(example, "google_project_service", "enabled")
         assert services["disable_on_destroy"] is False
@@ -366,3 +367,185 @@ def test_cloud_run_example_routes_two_event_types_to_two_topics_and_drops_test_e
         for name in re.findall(r"(?<!has\()attributes\.(\w+)", rule["when"]):
             assert f"has(attributes.{name})" in rule["when"], rule
 
+
+# --- monitoring ---
+
+# The metric types the module may use, from Google's metric list
+# (https://cloud.google.com/monitoring/api/metrics_gcp_p_z, sections "pubsub" and "run"): the
+# monitored resource each is written against, its kind and value type, and its metric labels.
+ALLOWED_METRICS = {
+    "pubsub.googleapis.com/subscription/push_request_count": (
+        "pubsub_subscription", "DELTA INT64", {"response_class", "response_code", "delivery_type"}),
+    "pubsub.googleapis.com/subscription/push_request_latencies": (
+        "pubsub_subscription", "DELTA DISTRIBUTION", {"response_code", "delivery_type"}),
+    "pubsub.googleapis.com/subscription/oldest_unacked_message_age": ("pubsub_subscription", "GAUGE INT64", set()),
+    "pubsub.googleapis.com/subscription/num_undelivered_messages": ("pubsub_subscription", "GAUGE INT64", set()),
+    "run.googleapis.com/request_count": (
+        "cloud_run_revision", "DELTA INT64", {"response_code", "response_code_class", "route_type"}),
+    "run.googleapis.com/request_latencies": (
+        "cloud_run_revision", "DELTA DISTRIBUTION", {"response_code", "response_code_class", "route_type"}),
+    "run.googleapis.com/container/instance_count": ("cloud_run_revision", "GAUGE INT64", {"state"}),
+    "run.googleapis.com/container/cpu/utilizations": ("cloud_run_revision", "DELTA DISTRIBUTION", set()),
+    "run.googleapis.com/container/memory/utilizations": ("cloud_run_revision", "DELTA DISTRIBUTION", set()),
+}
+# The monitored resources' labels (same list, "Monitored resource types").
+RESOURCE_LABELS = {
+    "pubsub_subscription": {"project_id", "subscription_id"},
+    "cloud_run_revision": {"project_id", "service_name", "revision_name", "location", "configuration_name"},
+}
+# Aligners that make sense for each kind: a gauge is not a rate, a distribution has percentiles.
+ALIGNERS = {
+    "GAUGE INT64": {"ALIGN_MAX", "ALIGN_MEAN", "ALIGN_MIN"},
+    "DELTA INT64": {"ALIGN_RATE", "ALIGN_SUM", "ALIGN_DELTA"},
+    "DELTA DISTRIBUTION": {"ALIGN_DELTA", "ALIGN_PERCENTILE_50", "ALIGN_PERCENTILE_95", "ALIGN_PERCENTILE_99"},
+}
+MONITORING_RESOURCES = ("google_monitoring_dashboard", "google_monitoring_alert_policy")
+
+
+def monitoring_filters(mod: dict) -> dict:
+    """The filters with their ${local.*} scopes expanded and HCL's escapes undone."""
+    def expand(text: str) -> str:
+        return re.sub(r"\$\{local\.(\w+)\}", lambda m: expand(local_value(mod, m.group(1))), text)
+    return {name: expand(f).replace('\\"', '"') for name, f in local_value(mod, "monitoring_filters").items()}
+
+
+def parse_filter(text: str):
+    """(metric type, resource type, {metric labels}, {resource labels}) of a Monitoring filter."""
+    clauses = dict.fromkeys(("metric.type", "resource.type"))
+    metric_labels, resource_labels = set(), set()
+    for clause in text.split(" AND "):
+        m = re.fullmatch(r'(metric\.type|resource\.type|metric\.label\.(\w+)|resource\.label\.(\w+)) (=|!=) "([^"]*)"', clause.strip())
+        assert m, f"unexpected clause {clause!r} in {text!r}"
+        key, metric_label, resource_label, _op, value = m.groups()
+        if metric_label:
+            metric_labels.add(metric_label)
+        elif resource_label:
+            resource_labels.add(resource_label)
+        else:
+            assert clauses[key] is None, f"{key} twice in {text!r}"
+            clauses[key] = value
+    return clauses["metric.type"], clauses["resource.type"], metric_labels, resource_labels
+
+
+def test_every_filter_uses_a_metric_from_googles_list_with_its_resource_and_labels(mod):
+    filters = monitoring_filters(mod)
+    used = set()
+    for name, text in filters.items():
+        metric, resource_type, metric_labels, resource_labels = parse_filter(text)
+        assert metric in ALLOWED_METRICS, f"{name}: {metric} is not on the allow-list"
+        allowed_resource, _kind, allowed_labels = ALLOWED_METRICS[metric]
+        assert resource_type == allowed_resource, (name, resource_type)
+        assert metric_labels <= allowed_labels, (name, metric_labels)
+        assert resource_labels <= RESOURCE_LABELS[resource_type], (name, resource_labels)
+        used.add(metric)
+    assert used == set(ALLOWED_METRICS), "an allowed metric nothing uses: drop it from the list"
+    # No filter written anywhere else: every metric.type in the module is one of these.
+    text = "".join(p.read_text() for p in ROOT.glob("*.tf"))
+    for metric in re.findall(r'metric\.type = \\"([^"\\]+)\\"', text):
+        assert metric in ALLOWED_METRICS, metric
+    for rtype, _name, body in all_resources(mod):
+        if rtype == "google_monitoring_alert_policy":
+            threshold = one(one(body["conditions"])["condition_threshold"])
+            for key in ("filter", "denominator_filter"):
+                if key in threshold:
+                    assert re.fullmatch(r"\$\{local\.monitoring_filters\.(\w+)\}", threshold[key]), threshold[key]
+
+
+def dashboard_text(mod: dict) -> str:
+    return resource(mod, "google_monitoring_dashboard", "bridge")["dashboard_json"]
+
+
+def test_dashboard_aligns_and_groups_each_metric_as_its_kind_allows(mod):
+    filters = monitoring_filters(mod)
+    text = dashboard_text(mod)
+    queries = re.findall(
+        r'filter = local\.monitoring_filters\.(\w+), aggregation = \{alignmentPeriod = [^,]+, '
+        r'perSeriesAligner = "(\w+)", crossSeriesReducer = "?([\w${}]+)"?(?:, groupByFields = \[([^\]]*)\])?',
+        text,
+    )
+    assert len(queries) == text.count("timeSeriesFilter"), "every chart query parsed"
+    for name, aligner, _reducer, group_by in queries:
+        metric, _resource, _labels, _resource_labels = parse_filter(filters[name])
+        _resource_type, kind, labels = ALLOWED_METRICS[metric]
+        assert aligner in ALIGNERS[kind], (name, aligner)
+        for field in re.findall(r'"metric\.label\.(\w+)"', group_by):
+            assert field in labels, (name, field)
+
+
+def test_dashboard_shows_every_tile_the_runbook_describes(mod):
+    text = dashboard_text(mod)
+    charted = set(re.findall(r"local\.monitoring_filters\.(\w+)", text))
+    assert charted == set(local_value(mod, "monitoring_filters")) - {"push_errors"}
+    assert 'groupByFields = ["metric.label.response_class"]' in text, "push requests by response class"
+    runbook = (ROOT.parent / "docs" / "operations.md").read_text()
+    titles = re.findall(r'title = "([^"]+)"', text)
+    assert len(titles) >= 11
+    for title in titles:
+        assert f"**{title}**" in runbook, f"docs/operations.md does not describe the tile {title!r}"
+
+
+def test_monitoring_is_on_by_default_and_off_removes_every_monitoring_resource(mod, cloud_run, managed_kafka):
+    assert variable(mod, "monitoring")["default"] is True
+    found = [(rtype, name) for rtype, name, _ in all_resources(mod) if rtype.startswith("google_monitoring_")]
+    assert sorted(found) == sorted([
+        ("google_monitoring_dashboard", "bridge"),
+        ("google_monitoring_alert_policy", "oldest_unacked_message_age"),
+        ("google_monitoring_alert_policy", "dead_letters"),
+        ("google_monitoring_alert_policy", "push_error_ratio"),
+    ])
+    for rtype, name in found:
+        assert resource(mod, rtype, name)["count"] == "${var.monitoring ? 1 : 0}", (rtype, name)
+    outputs = {k: v for block in mod["output"] for k, v in block.items()}
+    assert outputs["monitoring_dashboard"]["value"].startswith("${var.monitoring ?")
+    for example in (cloud_run, managed_kafka):
+        assert variable(example, "monitoring")["default"] is True
+        bridge = module_call(example, "bridge")
+        assert bridge["monitoring"] == "${var.monitoring}"
+        assert bridge["notification_channels"] == "${var.notification_channels}"
+
+
+def alert(mod: dict, name: str):
+    policy = resource(mod, "google_monitoring_alert_policy", name)
+    return policy, one(one(policy["conditions"])["condition_threshold"])
+
+
+def test_alerts_use_their_thresholds_and_notify_the_channels_passed_in(mod):
+    channels = variable(mod, "notification_channels")
+    assert channels["default"] == [] and "notificationChannels" in channels["validation"][0]["condition"]
+    for name in ("oldest_unacked_message_age", "dead_letters", "push_error_ratio"):
+        policy, threshold = alert(mod, name)
+        assert policy["notification_channels"] == "${var.notification_channels}", name
+        assert threshold["comparison"] == "COMPARISON_GT", name
+        assert policy["combiner"] == "OR" and policy["project"] == "${var.project_id}"
+        assert "docs/operations.md" in one(policy["documentation"])["content"], name
+
+    _, oldest = alert(mod, "oldest_unacked_message_age")
+    assert oldest["filter"] == "${local.monitoring_filters.oldest_unacked_age}"
+    assert oldest["threshold_value"] == "${var.alert_oldest_unacked_age_seconds}"
+    assert oldest["duration"] == "${var.alert_oldest_unacked_duration_seconds}s"
+    # Alerts before a message failing with the default backoff reaches its dead-letter policy.
+    assert 60 <= variable(mod, "alert_oldest_unacked_age_seconds")["default"] <= 1800
+
+    _, dead = alert(mod, "dead_letters")
+    assert dead["filter"] == "${local.monitoring_filters.dead_letters}"
+    assert dead["threshold_value"] == 0, "any dead letter"
+    assert "google_pubsub_subscription.dead_letter.name" in local_value(mod, "dead_letter")
+
+    _, ratio = alert(mod, "push_error_ratio")
+    assert ratio["filter"] == "${local.monitoring_filters.push_errors}"
+    assert ratio["denominator_filter"] == "${local.monitoring_filters.push_requests}"
+    assert ratio["threshold_value"] == "${var.alert_push_error_ratio}"
+    # A ratio needs both sides aligned and grouped alike.
+    assert ratio["aggregations"] == ratio["denominator_aggregations"]
+    assert 0 < variable(mod, "alert_push_error_ratio")["default"] <= 0.1
+    errors = monitoring_filters(mod)["push_errors"]
+    assert 'metric.label.response_class != "ack"' in errors
+
+
+def test_runbook_has_the_section_every_alert_names(mod):
+    runbook = (ROOT.parent / "docs" / "operations.md").read_text()
+    headings = set(re.findall(r"^#+ (.+)$", runbook, flags=re.M))
+    for name in ("oldest_unacked_message_age", "dead_letters", "push_error_ratio"):
+        policy, _ = alert(mod, name)
+        section = re.search(r'docs/operations\.md, \\"([^"\\]+)\\"', one(policy["documentation"])["content"])
+        assert section and section.group(1) in headings, (name, section)

@@ -77,6 +77,18 @@ variable "kafka_password" {
   sensitive   = true
 }
 
+variable "monitoring" {
+  description = "Create the dashboard and the alert policies (docs/operations.md)."
+  type        = bool
+  default     = true
+}
+
+variable "notification_channels" {
+  description = "Notification channel ids (projects/P/notificationChannels/N) the alerts notify, e.g. an email channel created with `gcloud beta monitoring channels create`."
+  type        = list(string)
+  default     = []
+}
+
 # Two kinds of event share the Pub/Sub topic: orders and refunds go to their own Kafka topics (keyed
 # by the id in their JSON payload), test events are dropped, anything else goes to kafka_topic.
 # The attribute checks use has(): reading an absent attribute fails the rule (route_failed). The
@@ -104,6 +116,7 @@ resource "google_project_service" "enabled" {
   for_each = toset([
     "cloudresourcemanager.googleapis.com",
     "iam.googleapis.com",
+    "monitoring.googleapis.com",
     "run.googleapis.com",
     "pubsub.googleapis.com",
     "secretmanager.googleapis.com",
@@ -161,7 +174,9 @@ module "bridge" {
   max_instances    = 5
   message_ordering = true
 
-  routes = var.routes
+  routes                = var.routes
+  monitoring            = var.monitoring
+  notification_channels = var.notification_channels
 
   depends_on = [
     google_project_service.enabled,

@@ -81,9 +81,21 @@ variable "partitions" {
   default     = 3
 }
 
+variable "monitoring" {
+  description = "Create the dashboard and the alert policies (docs/operations.md)."
+  type        = bool
+  default     = true
+}
+
+variable "notification_channels" {
+  description = "Notification channel ids (projects/P/notificationChannels/N) the alerts notify, e.g. an email channel created with `gcloud beta monitoring channels create`."
+  type        = list(string)
+  default     = []
+}
+
 locals {
   cluster_id = var.existing_cluster_id != "" ? var.existing_cluster_id : var.cluster_id
-  # GMK's bootstrap address (../shared/PUBSUB-PUSH.md; "bootstrap.CLUSTER.REGION.managedkafka.PROJECT.cloud.goog:9092"),
+  # GMK's bootstrap address, "bootstrap.CLUSTER.REGION.managedkafka.PROJECT.cloud.goog:9092":
   # known at plan time, resolvable only inside the cluster's network.
   bootstrap = "bootstrap.${local.cluster_id}.${var.region}.managedkafka.${var.project_id}.cloud.goog:9092"
 }
@@ -94,6 +106,7 @@ resource "google_project_service" "enabled" {
     "compute.googleapis.com",
     "iam.googleapis.com",
     "managedkafka.googleapis.com",
+    "monitoring.googleapis.com",
     "pubsub.googleapis.com",
     "run.googleapis.com",
   ])
@@ -160,6 +173,9 @@ module "bridge" {
 
   vpc_network    = var.network
   vpc_subnetwork = var.subnetwork
+
+  monitoring            = var.monitoring
+  notification_channels = var.notification_channels
 
   depends_on = [google_project_service.enabled, google_managed_kafka_topic.events]
 }
