@@ -50,9 +50,12 @@ pub mod server;
 pub(crate) mod service;
 pub(crate) mod setting;
 pub mod timestamp;
+pub(crate) mod typed;
 
 pub use app::App;
 pub use service::Service;
+#[doc(hidden)]
+pub use typed::encode_for_test;
 
 /// Reads the command line and the environment: the command and its configuration.
 ///
