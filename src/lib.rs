@@ -44,6 +44,7 @@ pub mod lambda;
 pub mod limits;
 pub(crate) mod logging;
 pub(crate) mod metrics;
+pub(crate) mod pubsub_schema;
 pub mod record;
 pub(crate) mod registry;
 pub mod server;
