@@ -749,3 +749,55 @@ async fn protobuf_revisions_arrive_as_messages_python_decodes() {
         "one per bridge"
     );
 }
+
+/// `pubsub-kafka-bridge check` with `env`: its exit code and lines.
+async fn check(env: &HashMap<String, String>) -> (Option<i32>, Vec<String>) {
+    let env = env.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_pubsub-kafka-bridge"))
+            .arg("check")
+            .env_clear()
+            .envs(&env)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let lines = String::from_utf8(output.stdout).unwrap();
+    (
+        output.status.code(),
+        lines.lines().map(str::to_owned).collect(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_whether_the_schema_api_answers() {
+    let (emulator, broker) = tokio::join!(Emulator::shared(), Broker::start());
+    broker.create_topic("typed-checked", 1).await;
+    let jwks = JwksServer::start(&[key(1)]).await;
+    let api = format!("http://{}", emulator.host);
+    let mut env = typed_env(&broker, "typed-checked", &jwks, &api, None);
+    env.insert("GOOGLE_CLOUD_PROJECT".into(), PROJECT.into());
+    let (code, lines) = check(&env).await;
+    assert_eq!(code, Some(0), "{lines:#?}");
+    assert_eq!(
+        lines.last().unwrap(),
+        &format!("✓ pubsub schema api {api}: reachable (loopback: no token sent)")
+    );
+
+    let refusing = LocalSchemaApi::start(None).await;
+    refusing.set_mode(ApiMode::Status(403));
+    env.insert("PUBSUB_API_URL".into(), refusing.url.clone());
+    let (code, lines) = check(&env).await;
+    assert_eq!(code, Some(1), "{lines:#?}");
+    assert_eq!(
+        lines.last().unwrap(),
+        &format!("✗ pubsub schema api {}: HTTP 403 Forbidden", refusing.url)
+    );
+    assert_eq!(
+        refusing.requests(),
+        [format!(
+            "/v1/projects/{PROJECT}/schemas/pubsub-kafka-bridge-check@0?view=FULL"
+        )]
+    );
+}
