@@ -139,15 +139,13 @@ impl PubsubSchemas {
         let Some(named) = attributes::schema_ref(attributes)? else {
             return Ok(None);
         };
-        let api = Arc::clone(&self.api);
-        let timeout = self.timeout;
-        let key = named.revision.clone();
-        let compiled = self
-            .cache
-            .get(&named.revision, move || async move {
-                fetch_and_compile(&api, &key, timeout).await
-            })
-            .await?;
+        // The fetch is built only on a miss: a hit clones nothing but the compiled schema's Arc.
+        let fetch = || {
+            let (api, revision, timeout) =
+                (Arc::clone(&self.api), named.revision.clone(), self.timeout);
+            async move { fetch_and_compile(&api, &revision, timeout).await }
+        };
+        let compiled = self.cache.get(&named.revision, fetch).await?;
         match compiled {
             Ok(schema) => Ok(Some(MessageSchema {
                 schema,
