@@ -520,9 +520,13 @@ fn code_points_to_bytes(text: &str) -> Walk<Vec<u8>> {
         .collect()
 }
 
-/// Zig-zag, then variable-length base 128, least significant group first.
-fn write_long(out: &mut Vec<u8>, value: i64) {
-    let mut n = ((value << 1) ^ (value >> 63)) as u64;
+/// Zig-zag, then variable-length base 128.
+pub(super) fn write_long(out: &mut Vec<u8>, value: i64) {
+    write_varint(out, ((value << 1) ^ (value >> 63)) as u64);
+}
+
+/// Variable-length base 128, least significant group first.
+pub(super) fn write_varint(out: &mut Vec<u8>, mut n: u64) {
     while n >= 0x80 {
         out.push((n as u8) | 0x80);
         n >>= 7;
