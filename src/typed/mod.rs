@@ -4,6 +4,7 @@
 
 mod avro;
 mod bounds;
+mod canonical;
 mod protobuf;
 
 use std::borrow::Cow;
