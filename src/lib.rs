@@ -56,7 +56,7 @@ pub(crate) mod typed;
 pub use app::App;
 pub use service::Service;
 #[doc(hidden)]
-pub use typed::encode_for_test;
+pub use typed::TestCodec;
 
 /// Reads the command line and the environment: the command and its configuration.
 ///

@@ -13,10 +13,10 @@
 use std::collections::HashMap;
 
 use apache_avro::Schema;
-use apache_avro::headers::{HeaderBuilder, RabinFingerprintHeader};
 use serde_json::Value;
 
 use super::bounds::MAX_DATA_DEPTH;
+use super::canonical::{parsing_canonical_form, rabin_fingerprint};
 use super::{DataMismatch, DefinitionError};
 
 /// The largest binary datum a JSON message may expand to. Defaults of missing fields are the
@@ -73,9 +73,15 @@ impl AvroSchema {
             Schema::parse_str(definition).map_err(|e| DefinitionError::Avro(e.to_string()))?;
         let mut builder = Builder::default();
         builder.add(&schema)?;
+        // apache-avro parsed it: it is JSON (and its depth is bounded).
+        let json: Value =
+            serde_json::from_str(definition).map_err(|e| DefinitionError::Avro(e.to_string()))?;
         // https://avro.apache.org/docs/1.11.1/specification/#single-object-encoding: C3 01, the
         // 8-byte little-endian CRC-64-AVRO fingerprint of the schema's Parsing Canonical Form.
-        let header = RabinFingerprintHeader::from_schema(&schema).build_header();
+        let mut header = vec![0xC3, 0x01];
+        header.extend_from_slice(
+            &rabin_fingerprint(parsing_canonical_form(&json).as_bytes()).to_le_bytes(),
+        );
         Ok(Self {
             nodes: builder.nodes,
             header,
@@ -86,11 +92,16 @@ impl AvroSchema {
         &self.header
     }
 
-    /// Avro's JSON encoding → binary datum.
+    /// Avro's JSON encoding → binary datum. Only the first JSON value is read: Pub/Sub's
+    /// validator (Avro's Java `JsonDecoder`, as the emulator shows) accepts and ignores whatever
+    /// follows it.
     pub(super) fn json_to_binary(&self, data: &[u8]) -> Result<Vec<u8>, DataMismatch> {
         // serde_json stops at 128 nested levels: the walk below recurses no deeper than the JSON.
-        let value: Value =
-            serde_json::from_slice(data).map_err(|e| DataMismatch::NotJson(e.to_string()))?;
+        let value: Value = serde_json::Deserializer::from_slice(data)
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| Err(serde::de::Error::custom("there is no JSON value")))
+            .map_err(|e| DataMismatch::NotJson(e.to_string()))?;
         let mut out = Vec::with_capacity(data.len());
         let writer = JsonWriter { nodes: &self.nodes };
         writer
@@ -351,7 +362,7 @@ impl JsonWriter<'_> {
                 out.extend_from_slice(&double.to_le_bytes());
             }
             (Node::Bytes, Value::String(text)) => {
-                let bytes = code_points_to_bytes(text)?;
+                let bytes = code_points_to_bytes(text);
                 write_long(out, bytes.len() as i64);
                 out.extend_from_slice(&bytes);
             }
@@ -362,7 +373,7 @@ impl JsonWriter<'_> {
             }
             (Node::String, _) => return Err(expected("a string")),
             (Node::Fixed(size), Value::String(text)) => {
-                let bytes = code_points_to_bytes(text)?;
+                let bytes = code_points_to_bytes(text);
                 if bytes.len() != *size {
                     return Err(Mismatch::new(format!(
                         "expected {size} bytes, got {}",
@@ -477,15 +488,16 @@ impl JsonWriter<'_> {
     }
 }
 
-/// An integral JSON number (`1.0` too, as Jackson-based readers take it).
+/// A JSON number as an integer: a fraction is cut off toward zero, as Avro's Java
+/// `JsonDecoder` (Jackson's `getIntValue`/`getLongValue`) does; out of range is `None`.
 fn integer(value: &Value) -> Option<i64> {
     match value {
         Value::Number(number) => number.as_i64().or_else(|| {
-            let float = number.as_f64()?;
-            // Exact and in range: i64::MIN is -2^63 exactly; 2^63 is the first float above.
-            (float.fract() == 0.0
-                && (-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&float))
-            .then_some(float as i64)
+            let float = number.as_f64()?.trunc();
+            // -2^63 is exact as a float; 2^63 is the first float above i64::MAX.
+            (-9.223_372_036_854_776e18..9.223_372_036_854_776e18)
+                .contains(&float)
+                .then_some(float as i64)
         }),
         _ => None,
     }
@@ -506,23 +518,22 @@ fn floating(value: &Value) -> Option<f64> {
     }
 }
 
-/// Bytes and fixed in the JSON encoding: a string whose code points 0–255 are the bytes.
-fn code_points_to_bytes(text: &str) -> Walk<Vec<u8>> {
+/// Bytes and fixed in the JSON encoding: a string whose code points 0–255 are the bytes. A code
+/// point above 255 becomes `?`, as Avro's Java `JsonDecoder` makes it (it encodes the string as
+/// ISO-8859-1, which replaces what it cannot encode); Pub/Sub accepts such strings.
+fn code_points_to_bytes(text: &str) -> Vec<u8> {
     text.chars()
-        .map(|c| {
-            u8::try_from(u32::from(c)).map_err(|_| {
-                Mismatch::new(format!(
-                    "bytes are written as code points 0-255, got U+{:04X}",
-                    u32::from(c)
-                ))
-            })
-        })
+        .map(|c| u8::try_from(u32::from(c)).unwrap_or(b'?'))
         .collect()
 }
 
-/// Zig-zag, then variable-length base 128, least significant group first.
-fn write_long(out: &mut Vec<u8>, value: i64) {
-    let mut n = ((value << 1) ^ (value >> 63)) as u64;
+/// Zig-zag, then variable-length base 128.
+pub(super) fn write_long(out: &mut Vec<u8>, value: i64) {
+    write_varint(out, ((value << 1) ^ (value >> 63)) as u64);
+}
+
+/// Variable-length base 128, least significant group first.
+pub(super) fn write_varint(out: &mut Vec<u8>, mut n: u64) {
     while n >= 0x80 {
         out.push((n as u8) | 0x80);
         n >>= 7;

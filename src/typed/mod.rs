@@ -4,6 +4,7 @@
 
 mod avro;
 mod bounds;
+mod canonical;
 mod protobuf;
 
 use std::borrow::Cow;
@@ -183,32 +184,44 @@ impl TypedSchema {
 /// The longest header [`TypedSchema::frame`] writes: Avro single-object (2 + 8 bytes).
 const FRAME_HEADER_BYTES: usize = 10;
 
-/// The codec for tests outside the crate (tests/typed_values.rs checks its bytes with Python's
-/// decoders); hidden because it is not part of the library's API: `kind` is `AVRO` or
-/// `PROTOCOL_BUFFER`, `encoding` is `JSON` or `BINARY`, as Pub/Sub names them.
+/// The codec for tests and benches outside the crate (tests/typed_values.rs checks its bytes
+/// with Python's decoders); hidden because it is not part of the library's API. Names as Pub/Sub
+/// spells them: the kind `AVRO` or `PROTOCOL_BUFFER`, the encoding `JSON` or `BINARY`.
 #[doc(hidden)]
-pub fn encode_for_test(
-    kind: &str,
-    definition: &str,
-    encoding: &str,
-    data: &[u8],
-    registry_id: Option<u32>,
-) -> Result<Vec<u8>, String> {
-    let kind = match kind {
-        "AVRO" => SchemaKind::Avro,
-        "PROTOCOL_BUFFER" => SchemaKind::Protobuf,
-        other => return Err(format!("unknown schema type {other}")),
-    };
-    let encoding = match encoding {
-        "JSON" => DataEncoding::Json,
-        "BINARY" => DataEncoding::Binary,
-        other => return Err(format!("unknown encoding {other}")),
-    };
-    let schema = TypedSchema::compile(kind, definition).map_err(|e| e.to_string())?;
-    let payload = schema
-        .to_binary(encoding, data)
-        .map_err(|e| e.to_string())?;
-    Ok(schema.frame(&payload, registry_id))
+#[derive(Debug)]
+pub struct TestCodec(TypedSchema);
+
+impl TestCodec {
+    /// Compiles `definition`; the refusal's message on failure.
+    pub fn new(kind: &str, definition: &str) -> Result<Self, String> {
+        let kind = match kind {
+            "AVRO" => SchemaKind::Avro,
+            "PROTOCOL_BUFFER" => SchemaKind::Protobuf,
+            other => return Err(format!("unknown schema type {other}")),
+        };
+        TypedSchema::compile(kind, definition)
+            .map(Self)
+            .map_err(|e| e.to_string())
+    }
+
+    /// The record value for `data`; the mismatch's message on failure.
+    pub fn encode(
+        &self,
+        encoding: &str,
+        data: &[u8],
+        registry_id: Option<u32>,
+    ) -> Result<Vec<u8>, String> {
+        let encoding = match encoding {
+            "JSON" => DataEncoding::Json,
+            "BINARY" => DataEncoding::Binary,
+            other => return Err(format!("unknown encoding {other}")),
+        };
+        let payload = self
+            .0
+            .to_binary(encoding, data)
+            .map_err(|e| e.to_string())?;
+        Ok(self.0.frame(&payload, registry_id))
+    }
 }
 
 #[cfg(test)]
