@@ -596,7 +596,11 @@ mod tests {
         let value = encoder
             .encode_typed(&message, &schema, DataEncoding::Json, "p/s@r", Some(7))
             .unwrap();
-        assert_eq!(value, [0, 0, 0, 0, 7, 84], "Confluent header, then zig-zag 42");
+        assert_eq!(
+            value,
+            [0, 0, 0, 0, 7, 84],
+            "Confluent header, then zig-zag 42"
+        );
         message.data = b"\"not a long\"".to_vec();
         let error = encoder
             .encode_typed(&message, &schema, DataEncoding::Json, "p/s@r", None)
