@@ -12,11 +12,12 @@ use http::HeaderMap;
 use crate::auth::Verifier;
 use crate::auth::settings::AuthConfig;
 use crate::config::Config;
-use crate::encode::Encoder;
+use crate::encode::{Encoder, ValueFormat};
 use crate::envelope::{self, PubsubMessage};
 use crate::error::DeliveryError;
 use crate::kafka::{Ack, KafkaProducer, Produce};
 use crate::limits::InflightPermit;
+use crate::pubsub_schema::PubsubSchemas;
 use crate::record::{self, KafkaRecord};
 use crate::registry::SchemaRegistry;
 
@@ -67,6 +68,8 @@ pub struct App<P = KafkaProducer> {
     encoder: Encoder,
     producer: P,
     registry: Option<SchemaRegistry>,
+    /// `pubsub-schema`: the messages' schema revisions.
+    schemas: Option<PubsubSchemas>,
 }
 
 impl std::fmt::Debug for App<KafkaProducer> {
@@ -119,6 +122,13 @@ impl<P: Produce> App<P> {
                     .map(|(u, p)| (u.as_str(), p.as_str()));
                 SchemaRegistry::new(&r.url, credentials)
             }),
+            schemas: (config.value_format == ValueFormat::PubsubSchema).then(|| {
+                PubsubSchemas::new(
+                    &config.pubsub_api,
+                    &config.kafka.security.metadata_host,
+                    config.kafka.produce_timeout,
+                )
+            }),
             config,
         })
     }
@@ -140,6 +150,13 @@ impl<P: Produce> App<P> {
     /// The producer (readiness, metrics and tests).
     pub fn producer(&self) -> &P {
         &self.producer
+    }
+
+    /// Schema revisions found in and missing from the cache: `(hits, misses)` (metrics).
+    pub(crate) fn schema_cache(&self) -> (u64, u64) {
+        self.schemas
+            .as_ref()
+            .map_or((0, 0), |schemas| (schemas.hits(), schemas.misses()))
     }
 
     /// Verified tokens cached (metrics).
@@ -200,15 +217,36 @@ impl<P: Produce> App<P> {
         drop(body);
         *message_id = Some(message.message_id.clone()).filter(|id| !id.is_empty());
         let topic = self.config.route.topic_for(&message.subscription)?;
-        let schema_id = match &self.registry {
-            Some(registry) => Some(registry.schema_id(topic).await?),
+        let typed = match &self.schemas {
+            Some(schemas) => schemas.for_message(&message.attributes).await?,
             None => None,
+        };
+        let schema_id = match (&self.registry, &typed) {
+            (Some(registry), Some(typed)) => {
+                let (definition, schema_type) = typed.schema.registry_definition();
+                let revision = &typed.revision;
+                Some(
+                    registry
+                        .revision_id(topic, revision, definition, schema_type)
+                        .await?,
+                )
+            }
+            (Some(registry), None) if self.config.value_format == ValueFormat::Avro => {
+                Some(registry.schema_id(topic).await?)
+            }
+            _ => None,
         };
         let (record, fallback): (KafkaRecord, _) =
             record::build_record(message, &self.config.record, |message| {
-                self.encoder
-                    .encode_framed(message, schema_id)
-                    .map_err(DeliveryError::from)
+                match &typed {
+                    Some(t) => {
+                        let revision = &t.revision;
+                        self.encoder
+                            .encode_typed(message, &t.schema, t.encoding, revision, schema_id)
+                    }
+                    None => self.encoder.encode_framed(message, schema_id),
+                }
+                .map_err(DeliveryError::from)
             })?;
         if let Some(fallback) = fallback {
             tracing::warn!(message_id = message_id.as_deref(), reason = %fallback, "event time unusable; using publishTime");

@@ -1,8 +1,9 @@
 //! `pubsub-kafka-bridge check`: tries the settings against the real services before a deploy.
 //!
 //! Connects to Kafka with the configured TLS/SASL, reads metadata for every configured topic
-//! (it must exist and have partitions), fetches the JWKS, and reaches the schema registry when
-//! one is set. One line per check, `✓` or `✗` with the reason; exit 0 only when all pass.
+//! (it must exist and have partitions), fetches the JWKS, reaches the schema registry when
+//! one is set, and, with `pubsub-schema`, the Pub/Sub Schema API with the runtime account's
+//! token. One line per check, `✓` or `✗` with the reason; exit 0 only when all pass.
 //! Nothing is written anywhere: no record is produced and no schema registered.
 
 use std::process::ExitCode;
@@ -76,6 +77,9 @@ pub(crate) async fn checks(config: &Config) -> Vec<CheckLine> {
     let mut lines = kafka_lines(config).await;
     lines.push(jwks_line(config).await);
     if let Some(line) = registry_line(config).await {
+        lines.push(line);
+    }
+    if let Some(line) = schema_api_line(config).await {
         lines.push(line);
     }
     lines
@@ -177,6 +181,29 @@ async fn registry_line(config: &Config) -> Option<CheckLine> {
             Err(reason) => CheckLine::fail(what, reason),
         },
     )
+}
+
+/// With `pubsub-schema`: asks the Schema API for a revision that does not exist, with the
+/// token the deliveries would use; a 404 shows the API reachable and the token accepted
+/// (Google answers 403 to a token without `pubsub.schemas.get`).
+async fn schema_api_line(config: &Config) -> Option<CheckLine> {
+    if config.value_format != crate::encode::ValueFormat::PubsubSchema {
+        return None;
+    }
+    let what = format!("pubsub schema api {}", config.pubsub_api.url);
+    let schemas = crate::pubsub_schema::PubsubSchemas::new(
+        &config.pubsub_api,
+        &config.kafka.security.metadata_host,
+        CHECK_TIMEOUT * 2,
+    );
+    let project = config
+        .gcp_project
+        .as_deref()
+        .unwrap_or("pubsub-kafka-bridge-check");
+    Some(match schemas.probe(project).await {
+        Ok(detail) => CheckLine::pass(what, detail),
+        Err(reason) => CheckLine::fail(what, reason),
+    })
 }
 
 #[cfg(test)]

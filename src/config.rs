@@ -24,6 +24,7 @@ use crate::limits::HttpLimits;
 use crate::limits::settings::ServerSettings;
 use crate::logging::settings::LogFormat;
 use crate::logging::settings::LoggingSettings;
+use crate::pubsub_schema::settings::{PubsubSchemaSettings, SchemaApiConfig};
 use crate::record::settings::RecordSettings;
 use crate::record::{RecordOptions, TopicRoute};
 use crate::registry::settings::RegistrySettings;
@@ -46,6 +47,8 @@ pub(crate) struct Settings {
     encode: EncodeSettings,
     #[command(flatten)]
     registry: RegistrySettings,
+    #[command(flatten)]
+    pubsub_schema: PubsubSchemaSettings,
     #[command(flatten)]
     auth: OidcSettings,
     #[command(flatten)]
@@ -81,6 +84,8 @@ pub struct Config {
     pub(crate) log_filter: String,
     /// `SCHEMA_REGISTRY_URL` with optional `SCHEMA_REGISTRY_USERNAME`/`SCHEMA_REGISTRY_PASSWORD`.
     pub(crate) schema_registry: Option<SchemaRegistryConfig>,
+    /// `PUBSUB_API_URL`: where `pubsub-schema` reads schema revisions.
+    pub(crate) pubsub_api: SchemaApiConfig,
     /// `GOOGLE_CLOUD_PROJECT` (or `GCP_PROJECT`): used to build Cloud Logging trace names.
     pub(crate) gcp_project: Option<String>,
     /// Connection, time, body and in-flight limits of the HTTP server.
@@ -130,6 +135,7 @@ fn assemble(
     let record = settings.record.options();
     let value_format = settings.encode.settings();
     let schema_registry = schema_registry(&settings.registry, value_format.as_ref().ok());
+    let pubsub_api = settings.pubsub_schema.settings();
     let auth = settings.auth.settings();
     let logging = settings.logging.settings(platform("K_SERVICE").is_some());
     all_or_errors!(
@@ -140,6 +146,7 @@ fn assemble(
         record,
         value_format,
         schema_registry,
+        pubsub_api,
         auth,
         logging,
     );
@@ -160,21 +167,29 @@ fn assemble(
         log_format: logging.format,
         log_filter: logging.filter,
         schema_registry,
+        pubsub_api,
         gcp_project: logging.project.or_else(|| platform("GCP_PROJECT")),
     })
 }
 
-/// The registry only serves Avro values: a registry beside another format is a mistake.
+/// The registry only serves Avro and typed values: a registry beside another format is a mistake.
 fn schema_registry(
     registry: &RegistrySettings,
     value_format: Option<&ValueFormat>,
 ) -> Result<Option<SchemaRegistryConfig>, ConfigError> {
     match registry.url() {
-        Some((var, url)) if value_format != Some(&ValueFormat::Avro) => Err(invalid(
-            var,
-            url,
-            "applies only with KAFKA_VALUE_FORMAT=avro",
-        )),
+        Some((var, url))
+            if !matches!(
+                value_format,
+                Some(ValueFormat::Avro | ValueFormat::PubsubSchema)
+            ) =>
+        {
+            Err(invalid(
+                var,
+                url,
+                "applies only with KAFKA_VALUE_FORMAT=avro or pubsub-schema",
+            ))
+        }
         _ => registry.settings(),
     }
 }
@@ -301,8 +316,10 @@ mod tests {
         assert_eq!(
             config(&vars).unwrap_err().to_string(),
             "SCHEMA_REGISTRY_URL=\"http://registry.example\" is invalid: \
-             applies only with KAFKA_VALUE_FORMAT=avro"
+             applies only with KAFKA_VALUE_FORMAT=avro or pubsub-schema"
         );
+        vars.push(("KAFKA_VALUE_FORMAT", "pubsub-schema"));
+        assert!(config(&vars).unwrap().schema_registry.is_some());
         vars.push(("KAFKA_VALUE_FORMAT", "avro"));
         let registry = config(&vars).unwrap().schema_registry.unwrap();
         assert_eq!(registry.url, "http://registry.example");
@@ -323,7 +340,7 @@ mod tests {
             config(&vars)
                 .unwrap_err()
                 .to_string()
-                .ends_with("applies only with KAFKA_VALUE_FORMAT=avro")
+                .ends_with("applies only with KAFKA_VALUE_FORMAT=avro or pubsub-schema")
         );
         // A value format that is itself wrong: both are reported.
         vars.push(("KAFKA_VALUE_FORMAT", "xml"));

@@ -1,4 +1,5 @@
-//! Message → record value: raw bytes, JSON, Avro (single-object encoding) or Pub/Sub's protobuf.
+//! Message → record value: raw bytes, JSON, Avro (single-object encoding), Pub/Sub's protobuf,
+//! or the typed record of the message's own schema revision (`pubsub-schema`).
 
 pub(crate) mod settings;
 
@@ -11,6 +12,7 @@ use base64::Engine as _;
 use serde::Serialize;
 
 use crate::envelope::PubsubMessage;
+use crate::typed::{DataEncoding, TypedSchema};
 
 /// The Avro schema of the `avro` value format; shipped in the repository for consumers.
 pub const AVRO_SCHEMA: &str = include_str!("../schemas/pubsub_message.avsc");
@@ -30,12 +32,16 @@ pub(crate) enum ValueFormat {
     Avro,
     /// Serialized `google.pubsub.v1.PubsubMessage`.
     Protobuf,
+    /// The data as a typed record of the schema revision its attributes name (Avro binary
+    /// datum or protobuf wire bytes, framed); the data untouched when it names none.
+    PubsubSchema,
 }
 
 impl std::str::FromStr for ValueFormat {
     type Err = &'static str;
 
-    /// `raw`, `json` (without embedding; `KAFKA_JSON_EMBED_DATA` sets that), `avro` or `protobuf`.
+    /// `raw`, `json` (without embedding; `KAFKA_JSON_EMBED_DATA` sets that), `avro`, `protobuf`
+    /// or `pubsub-schema`.
     fn from_str(raw: &str) -> Result<Self, Self::Err> {
         match raw {
             "raw" => Ok(Self::Raw),
@@ -44,7 +50,8 @@ impl std::str::FromStr for ValueFormat {
             }),
             "avro" => Ok(Self::Avro),
             "protobuf" => Ok(Self::Protobuf),
-            _ => Err("expected raw, json, avro or protobuf"),
+            "pubsub-schema" => Ok(Self::PubsubSchema),
+            _ => Err("expected raw, json, avro, protobuf or pubsub-schema"),
         }
     }
 }
@@ -58,6 +65,14 @@ pub enum EncodeError {
     /// serde_json failed (cannot happen for these types, kept typed rather than unwrapped).
     #[error("json encoding failed: {0}")]
     Json(String),
+    /// The data does not decode with the schema revision it names (`pubsub-schema`).
+    #[error("the data does not decode with schema {revision}: {mismatch}")]
+    SchemaMismatch {
+        /// `projects/P/schemas/S@REVISION`.
+        revision: String,
+        /// Where and why (the codec's `DataMismatch`, as text).
+        mismatch: String,
+    },
 }
 
 /// Encodes values in one format; built once at startup (the Avro schema is parsed once).
@@ -101,7 +116,9 @@ impl Encoder {
         schema_id: Option<u32>,
     ) -> Result<Vec<u8>, EncodeError> {
         match (self.format, &self.avro) {
-            (ValueFormat::Raw, _) => Ok(std::mem::take(&mut message.data)),
+            (ValueFormat::Raw | ValueFormat::PubsubSchema, _) => {
+                Ok(std::mem::take(&mut message.data))
+            }
             (ValueFormat::Json { embed_json_data }, _) => encode_json(message, embed_json_data),
             (ValueFormat::Avro, Some(avro)) => {
                 let confluent;
@@ -117,6 +134,28 @@ impl Encoder {
             (ValueFormat::Avro, None) => Err(EncodeError::Avro("writer not initialised".into())),
             (ValueFormat::Protobuf, _) => Ok(encode_protobuf(message)),
         }
+    }
+}
+
+impl Encoder {
+    /// `pubsub-schema`: `message`'s data, written with `encoding` (as its attributes say), as
+    /// the binary record of `schema` (revision `revision`), framed for a registry id or without.
+    /// BINARY data is checked to decode and used as it is; JSON data is transcoded.
+    pub(crate) fn encode_typed(
+        &self,
+        message: &PubsubMessage,
+        schema: &TypedSchema,
+        encoding: DataEncoding,
+        revision: &str,
+        registry_id: Option<u32>,
+    ) -> Result<Vec<u8>, EncodeError> {
+        let payload = schema
+            .to_binary(encoding, &message.data)
+            .map_err(|mismatch| EncodeError::SchemaMismatch {
+                revision: revision.to_owned(),
+                mismatch: mismatch.to_string(),
+            })?;
+        Ok(schema.frame(&payload, registry_id))
     }
 }
 
@@ -492,7 +531,7 @@ mod tests {
 
     #[test]
     fn every_value_format_name_parses_and_nothing_else() {
-        let parsed: Vec<_> = ["raw", "json", "avro", "protobuf"]
+        let parsed: Vec<_> = ["raw", "json", "avro", "protobuf", "pubsub-schema"]
             .iter()
             .map(|name| name.parse::<ValueFormat>())
             .collect();
@@ -505,9 +544,11 @@ mod tests {
                 }),
                 Ok(ValueFormat::Avro),
                 Ok(ValueFormat::Protobuf),
+                Ok(ValueFormat::PubsubSchema),
             ]
         );
         assert!("Avro".parse::<ValueFormat>().is_err());
+        assert!("pubsub_schema".parse::<ValueFormat>().is_err());
         assert!("".parse::<ValueFormat>().is_err());
     }
 
@@ -537,6 +578,35 @@ mod tests {
             subscription: "projects/p/subscriptions/s".into(),
             delivery_attempt: Some(4),
         }
+    }
+
+    #[test]
+    fn pubsub_schema_without_a_schema_is_the_payload_untouched() {
+        let encoder = Encoder::new(ValueFormat::PubsubSchema);
+        assert_eq!(encoder.encode(message()).unwrap(), message().data);
+    }
+
+    #[test]
+    fn pubsub_schema_writes_the_typed_record_or_names_the_mismatch() {
+        use crate::typed::SchemaKind;
+        let encoder = Encoder::new(ValueFormat::PubsubSchema);
+        let schema = TypedSchema::compile(SchemaKind::Avro, r#"{"type":"long"}"#).unwrap();
+        let mut message = message();
+        message.data = b"42".to_vec();
+        let value = encoder
+            .encode_typed(&message, &schema, DataEncoding::Json, "p/s@r", Some(7))
+            .unwrap();
+        assert_eq!(
+            value,
+            [0, 0, 0, 0, 7, 84],
+            "Confluent header, then zig-zag 42"
+        );
+        message.data = b"\"not a long\"".to_vec();
+        let error = encoder
+            .encode_typed(&message, &schema, DataEncoding::Json, "p/s@r", None)
+            .unwrap_err();
+        assert!(matches!(error, EncodeError::SchemaMismatch { .. }));
+        assert!(error.to_string().contains("schema p/s@r"), "{error}");
     }
 
     #[test]

@@ -7,6 +7,7 @@ use crate::auth::AuthError;
 use crate::encode::EncodeError;
 use crate::envelope::EnvelopeError;
 use crate::kafka::KafkaError;
+use crate::pubsub_schema::PubsubSchemaError;
 use crate::record::{TimestampOutOfRange, UnknownSubscription};
 use crate::registry::RegistryError;
 
@@ -40,6 +41,10 @@ pub enum DeliveryError {
     /// The schema registry gave no schema id (retriable).
     #[error(transparent)]
     SchemaRegistry(#[from] RegistryError),
+    /// The message's schema revision cannot be had (`pubsub-schema`): not found or refused
+    /// (permanent), or the Schema API unavailable (retriable).
+    #[error(transparent)]
+    PubsubSchema(#[from] PubsubSchemaError),
     /// The message cannot be written in the configured value format.
     #[error(transparent)]
     Encode(#[from] EncodeError),
@@ -91,6 +96,8 @@ impl DeliveryError {
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnknownSubscription(_) => StatusCode::NOT_FOUND,
             Self::SchemaRegistry(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::PubsubSchema(e) if e.is_permanent() => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::PubsubSchema(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Encode(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Kafka(e) if e.is_retriable() => StatusCode::SERVICE_UNAVAILABLE,
             Self::Kafka(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -115,6 +122,8 @@ impl DeliveryError {
             Self::UnknownSubscription(_) => "unknown_subscription",
             Self::Timestamp(_) => "timestamp_out_of_range",
             Self::SchemaRegistry(_) => "schema_registry_unavailable",
+            Self::PubsubSchema(e) => e.code(),
+            Self::Encode(EncodeError::SchemaMismatch { .. }) => "schema_mismatch",
             Self::Encode(_) => "encoding_failed",
             Self::Kafka(e) => e.code(),
             Self::MethodNotAllowed(_) => "method_not_allowed",
@@ -129,6 +138,7 @@ impl DeliveryError {
         match self {
             Self::Envelope(_) | Self::Encode(_) | Self::Timestamp(_) => true,
             Self::Kafka(e) => !e.is_retriable(),
+            Self::PubsubSchema(e) => e.is_permanent(),
             _ => false,
         }
     }
@@ -242,6 +252,59 @@ mod tests {
             ))
             .is_dead_letter()
         );
+    }
+
+    #[test]
+    fn schema_failures_are_permanent_except_an_unavailable_api() {
+        let revision = || "projects/p/schemas/s@r".to_owned();
+        let reason = || "x".to_owned();
+        let cases: Vec<(DeliveryError, u16, &str, bool)> = vec![
+            (
+                PubsubSchemaError::NotFound {
+                    revision: revision(),
+                    reason: reason(),
+                }
+                .into(),
+                422,
+                "schema_not_found",
+                true,
+            ),
+            (
+                PubsubSchemaError::Refused {
+                    revision: revision(),
+                    reason: reason(),
+                }
+                .into(),
+                422,
+                "schema_refused",
+                true,
+            ),
+            (
+                PubsubSchemaError::UnknownEncoding {
+                    revision: revision(),
+                    encoding: reason(),
+                }
+                .into(),
+                422,
+                "schema_mismatch",
+                true,
+            ),
+            (
+                PubsubSchemaError::Unavailable {
+                    revision: revision(),
+                    reason: reason(),
+                }
+                .into(),
+                503,
+                "schema_api_unavailable",
+                false,
+            ),
+        ];
+        for (error, status, code, dead_letter) in cases {
+            assert_eq!(error.status().as_u16(), status, "{error}");
+            assert_eq!(error.code(), code);
+            assert_eq!(error.is_dead_letter(), dead_letter, "{error}");
+        }
     }
 
     #[test]

@@ -44,15 +44,19 @@ pub mod lambda;
 pub mod limits;
 pub(crate) mod logging;
 pub(crate) mod metrics;
+pub(crate) mod pubsub_schema;
 pub mod record;
 pub(crate) mod registry;
 pub mod server;
 pub(crate) mod service;
 pub(crate) mod setting;
 pub mod timestamp;
+pub(crate) mod typed;
 
 pub use app::App;
 pub use service::Service;
+#[doc(hidden)]
+pub use typed::TestCodec;
 
 /// Reads the command line and the environment: the command and its configuration.
 ///

@@ -21,6 +21,8 @@ pub(crate) struct Gauges {
     pub(crate) inflight_requests: u64,
     /// Body bytes those deliveries hold.
     pub(crate) inflight_bytes: u64,
+    /// `pubsub-schema` revision lookups: `(hits, misses)`.
+    pub(crate) schema_cache: (u64, u64),
 }
 
 /// Delivery outcomes since start.
@@ -56,6 +58,7 @@ impl Metrics {
             cached_tokens,
             inflight_requests,
             inflight_bytes,
+            schema_cache: (schema_cache_hits, schema_cache_misses),
         } = gauges;
         let mut out = String::with_capacity(1024);
         out.push_str("# HELP pubsub_kafka_bridge_deliveries_total Push deliveries answered, by HTTP status.\n");
@@ -88,7 +91,13 @@ impl Metrics {
              pubsub_kafka_bridge_inflight_requests {inflight_requests}\n\
              # HELP pubsub_kafka_bridge_inflight_bytes Body bytes held by deliveries in flight.\n\
              # TYPE pubsub_kafka_bridge_inflight_bytes gauge\n\
-             pubsub_kafka_bridge_inflight_bytes {inflight_bytes}\n"
+             pubsub_kafka_bridge_inflight_bytes {inflight_bytes}\n\
+             # HELP pubsub_kafka_bridge_schema_cache_hits_total Schema revision lookups answered from the cache.\n\
+             # TYPE pubsub_kafka_bridge_schema_cache_hits_total counter\n\
+             pubsub_kafka_bridge_schema_cache_hits_total {schema_cache_hits}\n\
+             # HELP pubsub_kafka_bridge_schema_cache_misses_total Schema revision lookups that fetched or waited for a fetch.\n\
+             # TYPE pubsub_kafka_bridge_schema_cache_misses_total counter\n\
+             pubsub_kafka_bridge_schema_cache_misses_total {schema_cache_misses}\n"
         );
         out
     }
@@ -112,6 +121,7 @@ mod tests {
             cached_tokens: 1,
             inflight_requests: 2,
             inflight_bytes: 4096,
+            schema_cache: (5, 2),
         });
         assert!(text.contains("pubsub_kafka_bridge_deliveries_total{status=\"204\"} 2\n"));
         assert!(text.contains("pubsub_kafka_bridge_deliveries_total{status=\"other\"} 1\n"));
@@ -120,5 +130,7 @@ mod tests {
         assert!(text.contains("pubsub_kafka_bridge_verified_tokens 1\n"));
         assert!(text.contains("pubsub_kafka_bridge_inflight_requests 2\n"));
         assert!(text.contains("pubsub_kafka_bridge_inflight_bytes 4096\n"));
+        assert!(text.contains("pubsub_kafka_bridge_schema_cache_hits_total 5\n"));
+        assert!(text.contains("pubsub_kafka_bridge_schema_cache_misses_total 2\n"));
     }
 }

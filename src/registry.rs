@@ -1,5 +1,6 @@
-//! Confluent Schema Registry: registers the bundled Avro schema under `<topic>-value` once per
-//! topic and hands out its id for the Confluent wire format (`0x00`, 4-byte id, datum).
+//! Confluent Schema Registry: registers a schema under `<topic>-value` once per topic and
+//! schema (the bundled Avro schema of the `avro` format, or each Pub/Sub schema revision of
+//! `pubsub-schema`) and hands out its id for the Confluent wire format (`0x00`, 4-byte id, ...).
 
 pub(crate) mod settings;
 
@@ -37,6 +38,9 @@ struct Registered {
 /// A registration's outcome as its waiters see it (`None` while it runs).
 type Outcome = Option<Result<u32, String>>;
 
+/// The key of the bundled Avro schema among a topic's schemas (revision keys hold an `@`).
+const BUNDLED: &str = "";
+
 /// Where a topic's schema id stands.
 enum Slot {
     /// Registered: the id, for good.
@@ -73,7 +77,8 @@ struct Inner {
     base: String,
     authorization: Option<String>,
     client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
-    slots: Mutex<HashMap<String, Slot>>,
+    /// Topic, then schema (the bundled one or a revision `projects/P/schemas/S@REV`).
+    slots: Mutex<HashMap<String, HashMap<String, Slot>>>,
 }
 
 impl SchemaRegistry {
@@ -90,32 +95,64 @@ impl SchemaRegistry {
         }
     }
 
-    /// The schema id for `topic`'s value subject, registering the schema on first use.
+    /// The id of the bundled Avro schema under `topic`'s value subject, registering it on first
+    /// use.
     ///
     /// Registering an identical schema again returns the existing id, so this is idempotent
     /// across instances and restarts. A failed registration is forgotten: the next delivery
     /// for the topic starts a new one.
     pub(crate) async fn schema_id(&self, topic: &str) -> Result<u32, RegistryError> {
+        self.id_for(topic, BUNDLED, AVRO_SCHEMA, "AVRO").await
+    }
+
+    /// The id of a Pub/Sub schema revision (`projects/P/schemas/S@REV`, whose `definition` is
+    /// of `schema_type`, `AVRO` or `PROTOBUF`) under `topic`'s value subject: registered once
+    /// per topic and revision, like [`SchemaRegistry::schema_id`].
+    pub(crate) async fn revision_id(
+        &self,
+        topic: &str,
+        revision: &str,
+        definition: &str,
+        schema_type: &'static str,
+    ) -> Result<u32, RegistryError> {
+        self.id_for(topic, revision, definition, schema_type).await
+    }
+
+    async fn id_for(
+        &self,
+        topic: &str,
+        key: &str,
+        definition: &str,
+        schema_type: &'static str,
+    ) -> Result<u32, RegistryError> {
         let mut outcome = {
             let mut slots = self.inner.slots.lock().unwrap_or_else(|e| e.into_inner());
-            match slots.get(topic) {
+            match slots.get(topic).and_then(|schemas| schemas.get(key)) {
                 Some(Slot::Known(id)) => return Ok(*id),
                 Some(Slot::Registering(outcome)) => outcome.clone(),
                 None => {
                     let (report, outcome) = tokio::sync::watch::channel(None);
-                    slots.insert(topic.to_owned(), Slot::Registering(outcome.clone()));
+                    slots
+                        .entry(topic.to_owned())
+                        .or_default()
+                        .insert(key.to_owned(), Slot::Registering(outcome.clone()));
                     let registry = self.clone();
-                    let topic = topic.to_owned();
+                    let (topic, key, definition) =
+                        (topic.to_owned(), key.to_owned(), definition.to_owned());
                     tokio::spawn(async move {
-                        let result = registry.inner.register(&topic).await;
+                        let result = registry
+                            .inner
+                            .register(&topic, &definition, schema_type)
+                            .await;
                         let mut slots = registry
                             .inner
                             .slots
                             .lock()
                             .unwrap_or_else(|e| e.into_inner());
+                        let schemas = slots.entry(topic).or_default();
                         match result {
-                            Ok(id) => slots.insert(topic, Slot::Known(id)),
-                            Err(_) => slots.remove(&topic),
+                            Ok(id) => schemas.insert(key, Slot::Known(id)),
+                            Err(_) => schemas.remove(&key),
                         };
                         drop(slots);
                         report.send_replace(Some(result));
@@ -141,10 +178,16 @@ impl SchemaRegistry {
 }
 
 impl Inner {
-    /// Registers the bundled schema under `<topic>-value`; the error is the reason.
-    async fn register(&self, topic: &str) -> Result<u32, String> {
+    /// Registers `definition` (of `schema_type`) under `<topic>-value`; the error is the reason.
+    async fn register(
+        &self,
+        topic: &str,
+        definition: &str,
+        schema_type: &'static str,
+    ) -> Result<u32, String> {
         let subject = format!("{topic}-value");
-        let body = serde_json::json!({ "schemaType": "AVRO", "schema": AVRO_SCHEMA }).to_string();
+        let body =
+            serde_json::json!({ "schemaType": schema_type, "schema": definition }).to_string();
         let mut request = http::Request::post(format!("{}/subjects/{subject}/versions", self.base))
             .header(
                 http::header::CONTENT_TYPE,
@@ -167,7 +210,12 @@ impl Inner {
                 crate::echo::bounded_echo(&e.to_string())
             )
         })?;
-        tracing::info!(subject, id = registered.id, "Avro schema registered");
+        tracing::info!(
+            subject,
+            schema_type,
+            id = registered.id,
+            "schema registered"
+        );
         Ok(registered.id)
     }
 }

@@ -278,6 +278,7 @@ impl<P: Produce> Service<P> {
             cached_tokens: self.app.cached_tokens(),
             inflight_requests: self.inflight.requests_in_flight(),
             inflight_bytes: self.inflight.bytes_in_flight(),
+            schema_cache: self.app.schema_cache(),
         };
         Response::builder()
             .header(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")

@@ -8,7 +8,7 @@ use crate::setting::{ConfigError, Setting, boolean, invalid, parsed};
 #[derive(Debug, clap::Args)]
 #[command(next_help_heading = "Record")]
 pub(crate) struct EncodeSettings {
-    /// `raw`, `json`, `avro` or `protobuf`
+    /// `raw`, `json`, `avro`, `protobuf` or `pubsub-schema`
     #[arg(
         long,
         env = "KAFKA_VALUE_FORMAT",

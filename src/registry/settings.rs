@@ -7,7 +7,7 @@ use crate::setting::{ConfigError, OptionalSetting, Setting, text};
 #[derive(Debug, clap::Args)]
 #[command(next_help_heading = "Schema registry")]
 pub(crate) struct RegistrySettings {
-    /// With avro: register the schema under <topic>-value and write the Confluent wire format
+    /// With avro or pubsub-schema: register the schema under <topic>-value and write the Confluent wire format
     #[arg(
         long,
         env = "SCHEMA_REGISTRY_URL",

@@ -12,3 +12,4 @@ mod limits;
 mod mapping;
 mod redelivery;
 mod schema;
+mod typed;

@@ -3,8 +3,9 @@
 //! in-process or as a process (`bridge`), the HTTP client (`client`), a Kafka-frame-aware proxy
 //! in front of the broker (`proxy`), push envelopes and the Java partitioner (`push`), a
 //! metadata-server stand-in (`metadata`), a SASL responder (`sasl_responder`), a test CA and
-//! TLS proxy (`tls`), and the scripted producer of the handler tier (`scripted`). Each target
-//! uses a part of them through `use test_support::*;`.
+//! TLS proxy (`tls`), the scripted producer of the handler tier (`scripted`), and the two fakes
+//! of the typed-record tests: a schema registry (`registry`) and a Schema API (`schema_api`).
+//! Each target uses a part of them through `use test_support::*;`.
 //!
 //! # Why a crate of its own
 //!
@@ -30,7 +31,9 @@ pub mod jwks;
 pub mod metadata;
 pub mod proxy;
 pub mod push;
+pub mod registry;
 pub mod sasl_responder;
+pub mod schema_api;
 pub mod scripted;
 pub mod tls;
 
