@@ -1,6 +1,7 @@
 //! Message → Kafka record: key, headers and timestamp exactly as the contract maps them.
 
 pub(crate) mod settings;
+pub(crate) mod trace;
 
 use std::collections::BTreeMap;
 
@@ -231,7 +232,7 @@ pub(crate) fn record_key(message: &PubsubMessage, source: &KeySource) -> Option<
     key.map(|k| k.as_bytes().to_vec())
 }
 
-/// Attributes as headers, then the metadata headers.
+/// Attributes as headers, the W3C trace headers (see [`trace`]), then the metadata headers.
 ///
 /// Takes the message: attribute names and values, and the metadata, move into the headers
 /// without a copy. Metadata is written last, so an attribute that happens to be named
@@ -240,6 +241,7 @@ pub fn record_headers(
     message: PubsubMessage,
     options: &RecordOptions,
 ) -> BTreeMap<String, Vec<u8>> {
+    let trace = trace::trace_headers(&message.attributes);
     let selected =
         message
             .attributes
@@ -257,6 +259,12 @@ pub fn record_headers(
             )
         })
         .collect();
+    if let Some((parent, state)) = trace {
+        headers.insert(trace::HEADER_TRACEPARENT.to_owned(), parent.into_bytes());
+        if let Some(state) = state {
+            headers.insert(trace::HEADER_TRACESTATE.to_owned(), state.into_bytes());
+        }
+    }
     if !options.metadata_headers {
         return headers;
     }
