@@ -379,6 +379,8 @@ pub enum TopicRoute {
     /// By subscription: full name (`projects/P/subscriptions/S`) or its short id `S` → topic;
     /// `*` is an explicit default. Anything else is refused, never guessed.
     BySubscription(BTreeMap<String, String>),
+    /// No topic of its own (routing rules without `KAFKA_TOPIC`): only the rules route.
+    Unset,
 }
 
 /// A subscription the routing table does not name.
@@ -397,6 +399,9 @@ impl TopicRoute {
     ) -> Result<&'a str, UnknownSubscription> {
         match self {
             Self::Single(topic) => Ok(topic),
+            Self::Unset => Err(UnknownSubscription {
+                subscription: crate::echo::bounded_echo(subscription),
+            }),
             Self::BySubscription(map) => {
                 let short = subscription.rsplit('/').next().unwrap_or(subscription);
                 map.get(subscription)
@@ -415,6 +420,7 @@ impl TopicRoute {
         let mut topics: Vec<String> = match self {
             Self::Single(topic) => vec![topic.clone()],
             Self::BySubscription(map) => map.values().cloned().collect(),
+            Self::Unset => Vec::new(),
         };
         topics.sort();
         topics.dedup();
