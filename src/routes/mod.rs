@@ -104,11 +104,12 @@ impl PartialEq for Routes {
 
 impl Eq for Routes {}
 
-/// Why the rules cannot be used: the rule's index (from 0; `None` for the whole list) and the
-/// reason.
+/// Why the rules cannot be used: the rule's index (from 0; `None` for the whole list), the
+/// rule as written (compact JSON; empty for the whole list) and the reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct RuleError {
     pub(crate) rule: Option<usize>,
+    pub(crate) written: String,
     pub(crate) reason: String,
 }
 
@@ -193,7 +194,13 @@ impl Routed<'_> {
 impl Routes {
     /// Compiles the JSON rules, or returns every error among them.
     pub(crate) fn compile(source: &str) -> Result<Self, Vec<RuleError>> {
-        let whole = |reason: String| vec![RuleError { rule: None, reason }];
+        let whole = |reason: String| {
+            vec![RuleError {
+                rule: None,
+                written: String::new(),
+                reason,
+            }]
+        };
         let specs: Vec<serde_json::Value> = serde_json::from_str(source)
             .map_err(|e| whole(format!("not a JSON array of rules: {e}")))?;
         if specs.is_empty() {
@@ -210,6 +217,7 @@ impl Routes {
         let mut errors = Vec::new();
         let mut unconditional: Option<usize> = None;
         for (index, spec) in specs.into_iter().enumerate() {
+            let written = spec.to_string();
             let mut reasons = Vec::new();
             if let Some(earlier) = unconditional {
                 reasons.push(format!(
@@ -229,6 +237,7 @@ impl Routes {
             }
             errors.extend(reasons.into_iter().map(|reason| RuleError {
                 rule: Some(index),
+                written: written.clone(),
                 reason,
             }));
         }

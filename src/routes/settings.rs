@@ -51,16 +51,18 @@ impl RoutesSettings {
                 ("ROUTES_FILE", source)
             }
         };
-        let shown = match var {
+        // Each error shows the file, or the rule itself: the whole list is too long to repeat.
+        let shown = |error: &super::RuleError| match var {
             "ROUTES_FILE" => self.routes_file.raw().to_owned(),
-            _ => crate::echo::bounded_echo(&source),
+            _ if error.written.is_empty() => crate::echo::bounded_echo(&source),
+            _ => crate::echo::bounded_echo(&error.written),
         };
         Routes::compile(&source)
             .map(|routes| Some(Arc::new(routes)))
             .map_err(|errors| {
                 errors
-                    .into_iter()
-                    .map(|error| invalid(var, &shown, &error.to_string()))
+                    .iter()
+                    .map(|error| invalid(var, &shown(error), &error.to_string()))
                     .collect()
             })
     }
