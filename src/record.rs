@@ -775,4 +775,41 @@ mod tests {
             vec!["clicks-topic".to_owned(), "orders-topic".to_owned()]
         );
     }
+
+    #[test]
+    fn the_trace_headers_are_written_whichever_attributes_and_metadata_are() {
+        let parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let mut traced = message();
+        traced
+            .attributes
+            .insert(trace::ATTRIBUTE_TRACEPARENT.into(), parent.into());
+        traced
+            .attributes
+            .insert(trace::ATTRIBUTE_TRACESTATE.into(), "congo=t61".into());
+        let options = RecordOptions {
+            attribute_headers: AttributeHeaders::None,
+            metadata_headers: false,
+            ..RecordOptions::default()
+        };
+        let headers = record_headers(traced, &options);
+        assert_eq!(
+            headers,
+            BTreeMap::from([
+                ("traceparent".to_owned(), parent.as_bytes().to_vec()),
+                ("tracestate".to_owned(), b"congo=t61".to_vec()),
+            ])
+        );
+        let untraced = record_headers(message(), &options);
+        assert!(untraced.is_empty());
+    }
+
+    #[test]
+    fn no_topic_of_its_own_routes_nothing() {
+        assert_eq!(TopicRoute::Unset.topics(), Vec::<String>::new());
+        let error = TopicRoute::Unset.topic_for("projects/p/subscriptions/s");
+        assert_eq!(
+            error.unwrap_err().subscription,
+            "projects/p/subscriptions/s"
+        );
+    }
 }

@@ -31,6 +31,20 @@ pub(crate) const MAX_EXPRESSION_BYTES: usize = 4096;
 pub(crate) const MAX_EXPRESSION_DEPTH: usize = 24;
 /// The most rules taken: each delivery may try every one.
 pub(crate) const MAX_RULES: usize = 256;
+/// The type names an expression may compare `type(x)` with: identifiers, not variables (the
+/// interpreter has no `timestamp` or `duration` type value).
+const TYPE_NAMES: [&str; 10] = [
+    "bool",
+    "bytes",
+    "double",
+    "int",
+    "list",
+    "map",
+    "null_type",
+    "string",
+    "type",
+    "uint",
+];
 /// The CEL variables a rule may read.
 pub(crate) const VARIABLES: [&str; 7] = [
     "attributes",
@@ -420,7 +434,7 @@ fn compile_expression(env: &Env, source: &str) -> Result<Expression, String> {
     let mut unknown: Vec<&str> = references
         .variables()
         .into_iter()
-        .filter(|name| !VARIABLES.contains(name))
+        .filter(|name| !VARIABLES.contains(name) && !TYPE_NAMES.contains(name))
         .collect();
     unknown.sort_unstable();
     if !unknown.is_empty() {

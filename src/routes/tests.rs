@@ -463,3 +463,63 @@ fn equal_sources_are_equal_routes() {
     assert_ne!(routes(r#"[{"topic": "a"}]"#), routes(r#"[{"topic": "b"}]"#));
     assert!(format!("{:?}", routes(r#"[{"topic": "a"}]"#)).contains("rules: 1"));
 }
+
+#[test]
+fn what_docs_routing_md_promises_of_cel() {
+    let m = message(
+        r#"{"n": 1, "f": 2.0, "s": "AbC", "a": {}}"#,
+        &[("env", "test")],
+    );
+    for holds in [
+        "attributes.?env.orValue('') == 'test'",
+        "attributes.?missing.orValue('') == ''",
+        "json.n == 1.0 && json.f == 2",
+        "json.s.matches('^A') && json.s.startsWith('A') && json.s.endsWith('C') && json.s.contains('b')",
+        "int('12') == 12 && string(12) == '12' && bytes('x') == b'x' && string(data) != ''",
+        "!has(json.a.b) && json.s in ['AbC', 'x'] && 'n' in json",
+        "timestamp('2020-01-01T00:00:00Z') < publish_time && publish_time.getFullYear() == 2021",
+        "type(json.s) == string && type(json.f) == double && type(data) == bytes && type(json.a) == map && type(json.n) == int && type(null) == null_type && type(int) == type",
+        "type(json.n) != uint && type(json.a) != list && type(json.n) != bool",
+    ] {
+        let rules = routes(&format!(r#"[{{"when": "{holds}", "topic": "t"}}]"#));
+        assert!(
+            matches!(rules.decide(&m), Ok(Decision::Route(_))),
+            "{holds}: {:?}",
+            rules.decide(&m)
+        );
+    }
+    for fails in [
+        // has() tests the last field only: a missing map above it is an error.
+        ("has(json.x.b)", "No such key: x"),
+        // No implicit numeric conversion in arithmetic.
+        (
+            "json.n + 1.5 == 2.5",
+            "Unsupported binary operator 'add': Int(1), Float(1.5)",
+        ),
+        // The strings extension is not part of the standard environment.
+        (
+            "json.s.lowerAscii() == 'abc'",
+            "Undeclared reference to 'lowerAscii'",
+        ),
+    ] {
+        let rules = routes(&format!(r#"[{{"when": "{}", "topic": "t"}}]"#, fails.0));
+        assert_eq!(
+            rules.decide(&m).unwrap_err().message,
+            fails.1,
+            "{}",
+            fails.0
+        );
+    }
+}
+
+#[test]
+fn every_example_in_docs_routing_md_compiles() {
+    let doc = include_str!("../../docs/routing.md");
+    let mut examples = 0;
+    for block in doc.split("```json\n").skip(1) {
+        let json = block.split("```").next().unwrap();
+        routes(json);
+        examples += 1;
+    }
+    assert!(examples >= 8, "{examples}");
+}

@@ -11,4 +11,5 @@
 mod limits;
 mod mapping;
 mod redelivery;
+mod routes;
 mod schema;
