@@ -87,6 +87,7 @@ fn the_first_matching_rule_decides() {
     ));
     assert_eq!(decide("y"), Decision::NoMatch);
     assert_eq!(rules.topics(), ["orders", "other"]);
+    assert_eq!(rules.rule_count(), 3);
 }
 
 #[test]
