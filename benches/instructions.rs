@@ -54,7 +54,29 @@ struct Case {
     size: usize,
     wrapped: bool,
     format: Format,
+    routing: Routing,
 }
+
+/// Whether a case's deliveries are routed by rules (`ROUTES`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Routing {
+    /// No rules; the case's own payload.
+    None,
+    /// No rules; an order (a JSON object with a customer id) typed by an attribute: the
+    /// baseline of `Rules`.
+    Order,
+    /// The same order through [`RULES`].
+    Rules,
+}
+
+/// Three rules: route by attribute, the last one matching, with a key from a JSON field and one
+/// header.
+const RULES: &str = r#"[
+  {"when": "attributes.type == 'click'", "topic": "clicks"},
+  {"when": "attributes.type == 'view'", "topic": "views"},
+  {"when": "attributes.type == 'order'", "topic": "orders",
+   "key": "json.customer.id", "headers": {"source": "attributes.origin"}}
+]"#;
 
 /// The value format of a case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +97,7 @@ impl Case {
                         size,
                         wrapped,
                         format,
+                        routing: Routing::None,
                     });
                 }
             }
@@ -84,6 +107,15 @@ impl Case {
                 size,
                 wrapped: true,
                 format: Format::JsonEmbed,
+                routing: Routing::None,
+            });
+        }
+        for routing in [Routing::Order, Routing::Rules] {
+            cases.push(Self {
+                size: 1024,
+                wrapped: true,
+                format: Format::Raw,
+                routing,
             });
         }
         cases
@@ -96,19 +128,25 @@ impl Case {
             s => format!("{s}B"),
         };
         format!(
-            "{size}-{}-{}",
+            "{size}-{}-{}{}",
             if self.wrapped { "wrapped" } else { "unwrapped" },
             match self.format {
                 Format::Raw => "raw",
                 Format::Avro => "avro",
                 Format::JsonEmbed => "json-embed",
+            },
+            match self.routing {
+                Routing::None => "",
+                Routing::Order => "-order",
+                Routing::Rules => "-order-routes",
             }
         )
     }
 
     fn request(&self, token: &str, n: usize) -> http::Request<Bytes> {
-        let payload: Vec<u8> = match self.format {
-            Format::JsonEmbed => json_payload(self.size),
+        let payload: Vec<u8> = match (self.format, self.routing) {
+            (_, Routing::Order | Routing::Rules) => order_payload(self.size),
+            (Format::JsonEmbed, _) => json_payload(self.size),
             _ => (0..self.size).map(|i| (i % 251) as u8).collect(),
         };
         let id = format!("message-{n}");
@@ -117,7 +155,10 @@ impl Case {
             .header("authorization", format!("Bearer {token}"))
             .header("content-type", "application/json");
         if self.wrapped {
-            let attributes = [("origin".to_owned(), "bench".to_owned())];
+            let mut attributes = vec![("origin".to_owned(), "bench".to_owned())];
+            if self.routing != Routing::None {
+                attributes.push(("type".to_owned(), "order".to_owned()));
+            }
             let body = envelope(&payload, &attributes, &id, publish_time, Some("key-7"));
             request.body(Bytes::from(body.to_string())).unwrap()
         } else {
@@ -152,6 +193,15 @@ fn json_payload(size: usize) -> Vec<u8> {
     }
     text.push(']');
     text.into_bytes()
+}
+
+/// An order of about `size` bytes: a customer id, then items.
+fn order_payload(size: usize) -> Vec<u8> {
+    let head = br#"{"customer":{"id":"c-42","tier":"gold"},"items":"#;
+    let mut payload = head.to_vec();
+    payload.extend(json_payload(size.saturating_sub(head.len() + 1)));
+    payload.push(b'}');
+    payload
 }
 
 /// The counted part (callgrind's toggle): nothing but deliveries through the service.
@@ -233,6 +283,9 @@ fn main() {
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
     env.insert("OIDC_JWKS_URL".into(), jwks.url.clone());
+    if case.routing == Routing::Rules {
+        env.insert("ROUTES".into(), RULES.into());
+    }
     let config = Config::from_map(&env).expect("bench config");
     let service = Service::new(App::with_producer(config, NullProducer).expect("app"));
     let token = mint(&key(1), &google_claims());

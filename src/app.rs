@@ -20,6 +20,7 @@ use crate::limits::InflightPermit;
 use crate::pubsub_schema::PubsubSchemas;
 use crate::record::{self, KafkaRecord};
 use crate::registry::SchemaRegistry;
+use crate::routes::{Decision, NoRoute};
 
 /// Header naming the failure of a dead-lettered delivery (stable code).
 pub(crate) const HEADER_ERROR: &str = "pubsub.error";
@@ -43,6 +44,11 @@ pub enum StartupError {
 pub(crate) enum Acked {
     /// The delivery's record.
     Record(Ack),
+    /// Nothing: a routing rule dropped the delivery.
+    Dropped {
+        /// The rule's index.
+        rule: usize,
+    },
     /// A dead letter of a delivery that can never succeed (`KAFKA_DLQ_TOPIC`).
     DeadLetter {
         /// Where the dead letter landed.
@@ -191,7 +197,7 @@ impl<P: Produce> App<P> {
             .produce_delivery(headers, body, &mut message_id, &mut permit)
             .await
         {
-            Ok(ack) => Ok(Acked::Record(ack)),
+            Ok(acked) => Ok(acked),
             Err(error) if error.is_dead_letter() => match &kept_for_dead_letter {
                 Some(body) => {
                     self.dead_letter(body, error, message_id.as_deref(), permit.take())
@@ -210,13 +216,23 @@ impl<P: Produce> App<P> {
         body: Bytes,
         message_id: &mut Option<String>,
         permit: &mut Option<InflightPermit>,
-    ) -> Result<Ack, DeliveryError> {
+    ) -> Result<Acked, DeliveryError> {
         let message: PubsubMessage =
             envelope::parse_push(headers, &body, self.config.push_payload, chrono::Utc::now)
                 .inspect_err(|_| *message_id = envelope::message_id_hint(&body))?;
         drop(body);
         *message_id = Some(message.message_id.clone()).filter(|id| !id.is_empty());
-        let topic = self.config.route.topic_for(&message.subscription)?;
+        let (topic, routed) = match &self.config.routes {
+            None => (self.config.route.topic_for(&message.subscription)?, None),
+            Some(routes) => match routes.decide(&message)? {
+                Decision::Drop { rule } => return Ok(Acked::Dropped { rule }),
+                Decision::Route(routed) => (routed.topic, Some(routed)),
+                Decision::NoMatch => match &self.config.route {
+                    record::TopicRoute::Single(topic) => (topic.as_str(), None),
+                    _ => return Err(NoRoute.into()),
+                },
+            },
+        };
         let typed = match &self.schemas {
             Some(schemas) => schemas.for_message(&message.attributes).await?,
             None => None,
@@ -236,7 +252,7 @@ impl<P: Produce> App<P> {
             }
             _ => None,
         };
-        let (record, fallback): (KafkaRecord, _) =
+        let (mut record, fallback): (KafkaRecord, _) =
             record::build_record(message, &self.config.record, |message| {
                 match &typed {
                     Some(t) => {
@@ -251,7 +267,11 @@ impl<P: Produce> App<P> {
         if let Some(fallback) = fallback {
             tracing::warn!(message_id = message_id.as_deref(), reason = %fallback, "event time unusable; using publishTime");
         }
-        Ok(self.producer.produce(topic, record, permit.take()).await?)
+        if let Some(routed) = routed {
+            routed.shape(&mut record);
+        }
+        let ack = self.producer.produce(topic, record, permit.take()).await?;
+        Ok(Acked::Record(ack))
     }
 
     /// Writes an undeliverable request to the dead-letter topic.

@@ -74,7 +74,15 @@ pub(crate) fn topic_lines(configured: &[String], listed: &[(String, usize)]) -> 
 
 /// Runs every check for `config`.
 pub(crate) async fn checks(config: &Config) -> Vec<CheckLine> {
-    let mut lines = kafka_lines(config).await;
+    let mut lines = Vec::new();
+    if let Some(routes) = &config.routes {
+        // The rules compiled with the configuration; their topics are among those checked below.
+        lines.push(CheckLine::pass(
+            "routing rules",
+            format!("{} compiled", routes.rule_count()),
+        ));
+    }
+    lines.extend(kafka_lines(config).await);
     lines.push(jwks_line(config).await);
     if let Some(line) = registry_line(config).await {
         lines.push(line);

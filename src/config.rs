@@ -29,6 +29,7 @@ use crate::record::settings::RecordSettings;
 use crate::record::{RecordOptions, TopicRoute};
 use crate::registry::settings::RegistrySettings;
 pub(crate) use crate::registry::settings::SchemaRegistryConfig;
+use crate::routes::settings::RoutesSettings;
 pub(crate) use crate::setting::ConfigError;
 use crate::setting::{all_or_errors, invalid};
 
@@ -43,6 +44,8 @@ pub(crate) struct Settings {
     kafka: KafkaSettings,
     #[command(flatten)]
     record: RecordSettings,
+    #[command(flatten)]
+    routes: RoutesSettings,
     #[command(flatten)]
     encode: EncodeSettings,
     #[command(flatten)]
@@ -70,6 +73,8 @@ pub struct Config {
     pub kafka: KafkaConfig,
     /// `KAFKA_TOPIC` or `KAFKA_TOPIC_BY_SUBSCRIPTION`.
     pub route: TopicRoute,
+    /// `ROUTES` or `ROUTES_FILE`: the routing rules, tried before `route`.
+    pub(crate) routes: Option<std::sync::Arc<crate::routes::Routes>>,
     /// `PUSH_PAYLOAD`.
     pub(crate) push_payload: PushPayload,
     /// Key, headers and timestamp settings.
@@ -128,7 +133,8 @@ fn assemble(
     platform: &dyn Fn(&str) -> Option<String>,
     memory_limit: Option<u64>,
 ) -> Result<Config, Vec<ConfigError>> {
-    let route = settings.record.route();
+    let routes = settings.routes.settings();
+    let route = routes_and_topic(&settings.routes, settings.record.route());
     let kafka = settings.kafka.settings();
     let server = settings.server.settings(memory_limit);
     let push_payload = settings.envelope.settings();
@@ -140,6 +146,7 @@ fn assemble(
     let logging = settings.logging.settings(platform("K_SERVICE").is_some());
     all_or_errors!(
         route,
+        routes,
         kafka,
         server,
         push_payload,
@@ -151,7 +158,7 @@ fn assemble(
         logging,
     );
     let mut kafka = kafka;
-    kafka.preload_topics = preload_topics(&route, kafka.dlq_topic.as_deref());
+    kafka.preload_topics = preload_topics(&route, routes.as_deref(), kafka.dlq_topic.as_deref());
     Ok(Config {
         port: server.port,
         max_body_bytes: server.max_body_bytes,
@@ -160,6 +167,7 @@ fn assemble(
         limits: server.limits,
         kafka,
         route,
+        routes,
         push_payload,
         record,
         value_format,
@@ -194,9 +202,44 @@ fn schema_registry(
     }
 }
 
-/// Topics opened at startup: every routed topic, then the dead-letter topic.
-fn preload_topics(route: &TopicRoute, dlq_topic: Option<&str>) -> Vec<String> {
+/// Rules replace the routing table (`subscription` is a CEL variable), and make `KAFKA_TOPIC`
+/// optional: it is then where deliveries no rule matches go.
+fn routes_and_topic(
+    routes: &RoutesSettings,
+    route: Result<TopicRoute, ConfigError>,
+) -> Result<TopicRoute, ConfigError> {
+    let Some((var, value)) = routes.given() else {
+        return route;
+    };
+    match route {
+        Err(ConfigError::Missing {
+            var: "KAFKA_TOPIC", ..
+        }) => Ok(TopicRoute::Unset),
+        Ok(TopicRoute::BySubscription(_)) => Err(invalid(
+            var,
+            &crate::echo::bounded_echo(value),
+            "set either routing rules or KAFKA_TOPIC_BY_SUBSCRIPTION: `subscription` is a CEL variable, so a rule replaces the table",
+        )),
+        other => other,
+    }
+}
+
+/// Topics opened at startup: every routed topic, every topic a rule names, then the
+/// dead-letter topic.
+fn preload_topics(
+    route: &TopicRoute,
+    routes: Option<&crate::routes::Routes>,
+    dlq_topic: Option<&str>,
+) -> Vec<String> {
     let mut topics = route.topics();
+    for topic in routes
+        .map(crate::routes::Routes::topics)
+        .unwrap_or_default()
+    {
+        if !topics.contains(&topic) {
+            topics.push(topic);
+        }
+    }
     topics.extend(dlq_topic.map(str::to_owned));
     topics
 }
@@ -397,6 +440,52 @@ mod tests {
         assert_eq!(c.kafka.produce_timeout, Duration::from_secs(10));
         assert_eq!(c.kafka.dlq_topic, None);
         assert_eq!(c.kafka.preload_topics, ["spaced"]);
+    }
+
+    #[test]
+    fn routing_rules_make_the_topic_a_fallback_and_exclude_the_routing_table() {
+        let rules = r#"[{"when": "attributes.t == 'a'", "topic": "a"}, {"drop": true}]"#;
+        let vars = [
+            ("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+            ("ROUTES", rules),
+            ("KAFKA_DLQ_TOPIC", "dlq"),
+            ("OIDC_DISABLED", "true"),
+        ];
+        let c = config(&vars).unwrap();
+        assert_eq!(c.route, TopicRoute::Unset);
+        assert_eq!(c.routes.as_ref().unwrap().topics(), ["a"]);
+        assert_eq!(c.kafka.preload_topics, ["a", "dlq"]);
+        let mut with_topic = vars.to_vec();
+        with_topic.push(("KAFKA_TOPIC", "fallback"));
+        assert_eq!(
+            config(&with_topic).unwrap().kafka.preload_topics,
+            ["fallback", "a", "dlq"]
+        );
+        let mut with_table = vars.to_vec();
+        with_table.push(("KAFKA_TOPIC_BY_SUBSCRIPTION", "s=x"));
+        let error = config(&with_table).unwrap_err().to_string();
+        assert!(error.starts_with("ROUTES="), "{error}");
+        assert!(error.contains("or KAFKA_TOPIC_BY_SUBSCRIPTION"), "{error}");
+        // Bad rules are reported with every other bad setting.
+        let broken = [
+            (
+                "ROUTES",
+                r#"[{"topic": "a", "x": 1}, {"when": "(", "topic": "b"}]"#,
+            ),
+            ("PORT", "x"),
+        ];
+        let error = config(&broken).unwrap_err();
+        let named: Vec<_> = error.each().iter().map(|e| e.var()).collect();
+        assert_eq!(
+            named,
+            [
+                "ROUTES",
+                "ROUTES",
+                "KAFKA_BOOTSTRAP_SERVERS",
+                "PORT",
+                "OIDC_AUDIENCE"
+            ]
+        );
     }
 
     #[test]

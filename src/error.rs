@@ -10,6 +10,7 @@ use crate::kafka::KafkaError;
 use crate::pubsub_schema::PubsubSchemaError;
 use crate::record::{TimestampOutOfRange, UnknownSubscription};
 use crate::registry::RegistryError;
+use crate::routes::{NoRoute, RouteFailed};
 
 pub(crate) use crate::echo::bounded_echo;
 
@@ -35,6 +36,13 @@ pub enum DeliveryError {
     /// not a bad message: never dead-lettered, redelivered until the table names it).
     #[error(transparent)]
     UnknownSubscription(#[from] UnknownSubscription),
+    /// No routing rule matched and `KAFKA_TOPIC` is unset (a configuration gap, like an
+    /// unknown subscription: never dead-lettered).
+    #[error(transparent)]
+    NoRoute(#[from] NoRoute),
+    /// A routing rule could not be evaluated for the message (permanent for the message).
+    #[error(transparent)]
+    RouteFailed(#[from] RouteFailed),
     /// The record's timestamp would lie outside Kafka's range (a permanent fault of the message).
     #[error(transparent)]
     Timestamp(#[from] TimestampOutOfRange),
@@ -94,7 +102,8 @@ impl DeliveryError {
             Self::Auth(AuthError::KeysUnavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Auth(_) => StatusCode::UNAUTHORIZED,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::UnknownSubscription(_) => StatusCode::NOT_FOUND,
+            Self::UnknownSubscription(_) | Self::NoRoute(_) => StatusCode::NOT_FOUND,
+            Self::RouteFailed(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::SchemaRegistry(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::PubsubSchema(e) if e.is_permanent() => StatusCode::UNPROCESSABLE_ENTITY,
             Self::PubsubSchema(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -120,6 +129,8 @@ impl DeliveryError {
             Self::UriTooLong => "uri_too_long",
             Self::MalformedHead(_) => "malformed_head",
             Self::UnknownSubscription(_) => "unknown_subscription",
+            Self::NoRoute(_) => "no_route",
+            Self::RouteFailed(_) => "route_failed",
             Self::Timestamp(_) => "timestamp_out_of_range",
             Self::SchemaRegistry(_) => "schema_registry_unavailable",
             Self::PubsubSchema(e) => e.code(),
@@ -136,7 +147,7 @@ impl DeliveryError {
     /// topic when one is configured. Unverified requests never qualify: they stay outside Kafka.
     pub(crate) fn is_dead_letter(&self) -> bool {
         match self {
-            Self::Envelope(_) | Self::Encode(_) | Self::Timestamp(_) => true,
+            Self::Envelope(_) | Self::Encode(_) | Self::Timestamp(_) | Self::RouteFailed(_) => true,
             Self::Kafka(e) => !e.is_retriable(),
             Self::PubsubSchema(e) => e.is_permanent(),
             _ => false,
@@ -220,6 +231,8 @@ mod tests {
             (crate::limits::HeadTooLarge::Transport.into(), 431),
             (DeliveryError::UriTooLong, 414),
             (DeliveryError::MalformedHead("x".into()), 400),
+            (NoRoute.into(), 404),
+            (route_failed().into(), 422),
         ];
         for (error, status) in cases {
             assert_eq!(error.status().as_u16(), status, "{error}");
@@ -232,6 +245,25 @@ mod tests {
             origin: crate::record::TimestampOrigin::Attribute("t".into()),
             value: "-1".into(),
         }
+    }
+
+    fn route_failed() -> RouteFailed {
+        RouteFailed {
+            rule: 1,
+            part: "key".into(),
+            message: "No such key: customer".into(),
+        }
+    }
+
+    #[test]
+    fn routing_failures_have_their_codes_and_only_evaluation_failures_are_dead_letters() {
+        let failed = DeliveryError::from(route_failed());
+        assert_eq!(failed.code(), "route_failed");
+        assert!(failed.is_dead_letter());
+        assert_eq!(failed.to_string(), "rule 1 key: No such key: customer");
+        let no_route = DeliveryError::from(NoRoute);
+        assert_eq!(no_route.code(), "no_route");
+        assert!(!no_route.is_dead_letter());
     }
 
     #[test]

@@ -29,6 +29,8 @@ pub(crate) struct Gauges {
 #[derive(Debug, Default)]
 pub struct Metrics {
     by_status: [AtomicU64; STATUSES.len()],
+    /// Deliveries a routing rule dropped (answered 204, nothing written).
+    dropped: AtomicU64,
 }
 
 impl Metrics {
@@ -39,6 +41,11 @@ impl Metrics {
             .position(|s| *s == status)
             .unwrap_or(STATUSES.len() - 1);
         self.by_status[slot].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one delivery a routing rule dropped.
+    pub(crate) fn record_dropped(&self) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Deliveries answered with `status` so far.
@@ -99,6 +106,13 @@ impl Metrics {
              # TYPE pubsub_kafka_bridge_schema_cache_misses_total counter\n\
              pubsub_kafka_bridge_schema_cache_misses_total {schema_cache_misses}\n"
         );
+        let _ = write!(
+            out,
+            "# HELP pubsub_kafka_bridge_dropped_total Deliveries a routing rule dropped (answered 204, nothing written).\n\
+             # TYPE pubsub_kafka_bridge_dropped_total counter\n\
+             pubsub_kafka_bridge_dropped_total {}\n",
+            self.dropped.load(Ordering::Relaxed)
+        );
         out
     }
 }
@@ -114,6 +128,7 @@ mod tests {
         m.record(204);
         m.record(503);
         m.record(418);
+        m.record_dropped();
         assert_eq!((m.count(204), m.count(503), m.count(0)), (2, 1, 1));
         let text = m.render(Gauges {
             produce_requests: 3,
@@ -132,5 +147,6 @@ mod tests {
         assert!(text.contains("pubsub_kafka_bridge_inflight_bytes 4096\n"));
         assert!(text.contains("pubsub_kafka_bridge_schema_cache_hits_total 5\n"));
         assert!(text.contains("pubsub_kafka_bridge_schema_cache_misses_total 2\n"));
+        assert!(text.contains("pubsub_kafka_bridge_dropped_total 1\n"));
     }
 }

@@ -1,6 +1,7 @@
 //! Message → Kafka record: key, headers and timestamp exactly as the contract maps them.
 
 pub(crate) mod settings;
+pub(crate) mod trace;
 
 use std::collections::BTreeMap;
 
@@ -231,7 +232,7 @@ pub(crate) fn record_key(message: &PubsubMessage, source: &KeySource) -> Option<
     key.map(|k| k.as_bytes().to_vec())
 }
 
-/// Attributes as headers, then the metadata headers.
+/// Attributes as headers, the W3C trace headers (see [`trace`]), then the metadata headers.
 ///
 /// Takes the message: attribute names and values, and the metadata, move into the headers
 /// without a copy. Metadata is written last, so an attribute that happens to be named
@@ -240,6 +241,7 @@ pub fn record_headers(
     message: PubsubMessage,
     options: &RecordOptions,
 ) -> BTreeMap<String, Vec<u8>> {
+    let trace = trace::trace_headers(&message.attributes);
     let selected =
         message
             .attributes
@@ -257,6 +259,12 @@ pub fn record_headers(
             )
         })
         .collect();
+    if let Some((parent, state)) = trace {
+        headers.insert(trace::HEADER_TRACEPARENT.to_owned(), parent.into_bytes());
+        if let Some(state) = state {
+            headers.insert(trace::HEADER_TRACESTATE.to_owned(), state.into_bytes());
+        }
+    }
     if !options.metadata_headers {
         return headers;
     }
@@ -371,6 +379,8 @@ pub enum TopicRoute {
     /// By subscription: full name (`projects/P/subscriptions/S`) or its short id `S` → topic;
     /// `*` is an explicit default. Anything else is refused, never guessed.
     BySubscription(BTreeMap<String, String>),
+    /// No topic of its own (routing rules without `KAFKA_TOPIC`): only the rules route.
+    Unset,
 }
 
 /// A subscription the routing table does not name.
@@ -389,6 +399,9 @@ impl TopicRoute {
     ) -> Result<&'a str, UnknownSubscription> {
         match self {
             Self::Single(topic) => Ok(topic),
+            Self::Unset => Err(UnknownSubscription {
+                subscription: crate::echo::bounded_echo(subscription),
+            }),
             Self::BySubscription(map) => {
                 let short = subscription.rsplit('/').next().unwrap_or(subscription);
                 map.get(subscription)
@@ -407,6 +420,7 @@ impl TopicRoute {
         let mut topics: Vec<String> = match self {
             Self::Single(topic) => vec![topic.clone()],
             Self::BySubscription(map) => map.values().cloned().collect(),
+            Self::Unset => Vec::new(),
         };
         topics.sort();
         topics.dedup();
@@ -759,6 +773,43 @@ mod tests {
         assert_eq!(
             route.topics(),
             vec!["clicks-topic".to_owned(), "orders-topic".to_owned()]
+        );
+    }
+
+    #[test]
+    fn the_trace_headers_are_written_whichever_attributes_and_metadata_are() {
+        let parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let mut traced = message();
+        traced
+            .attributes
+            .insert(trace::ATTRIBUTE_TRACEPARENT.into(), parent.into());
+        traced
+            .attributes
+            .insert(trace::ATTRIBUTE_TRACESTATE.into(), "congo=t61".into());
+        let options = RecordOptions {
+            attribute_headers: AttributeHeaders::None,
+            metadata_headers: false,
+            ..RecordOptions::default()
+        };
+        let headers = record_headers(traced, &options);
+        assert_eq!(
+            headers,
+            BTreeMap::from([
+                ("traceparent".to_owned(), parent.as_bytes().to_vec()),
+                ("tracestate".to_owned(), b"congo=t61".to_vec()),
+            ])
+        );
+        let untraced = record_headers(message(), &options);
+        assert!(untraced.is_empty());
+    }
+
+    #[test]
+    fn no_topic_of_its_own_routes_nothing() {
+        assert_eq!(TopicRoute::Unset.topics(), Vec::<String>::new());
+        let error = TopicRoute::Unset.topic_for("projects/p/subscriptions/s");
+        assert_eq!(
+            error.unwrap_err().subscription,
+            "projects/p/subscriptions/s"
         );
     }
 }

@@ -206,6 +206,15 @@ impl<P: Produce> Service<P> {
                 );
                 no_content()
             }
+            Ok(Acked::Dropped { rule }) => {
+                tracing::debug!(
+                    message_id = outcome.message_id.as_deref(),
+                    rule,
+                    "dropped by a routing rule"
+                );
+                self.metrics.record_dropped();
+                no_content()
+            }
             Ok(Acked::DeadLetter { ack, error }) => {
                 tracing::warn!(
                     message_id = outcome.message_id.as_deref(),

@@ -13,7 +13,7 @@ use crate::setting::{
 #[derive(Debug, clap::Args)]
 #[command(next_help_heading = "Record")]
 pub(crate) struct RecordSettings {
-    /// Target topic [required, or --kafka-topic-by-subscription]
+    /// Target topic [required, or --kafka-topic-by-subscription]; with --routes, where deliveries no rule matches go
     #[arg(long, env = "KAFKA_TOPIC", value_name = "TOPIC", global = true, value_parser = text())]
     kafka_topic: Option<Setting<String>>,
     /// Route by subscription instead: SUBSCRIPTION=TOPIC,...; `*=TOPIC` is an explicit default, others get 404

@@ -11,5 +11,6 @@
 mod limits;
 mod mapping;
 mod redelivery;
+mod routes;
 mod schema;
 mod typed;
