@@ -156,3 +156,39 @@ async fn without_idempotence_batches_carry_no_producer_id_and_a_lost_answer_writ
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_refusing_a_producer_id_stops_the_connection_with_an_error_naming_the_setting() {
+    let mut broker = Broker::builder().build();
+    let proxy = BrokerProxy::start(broker.port).await;
+    broker.advertised_port = Some(proxy.port);
+    broker.start_now().await;
+    broker.create_topic("refused", 1).await;
+    proxy.refuse_init_producer_id(31); // CLUSTER_AUTHORIZATION_FAILED
+    let mut env = bridge_env(&broker, "refused", None);
+    let check = |env: HashMap<String, String>| {
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_pubsub-kafka-bridge"))
+                .arg("check")
+                .env_clear()
+                .envs(env)
+                .output()
+                .unwrap()
+        })
+    };
+    let output = check(env.clone()).await.unwrap();
+    let out = String::from_utf8(output.stdout).unwrap();
+    assert_ne!(output.status.code(), Some(0), "{out}");
+    let kafka = out.lines().next().unwrap();
+    assert!(
+        kafka.starts_with("✗ kafka")
+            && kafka.contains("ClusterAuthorizationFailed")
+            && kafka.contains("KAFKA_IDEMPOTENCE=false"),
+        "{kafka}"
+    );
+
+    env.insert("KAFKA_IDEMPOTENCE".into(), "false".into());
+    let output = check(env).await.unwrap();
+    let out = String::from_utf8(output.stdout).unwrap();
+    assert!(out.starts_with("✓ kafka"), "{out}");
+}

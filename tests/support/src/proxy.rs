@@ -21,6 +21,7 @@ pub const PRODUCE: i16 = 0;
 pub const METADATA: i16 = 3;
 const SASL_HANDSHAKE: i16 = 17;
 const SASL_AUTHENTICATE: i16 = 36;
+pub const INIT_PRODUCER_ID: i16 = 22;
 
 /// One frame that passed the proxy.
 #[derive(Debug, Clone)]
@@ -76,6 +77,9 @@ struct ProxyState {
     /// SaslHandshake and SaslAuthenticate are answered by the proxy (success, this mechanism),
     /// everything else goes to the broker: a SASL front for a broker without that mechanism.
     sasl_front: Mutex<Option<String>>,
+    /// InitProducerId is answered by the proxy with this error code: a broker that refuses the
+    /// idempotent producer.
+    init_producer_id_refusal: Mutex<Option<i16>>,
     rules: Mutex<Rules>,
     log: Mutex<Log>,
 }
@@ -246,6 +250,12 @@ impl BrokerProxy {
         *self.state.sasl_front.lock().unwrap() = Some(mechanism.to_owned());
     }
 
+    /// From now on InitProducerId is answered by the proxy with `error_code` (e.g. 31,
+    /// CLUSTER_AUTHORIZATION_FAILED: the principal lacks `IDEMPOTENT_WRITE`).
+    pub fn refuse_init_producer_id(&self, error_code: i16) {
+        *self.state.init_producer_id_refusal.lock().unwrap() = Some(error_code);
+    }
+
     /// The next Produce answer from the broker carries `throttle_ms` as its throttle time.
     pub fn throttle_next_produce(&self, throttle_ms: i32) {
         self.state
@@ -360,6 +370,15 @@ async fn requests(
             && let Some(answer) = sasl_answer(api_key, api_version, correlation_id, mechanism)
         {
             let _ = inject.send(answer);
+            continue;
+        }
+        let refusal = *link.state.init_producer_id_refusal.lock().unwrap();
+        if let Some(error_code) = refusal.filter(|_| api_key == INIT_PRODUCER_ID) {
+            let _ = inject.send(init_producer_id_refusal(
+                api_version,
+                correlation_id,
+                error_code,
+            ));
             continue;
         }
         link.delay().await;
@@ -508,6 +527,24 @@ fn sasl_answer(
         _ => return None,
     }
     Some(answer)
+}
+
+/// An InitProducerId answer (after its length) refusing with `error_code`. Layout from Kafka's
+/// clients/src/main/resources/common/message/InitProducerIdResponse.json (flexible from v2:
+/// response header v1 and the body end with tagged fields).
+fn init_producer_id_refusal(version: i16, correlation_id: i32, error_code: i16) -> Vec<u8> {
+    let mut answer = correlation_id.to_be_bytes().to_vec();
+    if version >= 2 {
+        answer.push(0); // header tagged fields
+    }
+    answer.extend(0i32.to_be_bytes()); // throttle_time_ms
+    answer.extend(error_code.to_be_bytes());
+    answer.extend((-1i64).to_be_bytes()); // producer_id
+    answer.extend((-1i16).to_be_bytes()); // producer_epoch
+    if version >= 2 {
+        answer.push(0); // tagged fields
+    }
+    answer
 }
 
 /// Writes `throttle_ms` into a Produce answer (header v0: the correlation id, then the body).

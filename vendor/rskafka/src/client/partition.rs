@@ -1302,3 +1302,85 @@ fn process_delete_records_response(
         None => Ok(response_partition),
     }
 }
+
+#[cfg(test)]
+mod idempotence_tests {
+    //! Patched (see PATCHED.md): the idempotent producer's side of building and reading a
+    //! produce request.
+    use super::*;
+
+    fn answer(error: Option<ProtocolError>, base_offset: i64) -> ProduceResponse {
+        ProduceResponse {
+            responses: vec![crate::protocol::messages::ProduceResponseResponse {
+                name: String_("t".to_owned()),
+                partition_responses: vec![
+                    crate::protocol::messages::ProduceResponsePartitionResponse {
+                        index: Int32(2),
+                        error,
+                        base_offset: Int64(base_offset),
+                        log_append_time_ms: None,
+                        log_start_offset: None,
+                    },
+                ],
+            }],
+            throttle_time_ms: None,
+        }
+    }
+
+    #[test]
+    fn a_duplicate_is_the_batch_s_success_with_its_offsets_when_the_answer_has_them() {
+        let duplicate = Some(ProtocolError::DuplicateSequenceNumber);
+        assert_eq!(
+            process_produce_response(2, "t", 3, true, answer(duplicate, -1)).unwrap(),
+            [-1, -1, -1],
+            "tansu: no offset"
+        );
+        assert_eq!(
+            process_produce_response(2, "t", 2, true, answer(duplicate, 40)).unwrap(),
+            [40, 41]
+        );
+        assert_eq!(
+            process_produce_response(2, "t", 2, true, answer(None, 7)).unwrap(),
+            [7, 8]
+        );
+        assert!(matches!(
+            process_produce_response(2, "t", 2, false, answer(duplicate, 40)),
+            Err(Error::ServerError {
+                protocol_error: ProtocolError::DuplicateSequenceNumber,
+                ..
+            })
+        ));
+        assert!(matches!(
+            process_produce_response(
+                2,
+                "t",
+                2,
+                true,
+                answer(Some(ProtocolError::OutOfOrderSequenceNumber), -1)
+            ),
+            Err(Error::ServerError {
+                protocol_error: ProtocolError::OutOfOrderSequenceNumber,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn the_producer_id_epoch_and_base_sequence_go_into_the_batch() {
+        let record = Record {
+            key: None,
+            value: Some(b"v".to_vec()),
+            headers: Default::default(),
+            timestamp: Utc.timestamp_millis_opt(1).unwrap(),
+        };
+        let mut request =
+            build_produce_request(2, "t", vec![record], Compression::NoCompression);
+        let batch = |r: &ProduceRequest| {
+            let b = &r.topic_data[0].partition_data[0].records.0[0];
+            (b.producer_id, b.producer_epoch, b.base_sequence)
+        };
+        assert_eq!(batch(&request), (-1, -1, -1), "not idempotent");
+        set_producer(&mut request, ProducerIdentity { id: 12, epoch: 3 }, 40);
+        assert_eq!(batch(&request), (12, 3, 40));
+    }
+}
