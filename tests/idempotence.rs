@@ -48,11 +48,7 @@ impl Setup {
 
     /// Every record batch the bridge sent, in the order the broker received them.
     fn batches(&self) -> Vec<BatchHeader> {
-        self.proxy
-            .requests(PRODUCE)
-            .iter()
-            .flat_map(|r| produce_batches(&r.frame))
-            .collect()
+        sent_batches(&self.proxy)
     }
 }
 
@@ -191,4 +187,84 @@ async fn a_broker_refusing_a_producer_id_stops_the_connection_with_an_error_nami
     let output = check(env).await.unwrap();
     let out = String::from_utf8(output.stdout).unwrap();
     assert!(out.starts_with("✓ kafka"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_that_timed_out_makes_the_partition_start_again_under_a_new_producer_id() {
+    let mut broker = Broker::builder().sqlite().build();
+    let proxy = BrokerProxy::start(broker.port).await;
+    broker.advertised_port = Some(proxy.port);
+    broker.start_now().await;
+    broker.create_topic("stalled", 1).await;
+    let mut env = bridge_env(&broker, "stalled", None);
+    env.insert("KAFKA_PRODUCE_TIMEOUT_MS".into(), "1000".into());
+    env.insert("KAFKA_REQUEST_TIMEOUT_MS".into(), "300".into());
+    let bridge = Bridge::start(&env).await;
+    let (client, url) = (http_client(), bridge.url());
+    let push = |id: &str| {
+        let body = envelope(id.as_bytes(), &[], id, "2024-01-01T00:00:00Z", None).to_string();
+        post(&client, &url, body, None)
+    };
+    assert_eq!(push("warm").await.0, 204);
+
+    // The broker writes the record, its answers never come back in time: the delivery times
+    // out, and so do the client's sends of the batch, so its outcome stays unknown.
+    proxy.hold_answers();
+    assert_eq!(push("stalled").await.0, 503);
+    // The client lets go of the batch (its retries end, at most one request timeout after the
+    // delivery was answered), which frees the delivery's share of the in-flight budget.
+    let metrics_url = format!("http://{}/metrics", bridge.addr);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while metric(
+        &get(&client, &metrics_url).await.1,
+        "pubsub_kafka_bridge_inflight_requests",
+    ) > 0.0
+    {
+        assert!(std::time::Instant::now() < deadline, "the batch is never let go of");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let stalled_batches = sent_batches(&proxy).len();
+    proxy.release_answers();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (status, text) = push("next").await;
+        if status == 204 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{status} {text}");
+    }
+
+    let batches = sent_batches(&proxy);
+    let first = batches[0];
+    let last = *batches.last().unwrap();
+    assert!(
+        stalled_batches >= 2,
+        "the stalled batch was sent: {batches:?}"
+    );
+    assert_eq!(first.base_sequence, 0, "{batches:?}");
+    assert_eq!(
+        (batches[1].producer_id, batches[1].base_sequence),
+        (first.producer_id, 1),
+        "the stalled batch followed the first under the same producer id: {batches:?}"
+    );
+    assert_ne!(last.producer_id, first.producer_id, "{batches:?}");
+    assert_eq!(last.base_sequence, 0, "{batches:?}");
+    assert!(proxy.requests(INIT_PRODUCER_ID).len() >= 2);
+    let ids = broker.message_ids("stalled").await;
+    assert_eq!(
+        ids.iter().filter(|id| *id == "stalled").count(),
+        1,
+        "{ids:?}"
+    );
+    assert_eq!(ids.first().map(String::as_str), Some("warm"));
+    assert_eq!(ids.last().map(String::as_str), Some("next"));
+}
+
+/// Every record batch sent through `proxy`, in the order the broker received them.
+fn sent_batches(proxy: &BrokerProxy) -> Vec<BatchHeader> {
+    proxy
+        .requests(PRODUCE)
+        .iter()
+        .flat_map(|r| produce_batches(&r.frame))
+        .collect()
 }
