@@ -16,6 +16,7 @@ mod closed_loop;
 mod cold_start;
 mod cost;
 mod http_limit;
+mod idempotence;
 mod kafka_limit;
 mod processes;
 mod profile;
@@ -71,6 +72,10 @@ async fn main() {
         };
         let seconds = flag(&args, "--seconds").unwrap_or(if quick { 1.5 } else { 4.0 });
         scaling(&jwks, &token, seconds, &prices).await;
+        return;
+    }
+    if args.iter().any(|a| a == "--idempotence") {
+        idempotence::on_and_off(&jwks, &token, runs.max(3), scale).await;
         return;
     }
     if let Some(size) = flag(&args, "--profile") {

@@ -30,6 +30,16 @@ pub(crate) fn worker_threads() -> usize {
 /// Starts the release bridge; with `BENCH_BRIDGE_UNDER` set (say `valgrind --tool=callgrind`),
 /// under that command, to profile the whole server with `--profile`.
 pub(crate) fn spawn_bridge(broker: &Broker, jwks: &JwksServer, port: u16) -> Child {
+    spawn_bridge_with(broker, jwks, port, &[])
+}
+
+/// [`spawn_bridge`] with more variables set (they override the defaults above).
+pub(crate) fn spawn_bridge_with(
+    broker: &Broker,
+    jwks: &JwksServer,
+    port: u16,
+    vars: &[(&str, &str)],
+) -> Child {
     let bridge = env!("CARGO_BIN_EXE_pubsub-kafka-bridge");
     let under = std::env::var("BENCH_BRIDGE_UNDER").unwrap_or_default();
     let mut command = match under.split_whitespace().collect::<Vec<_>>().split_first() {
@@ -54,6 +64,7 @@ pub(crate) fn spawn_bridge(broker: &Broker, jwks: &JwksServer, port: u16) -> Chi
         .env("KAFKA_LINGER_MS", linger_ms().to_string())
         // tokio's own setting for its worker count (docs/performance.md).
         .env("TOKIO_WORKER_THREADS", worker_threads().to_string())
+        .envs(vars.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()

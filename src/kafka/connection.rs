@@ -48,7 +48,17 @@ pub(crate) async fn connect(config: &KafkaConfig) -> Result<Client, String> {
         security.set_password(password);
     }
     builder = security::apply(builder, &security).map_err(|e| e.to_string())?;
-    builder.build().await.map_err(|e| e.to_string())
+    let mut client = builder.build().await.map_err(|e| e.to_string())?;
+    if config.idempotence {
+        client.enable_idempotence().await.map_err(|e| {
+            format!(
+                "no producer id for the idempotent producer (KAFKA_IDEMPOTENCE=true): {e}; \
+                 a broker that refuses it (no InitProducerId, or no IDEMPOTENT_WRITE \
+                 permission) needs KAFKA_IDEMPOTENCE=false"
+            )
+        })?;
+    }
+    Ok(client)
 }
 
 impl KafkaProducer {

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::setting::{
-    ConfigError, OptionalSetting, Parser, Refusal, Setting, all_or_errors, file, invalid, millis,
-    number, parsed, split_list, text,
+    ConfigError, OptionalSetting, Parser, Refusal, Setting, all_or_errors, boolean, file, invalid,
+    millis, number, parsed, split_list, text,
 };
 
 /// The Kafka settings.
@@ -116,6 +116,18 @@ pub(crate) struct KafkaSettings {
         value_parser = text(),
     )]
     kafka_client_id: Setting<String>,
+    /// Idempotent producer: a produce request sent again is never written twice (`false`: off)
+    #[arg(
+        long,
+        env = "KAFKA_IDEMPOTENCE",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        default_value = "true",
+        default_missing_value = "true",
+        global = true,
+        value_parser = boolean(),
+    )]
+    kafka_idempotence: Setting<bool>,
     /// TLS and SASL.
     #[command(flatten)]
     security: KafkaSecuritySettings,
@@ -272,6 +284,7 @@ impl KafkaSettings {
         let max_record_bytes = self.kafka_max_record_bytes.get();
         let metadata_refresh = self.kafka_metadata_refresh_ms.value();
         let client_id = self.kafka_client_id.value();
+        let idempotence = self.kafka_idempotence.value();
         let security = self.security.settings();
         all_or_errors!(
             bootstrap_servers,
@@ -284,6 +297,7 @@ impl KafkaSettings {
             max_record_bytes,
             metadata_refresh,
             client_id,
+            idempotence,
             security,
         );
         Ok(KafkaConfig {
@@ -298,6 +312,7 @@ impl KafkaSettings {
             max_record_bytes: max_record_bytes.filter(|&n| n > 0).map(|n| n as usize),
             metadata_refresh,
             client_id,
+            idempotence,
             security,
         })
     }
@@ -621,6 +636,9 @@ pub struct KafkaConfig {
     pub(crate) metadata_refresh: Duration,
     /// `KAFKA_CLIENT_ID`.
     pub(crate) client_id: String,
+    /// `KAFKA_IDEMPOTENCE`: the idempotent producer (a producer id, its epoch and a sequence
+    /// per partition in every record batch).
+    pub(crate) idempotence: bool,
     /// TLS and SASL.
     pub(crate) security: KafkaSecurity,
 }
@@ -650,6 +668,7 @@ mod tests {
         assert_eq!(c.max_record_bytes, None);
         assert_eq!(c.metadata_refresh, Duration::from_secs(30));
         assert_eq!(c.client_id, "pubsub-kafka-bridge");
+        assert!(c.idempotence);
         assert_eq!(c.security.protocol, SecurityProtocol::Plaintext);
         assert_eq!(c.security.metadata_host, "metadata.google.internal");
         let c = kafka(&[
@@ -664,6 +683,19 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.max_record_bytes, Some(1));
+        let c = kafka(&[
+            ("KAFKA_BOOTSTRAP_SERVERS", "a:1"),
+            ("KAFKA_IDEMPOTENCE", "false"),
+        ])
+        .unwrap();
+        assert!(!c.idempotence);
+        assert!(
+            first_error(&[
+                ("KAFKA_BOOTSTRAP_SERVERS", "a:1"),
+                ("KAFKA_IDEMPOTENCE", "off")
+            ])
+            .starts_with("KAFKA_IDEMPOTENCE=\"off\" is invalid")
+        );
         assert!(first_error(&[]).starts_with("KAFKA_BOOTSTRAP_SERVERS is required"));
         assert_eq!(
             first_error(&[("KAFKA_BOOTSTRAP_SERVERS", " , ")]),

@@ -21,6 +21,7 @@ pub const PRODUCE: i16 = 0;
 pub const METADATA: i16 = 3;
 const SASL_HANDSHAKE: i16 = 17;
 const SASL_AUTHENTICATE: i16 = 36;
+pub const INIT_PRODUCER_ID: i16 = 22;
 
 /// One frame that passed the proxy.
 #[derive(Debug, Clone)]
@@ -51,12 +52,17 @@ struct Rules {
     produce_throttles_ms: VecDeque<i32>,
     /// Answers of this api key are held this long before they are passed on.
     answer_delays: HashMap<i16, Duration>,
+    /// The next this many Produce answers are dropped and their connection closed: the broker
+    /// wrote the records, the client never learns it.
+    produce_answers_to_cut: usize,
 }
 
 #[derive(Default)]
 struct Log {
     requests: Vec<Seen>,
     answers: Vec<Seen>,
+    /// Answers dropped with their connection (`BrokerProxy::cut_next_produce_answers`).
+    cut: Vec<Seen>,
     /// What the proxy could not make sense of (checked by [`BrokerProxy::faults`]).
     faults: Vec<String>,
 }
@@ -71,6 +77,9 @@ struct ProxyState {
     /// SaslHandshake and SaslAuthenticate are answered by the proxy (success, this mechanism),
     /// everything else goes to the broker: a SASL front for a broker without that mechanism.
     sasl_front: Mutex<Option<String>>,
+    /// InitProducerId is answered by the proxy with this error code: a broker that refuses the
+    /// idempotent producer.
+    init_producer_id_refusal: Mutex<Option<i16>>,
     rules: Mutex<Rules>,
     log: Mutex<Log>,
 }
@@ -241,6 +250,12 @@ impl BrokerProxy {
         *self.state.sasl_front.lock().unwrap() = Some(mechanism.to_owned());
     }
 
+    /// From now on InitProducerId is answered by the proxy with `error_code` (e.g. 31,
+    /// CLUSTER_AUTHORIZATION_FAILED: the principal lacks `IDEMPOTENT_WRITE`).
+    pub fn refuse_init_producer_id(&self, error_code: i16) {
+        *self.state.init_producer_id_refusal.lock().unwrap() = Some(error_code);
+    }
+
     /// The next Produce answer from the broker carries `throttle_ms` as its throttle time.
     pub fn throttle_next_produce(&self, throttle_ms: i32) {
         self.state
@@ -259,6 +274,17 @@ impl BrokerProxy {
             .unwrap()
             .answer_delays
             .insert(api_key, delay);
+    }
+
+    /// The next `count` Produce answers never reach the client: each is dropped and its
+    /// connection closed, after the broker handled the request.
+    pub fn cut_next_produce_answers(&self, count: usize) {
+        self.state.rules.lock().unwrap().produce_answers_to_cut += count;
+    }
+
+    /// The answers dropped by [`Self::cut_next_produce_answers`] so far, in order.
+    pub fn cut_answers(&self) -> Vec<Seen> {
+        self.state.log.lock().unwrap().cut.clone()
     }
 
     /// Every request of `api_key` passed to the broker so far, in order.
@@ -346,6 +372,15 @@ async fn requests(
             let _ = inject.send(answer);
             continue;
         }
+        let refusal = *link.state.init_producer_id_refusal.lock().unwrap();
+        if let Some(error_code) = refusal.filter(|_| api_key == INIT_PRODUCER_ID) {
+            let _ = inject.send(init_producer_id_refusal(
+                api_version,
+                correlation_id,
+                error_code,
+            ));
+            continue;
+        }
         link.delay().await;
         link.pending
             .lock()
@@ -430,6 +465,12 @@ async fn pass_answer(link: &Link, frame: &mut [u8]) -> bool {
     };
     let (throttle_ms, delay) = {
         let mut rules = link.state.rules.lock().unwrap();
+        if api_key == PRODUCE && rules.produce_answers_to_cut > 0 {
+            rules.produce_answers_to_cut -= 1;
+            let seen = link.seen(api_key, api_version, correlation_id, frame);
+            link.state.log.lock().unwrap().cut.push(seen);
+            return false;
+        }
         let throttle = if api_key == PRODUCE {
             rules.produce_throttles_ms.pop_front()
         } else {
@@ -488,6 +529,24 @@ fn sasl_answer(
     Some(answer)
 }
 
+/// An InitProducerId answer (after its length) refusing with `error_code`. Layout from Kafka's
+/// clients/src/main/resources/common/message/InitProducerIdResponse.json (flexible from v2:
+/// response header v1 and the body end with tagged fields).
+fn init_producer_id_refusal(version: i16, correlation_id: i32, error_code: i16) -> Vec<u8> {
+    let mut answer = correlation_id.to_be_bytes().to_vec();
+    if version >= 2 {
+        answer.push(0); // header tagged fields
+    }
+    answer.extend(0i32.to_be_bytes()); // throttle_time_ms
+    answer.extend(error_code.to_be_bytes());
+    answer.extend((-1i64).to_be_bytes()); // producer_id
+    answer.extend((-1i16).to_be_bytes()); // producer_epoch
+    if version >= 2 {
+        answer.push(0); // tagged fields
+    }
+    answer
+}
+
 /// Writes `throttle_ms` into a Produce answer (header v0: the correlation id, then the body).
 ///
 /// In Produce answers v1 to v8 `ThrottleTimeMs` is the body's last field (Kafka's
@@ -514,4 +573,112 @@ pub fn set_produce_throttle(
 pub fn produce_throttle(frame: &[u8]) -> i32 {
     let at = frame.len() - 4;
     i32::from_be_bytes(frame[at..].try_into().unwrap())
+}
+
+/// The header of one record batch (format v2) in a Produce request, as the client wrote it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchHeader {
+    pub partition: i32,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+    pub records: i32,
+}
+
+/// The record batches of a Produce request frame (v3 to v8: request header v1, not flexible).
+///
+/// Layouts from the Kafka protocol guide (<https://kafka.apache.org/protocol#The_Messages_Produce>)
+/// and its record batch (<https://kafka.apache.org/documentation/#recordbatch>): baseOffset i64,
+/// batchLength i32, partitionLeaderEpoch i32, magic i8, crc u32, attributes i16,
+/// lastOffsetDelta i32, baseTimestamp i64, maxTimestamp i64, producerId i64, producerEpoch i16,
+/// baseSequence i32, then the record count i32.
+pub fn produce_batches(frame: &[u8]) -> Vec<BatchHeader> {
+    let mut r = Reader(frame, 8); // api key, version, correlation id
+    let client_id = r.i16();
+    r.skip(client_id.max(0) as usize);
+    let transactional_id = r.i16();
+    r.skip(transactional_id.max(0) as usize);
+    r.skip(2 + 4); // acks, timeout
+    let mut batches = Vec::new();
+    for _ in 0..r.i32() {
+        let name = r.i16();
+        r.skip(name as usize);
+        for _ in 0..r.i32() {
+            let partition = r.i32();
+            let end = r.i32() as usize + r.1;
+            while r.1 < end {
+                let start = r.1;
+                r.skip(8);
+                let length = r.i32() as usize;
+                r.skip(4 + 1 + 4 + 2 + 4 + 8 + 8);
+                let producer_id = r.i64();
+                let producer_epoch = r.i16();
+                let base_sequence = r.i32();
+                let records = r.i32();
+                batches.push(BatchHeader {
+                    partition,
+                    producer_id,
+                    producer_epoch,
+                    base_sequence,
+                    records,
+                });
+                r.1 = start + 12 + length;
+            }
+        }
+    }
+    batches
+}
+
+/// The error code and base offset of each partition in a Produce answer frame (v3 to v8; the
+/// correlation id, then the body).
+pub fn produce_answer_partitions(frame: &[u8], api_version: i16) -> Vec<(i16, i64)> {
+    let mut r = Reader(frame, 4);
+    let mut out = Vec::new();
+    for _ in 0..r.i32() {
+        let name = r.i16();
+        r.skip(name as usize);
+        for _ in 0..r.i32() {
+            r.skip(4); // partition index
+            let error = r.i16();
+            let base_offset = r.i64();
+            r.skip(8); // log append time
+            if api_version >= 5 {
+                r.skip(8); // log start offset
+            }
+            if api_version >= 8 {
+                for _ in 0..r.i32() {
+                    r.skip(4);
+                    let message = r.i16();
+                    r.skip(message.max(0) as usize);
+                }
+                let message = r.i16();
+                r.skip(message.max(0) as usize);
+            }
+            out.push((error, base_offset));
+        }
+    }
+    out
+}
+
+/// Big-endian reads at a position.
+struct Reader<'a>(&'a [u8], usize);
+
+impl Reader<'_> {
+    fn take<const N: usize>(&mut self) -> [u8; N] {
+        let bytes = self.0[self.1..self.1 + N].try_into().unwrap();
+        self.1 += N;
+        bytes
+    }
+    fn skip(&mut self, n: usize) {
+        self.1 += n;
+    }
+    fn i16(&mut self) -> i16 {
+        i16::from_be_bytes(self.take())
+    }
+    fn i32(&mut self) -> i32 {
+        i32::from_be_bytes(self.take())
+    }
+    fn i64(&mut self) -> i64 {
+        i64::from_be_bytes(self.take())
+    }
 }

@@ -13,6 +13,9 @@ pub enum RequestContext {
     /// Error is specific to a partition (indexed via topic name and partition ID).
     Partition(String, i32),
 
+    /// Error is specific to the client's producer id (InitProducerId; patched, see PATCHED.md).
+    ProducerId,
+
     /// Error is specific to a fetch request.
     #[non_exhaustive]
     Fetch {

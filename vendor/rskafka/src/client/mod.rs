@@ -16,6 +16,7 @@ use crate::{
 pub mod consumer;
 pub mod controller;
 pub mod error;
+pub(crate) mod idempotence;
 pub(crate) mod metadata_cache;
 pub mod partition;
 pub mod producer;
@@ -163,6 +164,7 @@ impl ClientBuilder {
             brokers,
             backoff_config: self.backoff_config,
             throttles: Arc::default(),
+            producer_ids: None,
         })
     }
 }
@@ -185,9 +187,29 @@ pub struct Client {
     backoff_config: Arc<BackoffConfig>,
     /// When each broker takes this client's next request (patched, see PATCHED.md).
     throttles: Arc<BrokerThrottles>,
+    /// The idempotent producer's id, once [`Client::enable_idempotence`] obtained it (patched,
+    /// see PATCHED.md).
+    producer_ids: Option<Arc<idempotence::ProducerIds>>,
 }
 
 impl Client {
+    /// Makes this client an idempotent producer: asks a broker for a producer id
+    /// (InitProducerId), which every record batch of the partition clients made afterwards
+    /// carries, with its epoch and a sequence number per partition, so a produce request sent
+    /// again after its answer was lost is not appended twice (KIP-98). Fails when the broker
+    /// refuses (it lacks the API, or the client the `IDEMPOTENT_WRITE` permission).
+    ///
+    /// Patched (see PATCHED.md).
+    pub async fn enable_idempotence(&mut self) -> Result<()> {
+        let ids = idempotence::ProducerIds::init(
+            Arc::clone(&self.brokers),
+            Arc::clone(&self.backoff_config),
+        )
+        .await?;
+        self.producer_ids = Some(Arc::new(ids));
+        Ok(())
+    }
+
     /// Returns a client for performing certain cluster-wide operations.
     pub fn controller_client(&self) -> Result<ControllerClient> {
         Ok(ControllerClient::new(
@@ -210,6 +232,7 @@ impl Client {
             unknown_topic_handling,
             Arc::clone(&self.backoff_config),
             Arc::clone(&self.throttles),
+            self.producer_ids.clone(),
         )
         .await
     }
@@ -284,6 +307,7 @@ impl Client {
                     unknown_topic_handling,
                     Arc::clone(&self.backoff_config),
                     Arc::clone(&self.throttles),
+                    self.producer_ids.clone(),
                 ))
             })
             .collect()

@@ -33,7 +33,11 @@ use std::{
 use tokio::sync::Mutex;
 use tracing::{debug, error, info};
 
-use super::{error::ServerErrorResponse, metadata_cache::MetadataCacheGeneration};
+use super::{
+    error::ServerErrorResponse,
+    idempotence::{Outcome, PartitionSequence, ProducerIdentity, ProducerIds},
+    metadata_cache::MetadataCacheGeneration,
+};
 
 /// How strongly a [`PartitionClient`] is bound to a partition.
 ///
@@ -140,6 +144,21 @@ pub struct PartitionClient {
 
     /// Each broker's throttle, shared with the other clients of the same [`super::Client`].
     throttles: Arc<BrokerThrottles>,
+
+    /// The idempotent producer's state, when the client has a producer id (patched, see
+    /// PATCHED.md).
+    idempotence: Option<Idempotence>,
+}
+
+/// A partition's share of the idempotent producer.
+#[derive(Debug)]
+struct Idempotence {
+    ids: Arc<ProducerIds>,
+    /// Held from a batch's sequence being assigned until its outcome is known: one produce
+    /// request in flight per partition, well within the broker's window of 5 (KIP-98), so
+    /// batches reach the log in the order their sequences were assigned, a batch sent again
+    /// carries its same sequence, and a batch's outcome is known before the next is numbered.
+    sequence: Mutex<PartitionSequence>,
 }
 
 impl std::fmt::Debug for PartitionClient {
@@ -156,6 +175,7 @@ impl PartitionClient {
         unknown_topic_handling: UnknownTopicHandling,
         backoff_config: Arc<BackoffConfig>,
         throttles: Arc<BrokerThrottles>,
+        producer_ids: Option<Arc<ProducerIds>>,
     ) -> Result<Self> {
         let p = Self::with_leader(
             topic,
@@ -165,6 +185,7 @@ impl PartitionClient {
             unknown_topic_handling,
             backoff_config,
             throttles,
+            producer_ids,
         );
 
         // Force discover and establish a cached connection to the leader
@@ -192,6 +213,7 @@ impl PartitionClient {
     ///
     /// Patched (see PATCHED.md): [`Self::new`] reads the topic's metadata for each partition, so
     /// [`super::Client::partition_clients`] builds the clients of a whole topic with this.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn with_leader(
         topic: String,
         partition: i32,
@@ -200,6 +222,7 @@ impl PartitionClient {
         unknown_topic_handling: UnknownTopicHandling,
         backoff_config: Arc<BackoffConfig>,
         throttles: Arc<BrokerThrottles>,
+        producer_ids: Option<Arc<ProducerIds>>,
     ) -> Self {
         Self {
             topic,
@@ -216,6 +239,10 @@ impl PartitionClient {
             }),
             unknown_topic_handling,
             throttles,
+            idempotence: producer_ids.map(|ids| Idempotence {
+                ids,
+                sequence: Mutex::new(PartitionSequence::default()),
+            }),
         }
     }
 
@@ -241,22 +268,76 @@ impl PartitionClient {
         }
 
         let n = records.len() as i64;
-        let request = &build_produce_request(self.partition, &self.topic, records, compression);
+        let mut request = build_produce_request(self.partition, &self.topic, records, compression);
+        let Some(idempotence) = &self.idempotence else {
+            return self.send_produce(&request, n, false).await.0;
+        };
 
-        maybe_retry(
+        // Patched (see PATCHED.md): the idempotent producer.
+        let mut sequence = idempotence.sequence.lock().await;
+        let mut restarted = false;
+        loop {
+            let producer = match sequence.producer() {
+                Some(producer) => producer,
+                None => {
+                    let producer = match sequence.failed_producer() {
+                        Some(failed) => idempotence.ids.replace(failed).await?,
+                        None => idempotence.ids.current().await,
+                    };
+                    sequence.start(producer);
+                    producer
+                }
+            };
+            let base_sequence = sequence.send();
+            set_producer(&mut request, producer, base_sequence);
+            let (result, sends) = self.send_produce(&request, n, true).await;
+            let outcome = match &result {
+                Ok(_) => Outcome::Written,
+                Err(e) => Outcome::of_error(e, sends),
+            };
+            sequence.settle(n as i32, outcome);
+            // A batch whose sequence the broker no longer accepts was not appended: sent
+            // once more, first under a new producer id.
+            if outcome == Outcome::SequenceLost && !restarted {
+                restarted = true;
+                info!(
+                    topic = %self.topic,
+                    partition = self.partition,
+                    producer_id = producer.id,
+                    base_sequence,
+                    e = %result.as_ref().err().map(ToString::to_string).unwrap_or_default(),
+                    "the broker does not accept this producer's sequence: starting again under a new producer id",
+                );
+                continue;
+            }
+            return result;
+        }
+    }
+
+    /// Sends a produce request until it is answered or its retries end; the result and how
+    /// many times it was sent.
+    async fn send_produce(
+        &self,
+        request: &ProduceRequest,
+        n: i64,
+        idempotent: bool,
+    ) -> (Result<Vec<i64>>, usize) {
+        let sends = &std::sync::atomic::AtomicUsize::new(0);
+        let result = maybe_retry(
             &self.backoff_config,
             self.unknown_topic_handling,
             self,
             "produce",
             || async move {
-                let (response, r#gen) = self
-                    .request_leader(request, |r| r.throttle_time_ms)
-                    .await?;
-                process_produce_response(self.partition, &self.topic, n, response)
+                sends.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let (response, r#gen) =
+                    self.request_leader(request, |r| r.throttle_time_ms).await?;
+                process_produce_response(self.partition, &self.topic, n, idempotent, response)
                     .map_err(|e| ErrorOrThrottle::Error((e, Some(r#gen))))
             },
         )
-        .await
+        .await;
+        (result, sends.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Fetch `bytes` bytes of record data starting at sequence number `offset`
@@ -282,9 +363,8 @@ impl PartitionClient {
             self,
             "fetch_records",
             || async move {
-                let (response, r#gen) = self
-                    .request_leader(request, |r| r.throttle_time_ms)
-                    .await?;
+                let (response, r#gen) =
+                    self.request_leader(request, |r| r.throttle_time_ms).await?;
                 process_fetch_response(self.partition, &self.topic, response, offset)
                     .map_err(|e| ErrorOrThrottle::Error((e, Some(r#gen))))
             },
@@ -312,9 +392,8 @@ impl PartitionClient {
             self,
             "get_offset",
             || async move {
-                let (response, r#gen) = self
-                    .request_leader(request, |r| r.throttle_time_ms)
-                    .await?;
+                let (response, r#gen) =
+                    self.request_leader(request, |r| r.throttle_time_ms).await?;
                 process_list_offsets_response(self.partition, &self.topic, response)
                     .map_err(|e| ErrorOrThrottle::Error((e, Some(r#gen))))
             },
@@ -525,8 +604,7 @@ impl PartitionClient {
         // first request checks it (a broker that is not the leader says so, and this client then
         // looks the leader up as below). Checking it here would cost a metadata request for the
         // whole topic per partition.
-        let (leader, gen_leader_from_arbitrary, verify) = match current_broker.leader_hint.take()
-        {
+        let (leader, gen_leader_from_arbitrary, verify) = match current_broker.leader_hint.take() {
             Some(leader) => (leader, None, false),
             None => {
                 // Perform a request to fetch the topic metadata to determine the
@@ -696,6 +774,20 @@ where
                 Err(ErrorOrThrottle::Error(e)) => e,
             };
 
+            // Patched (PATCHED.md): the idempotent producer starts again under a new producer
+            // id (`PartitionClient::produce`): recovered from, not a fatal error.
+            if let Error::ServerError {
+                protocol_error:
+                    ProtocolError::OutOfOrderSequenceNumber
+                    | ProtocolError::UnknownProducerId
+                    | ProtocolError::InvalidProducerEpoch
+                    | ProtocolError::ProducerFenced,
+                ..
+            } = &error
+            {
+                return ControlFlow::Break(Err(error));
+            }
+
             // Patched (PATCHED.md): a throttle that outlasts the deadline ends the request
             // unsent; the broker's flow control, not a fault worth an error line per request.
             if let Error::ServerError {
@@ -843,10 +935,24 @@ fn build_produce_request(
     }
 }
 
+/// Writes the idempotent producer's id, epoch and base sequence into the request's batch.
+fn set_producer(request: &mut ProduceRequest, producer: ProducerIdentity, base_sequence: i32) {
+    for topic in &mut request.topic_data {
+        for partition in &mut topic.partition_data {
+            for batch in &mut partition.records.0 {
+                batch.producer_id = producer.id;
+                batch.producer_epoch = producer.epoch;
+                batch.base_sequence = base_sequence;
+            }
+        }
+    }
+}
+
 fn process_produce_response(
     partition: i32,
     topic: &str,
     num_records: i64,
+    idempotent: bool,
     response: ProduceResponse,
 ) -> Result<Vec<i64>> {
     let response = response
@@ -874,16 +980,29 @@ fn process_produce_response(
     }
 
     match response.error {
-        Some(e) => Err(Error::ServerError {
-            protocol_error: e,
-            error_message: None,
-            request: RequestContext::Partition(topic.to_owned(), partition),
-            response: None,
-            is_virtual: false,
-        }),
+        // Patched (see PATCHED.md): the batch was appended by an earlier send whose answer was
+        // lost. Kafka answers such a duplicate of one of the producer's last 5 batches without
+        // an error and with its original offset (KIP-98); tansu 0.6 answers
+        // DUPLICATE_SEQUENCE_NUMBER (46) with no offset (-1). Either way it is the batch's
+        // success: its offsets when the answer has them, else -1 each (unknown), as the Java
+        // producer's `RecordMetadata` reports them.
+        Some(ProtocolError::DuplicateSequenceNumber)
+            if idempotent && response.base_offset.0 < 0 =>
+        {
+            Ok(vec![-1; num_records as usize])
+        }
+        Some(e) if !(idempotent && e == ProtocolError::DuplicateSequenceNumber) => {
+            Err(Error::ServerError {
+                protocol_error: e,
+                error_message: None,
+                request: RequestContext::Partition(topic.to_owned(), partition),
+                response: None,
+                is_virtual: false,
+            })
+        }
         // Patched (see PATCHED.md): an offset the broker sends never overflows (a panic in
         // debug builds).
-        None => (0..num_records)
+        _ => (0..num_records)
             .map(|x| response.base_offset.0.checked_add(x))
             .collect::<Option<Vec<i64>>>()
             .ok_or_else(|| {
@@ -1181,5 +1300,87 @@ fn process_delete_records_response(
             is_virtual: false,
         }),
         None => Ok(response_partition),
+    }
+}
+
+#[cfg(test)]
+mod idempotence_tests {
+    //! Patched (see PATCHED.md): the idempotent producer's side of building and reading a
+    //! produce request.
+    use super::*;
+
+    fn answer(error: Option<ProtocolError>, base_offset: i64) -> ProduceResponse {
+        ProduceResponse {
+            responses: vec![crate::protocol::messages::ProduceResponseResponse {
+                name: String_("t".to_owned()),
+                partition_responses: vec![
+                    crate::protocol::messages::ProduceResponsePartitionResponse {
+                        index: Int32(2),
+                        error,
+                        base_offset: Int64(base_offset),
+                        log_append_time_ms: None,
+                        log_start_offset: None,
+                    },
+                ],
+            }],
+            throttle_time_ms: None,
+        }
+    }
+
+    #[test]
+    fn a_duplicate_is_the_batch_s_success_with_its_offsets_when_the_answer_has_them() {
+        let duplicate = Some(ProtocolError::DuplicateSequenceNumber);
+        assert_eq!(
+            process_produce_response(2, "t", 3, true, answer(duplicate, -1)).unwrap(),
+            [-1, -1, -1],
+            "tansu: no offset"
+        );
+        assert_eq!(
+            process_produce_response(2, "t", 2, true, answer(duplicate, 40)).unwrap(),
+            [40, 41]
+        );
+        assert_eq!(
+            process_produce_response(2, "t", 2, true, answer(None, 7)).unwrap(),
+            [7, 8]
+        );
+        assert!(matches!(
+            process_produce_response(2, "t", 2, false, answer(duplicate, 40)),
+            Err(Error::ServerError {
+                protocol_error: ProtocolError::DuplicateSequenceNumber,
+                ..
+            })
+        ));
+        assert!(matches!(
+            process_produce_response(
+                2,
+                "t",
+                2,
+                true,
+                answer(Some(ProtocolError::OutOfOrderSequenceNumber), -1)
+            ),
+            Err(Error::ServerError {
+                protocol_error: ProtocolError::OutOfOrderSequenceNumber,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn the_producer_id_epoch_and_base_sequence_go_into_the_batch() {
+        let record = Record {
+            key: None,
+            value: Some(b"v".to_vec()),
+            headers: Default::default(),
+            timestamp: Utc.timestamp_millis_opt(1).unwrap(),
+        };
+        let mut request =
+            build_produce_request(2, "t", vec![record], Compression::NoCompression);
+        let batch = |r: &ProduceRequest| {
+            let b = &r.topic_data[0].partition_data[0].records.0[0];
+            (b.producer_id, b.producer_epoch, b.base_sequence)
+        };
+        assert_eq!(batch(&request), (-1, -1, -1), "not idempotent");
+        set_producer(&mut request, ProducerIdentity { id: 12, epoch: 3 }, 40);
+        assert_eq!(batch(&request), (12, 3, 40));
     }
 }
