@@ -170,6 +170,13 @@ impl<P: Produce> App<P> {
         self.verifier.as_ref().map_or(0, Verifier::cached_tokens)
     }
 
+    /// Token cache `(hits, misses)` (metrics).
+    pub(crate) fn token_cache_lookups(&self) -> (u64, u64) {
+        self.verifier
+            .as_ref()
+            .map_or((0, 0), Verifier::token_cache_lookups)
+    }
+
     /// Checks the request's token from its headers alone, before a byte of the body is read.
     pub(crate) async fn authorize(&self, headers: &HeaderMap) -> Result<(), DeliveryError> {
         let Some(verifier) = &self.verifier else {

@@ -4,7 +4,7 @@
 pub(crate) mod settings;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::HeaderMap;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -228,6 +228,8 @@ pub struct InflightPermit {
     budget: InflightBudget,
     _request: OwnedSemaphorePermit,
     bytes: Option<OwnedSemaphorePermit>,
+    /// When the delivery's head was admitted: where its latency is measured from.
+    admitted: Instant,
 }
 
 impl InflightBudget {
@@ -242,8 +244,8 @@ impl InflightBudget {
         }
     }
 
-    /// Admits one more delivery, holding no bytes yet.
-    pub(crate) fn admit(&self) -> Result<InflightPermit, Overloaded> {
+    /// Admits one more delivery, holding no bytes yet, whose head was admitted at `admitted`.
+    pub(crate) fn admit(&self, admitted: Instant) -> Result<InflightPermit, Overloaded> {
         let request = Arc::clone(&self.requests)
             .try_acquire_owned()
             .map_err(|_| Overloaded::Requests(self.limits.max_requests))?;
@@ -251,6 +253,7 @@ impl InflightBudget {
             budget: self.clone(),
             _request: request,
             bytes: None,
+            admitted,
         })
     }
 
@@ -285,6 +288,11 @@ impl InflightPermit {
             None => self.bytes = Some(more),
         }
         Ok(())
+    }
+
+    /// When the delivery's head was admitted.
+    pub(crate) fn admitted(&self) -> Instant {
+        self.admitted
     }
 
     /// Bytes this delivery holds.
@@ -493,12 +501,15 @@ mod tests {
             max_bytes: 100,
             max_requests: 2,
         });
-        let mut first = budget.admit().unwrap();
+        let mut first = budget.admit(Instant::now()).unwrap();
         first.reserve(60).unwrap();
         first.reserve(0).unwrap();
         assert_eq!(first.reserved(), 60);
-        let mut second = budget.admit().unwrap();
-        assert_eq!(budget.admit().unwrap_err(), Overloaded::Requests(2));
+        let mut second = budget.admit(Instant::now()).unwrap();
+        assert_eq!(
+            budget.admit(Instant::now()).unwrap_err(),
+            Overloaded::Requests(2)
+        );
         assert_eq!(second.reserve(41).unwrap_err(), Overloaded::Bytes(100));
         second.reserve(40).unwrap();
         assert_eq!(budget.bytes_in_flight(), 100);
@@ -506,7 +517,7 @@ mod tests {
         drop(first);
         assert_eq!(budget.bytes_in_flight(), 40);
         assert_eq!(budget.requests_in_flight(), 1);
-        assert!(budget.admit().is_ok());
+        assert!(budget.admit(Instant::now()).is_ok());
         drop(second);
         assert_eq!(budget.bytes_in_flight(), 0);
         assert_eq!(budget.requests_in_flight(), 0);
@@ -518,7 +529,7 @@ mod tests {
             max_bytes: u64::MAX,
             max_requests: 1,
         });
-        let mut permit = budget.admit().unwrap();
+        let mut permit = budget.admit(Instant::now()).unwrap();
         assert!(permit.reserve(usize::MAX).is_err());
         assert_eq!(permit.reserved(), 0);
     }

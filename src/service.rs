@@ -6,7 +6,7 @@
 //! pipeline is caught here and answered 500 (counted, logged), without a task per request.
 
 use std::panic::AssertUnwindSafe;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::FutureExt as _;
@@ -122,11 +122,16 @@ impl<P: Produce> Service<P> {
             Head::Delivery(permit) => permit,
         };
         let limit = self.config().max_body_bytes;
+        let admitted = permit.admitted();
         if body.len() > limit {
-            return self.refuse(DeliveryError::BodyTooLarge { limit }, &head.headers);
+            return self.refuse(
+                DeliveryError::BodyTooLarge { limit },
+                &head.headers,
+                admitted,
+            );
         }
         if let Err(overloaded) = permit.reserve(body.len()) {
-            return self.refuse(overloaded.into(), &head.headers);
+            return self.refuse(overloaded.into(), &head.headers, admitted);
         }
         self.deliver(&head, body, permit).await
     }
@@ -137,11 +142,14 @@ impl<P: Produce> Service<P> {
     /// The token is verified here, before the body is read, so an unauthenticated client never
     /// gets a `100 Continue`, never has its body read, and never holds in-flight budget.
     pub(crate) async fn admit(&self, head: &Parts) -> Head {
+        // Where the delivery's latency is measured from: its head is complete, nothing of it
+        // is checked yet (the token may wait for a JWKS fetch).
+        let admitted = Instant::now();
         let target = head.uri.path_and_query().map_or("/", |p| p.as_str());
         if let Err(too_large) =
             crate::limits::check_head(head.method.as_str(), target, &head.headers)
         {
-            return Head::Answered(self.refuse(too_large.into(), &head.headers));
+            return Head::Answered(self.refuse(too_large.into(), &head.headers, admitted));
         }
         match (&head.method, head.uri.path()) {
             (&Method::GET | &Method::HEAD, "/healthz") => return Head::Answered(self.liveness()),
@@ -150,17 +158,21 @@ impl<P: Produce> Service<P> {
             (&Method::POST, _) => {}
             (method, _) => {
                 let method = crate::error::bounded_echo(method.as_str());
-                return Head::Answered(
-                    self.refuse(DeliveryError::MethodNotAllowed(method), &head.headers),
-                );
+                return Head::Answered(self.refuse(
+                    DeliveryError::MethodNotAllowed(method),
+                    &head.headers,
+                    admitted,
+                ));
             }
         }
         if let Err(e) = self.app.authorize(&head.headers).await {
-            return Head::Answered(self.refuse(e, &head.headers));
+            return Head::Answered(self.refuse(e, &head.headers, admitted));
         }
-        match self.inflight.admit() {
+        match self.inflight.admit(admitted) {
             Ok(permit) => Head::Delivery(permit),
-            Err(overloaded) => Head::Answered(self.refuse(overloaded.into(), &head.headers)),
+            Err(overloaded) => {
+                Head::Answered(self.refuse(overloaded.into(), &head.headers, admitted))
+            }
         }
     }
 
@@ -175,6 +187,7 @@ impl<P: Produce> Service<P> {
         body: Bytes,
         permit: InflightPermit,
     ) -> Response<Bytes> {
+        let admitted = permit.admitted();
         // Created before the flag is read, so none is missed (see `Signal::notified`).
         let abandon = self.abandoned.notified();
         let outcome = if self.abandoned.is_raised() {
@@ -230,21 +243,32 @@ impl<P: Produce> Service<P> {
             }
             Err(error) => self.fail(&error, outcome.message_id.as_deref(), &head.headers),
         };
-        self.metrics.record(response.status().as_u16());
+        self.count(response.status().as_u16(), admitted);
         response
     }
 
     /// Answers a delivery that failed before its pipeline ran (method, token, body, budget):
-    /// one log line, counted in the metrics.
-    pub(crate) fn refuse(&self, error: DeliveryError, headers: &HeaderMap) -> Response<Bytes> {
+    /// one log line, counted and timed (from `admitted`, its head's admission) in the metrics.
+    pub(crate) fn refuse(
+        &self,
+        error: DeliveryError,
+        headers: &HeaderMap,
+        admitted: Instant,
+    ) -> Response<Bytes> {
         let response = self.fail(&error, None, headers);
-        self.metrics.record(response.status().as_u16());
+        self.count(response.status().as_u16(), admitted);
         response
+    }
+
+    /// Counts an answered delivery by its status and times it from its head's admission.
+    fn count(&self, status: u16, admitted: Instant) {
+        self.metrics.record(status);
+        self.metrics.observe_delivery(status, admitted.elapsed());
     }
 
     /// Logs and counts a request the HTTP parser refused and answered itself (a head it could
     /// not read, or over its bounds), which never reached the service: one line and one count,
-    /// as every other refusal gets.
+    /// as every other refusal gets. Not timed: no head was admitted to time it from.
     pub(crate) fn refused_by_transport(&self, error: &DeliveryError) {
         self.log_failure(error, None, None);
         self.metrics.record(error.status().as_u16());
@@ -281,6 +305,7 @@ impl<P: Produce> Service<P> {
 
     fn metrics_text(&self) -> Response<Bytes> {
         let (produce_requests, produced_records) = self.app.producer().produced();
+        let (token_cache_hits, token_cache_misses) = self.app.token_cache_lookups();
         let gauges = Gauges {
             produce_requests,
             produced_records,
@@ -288,6 +313,10 @@ impl<P: Produce> Service<P> {
             inflight_requests: self.inflight.requests_in_flight(),
             inflight_bytes: self.inflight.bytes_in_flight(),
             schema_cache: self.app.schema_cache(),
+            produce: self.app.producer().produce_histograms(),
+            kafka_connected: self.app.producer().connected_within(self.contact_window()),
+            token_cache_hits,
+            token_cache_misses,
         };
         Response::builder()
             .header(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")
@@ -309,10 +338,14 @@ impl<P: Produce> Service<P> {
         }
     }
 
+    /// How recently Kafka must have answered to count as reached: metadata is re-read every
+    /// refresh interval, so two missed reads mean Kafka is gone.
+    fn contact_window(&self) -> Duration {
+        (self.config().kafka.metadata_refresh * 2).max(Duration::from_secs(10))
+    }
+
     fn readiness(&self) -> Response<Bytes> {
-        // Metadata is re-read every refresh interval; two missed reads mean Kafka is gone.
-        let window = (self.config().kafka.metadata_refresh * 2).max(Duration::from_secs(10));
-        if self.app.producer().reached_within(window) {
+        if self.app.producer().reached_within(self.contact_window()) {
             plain(StatusCode::OK, "ready")
         } else {
             plain(

@@ -33,6 +33,10 @@ pub(crate) struct TokenCache<V> {
     entries: HashMap<Arc<[u8]>, Entry<V>, foldhash::fast::RandomState>,
     /// Monotonic use counter: the entry with the smallest `last_used` is the least recent.
     clock: u64,
+    /// Lookups that found a live verdict, and lookups that did not (metrics). Plain counts:
+    /// the cache is only used under its owner's lock.
+    hits: u64,
+    misses: u64,
 }
 
 impl<V: Clone> TokenCache<V> {
@@ -42,16 +46,23 @@ impl<V: Clone> TokenCache<V> {
             capacity: capacity.max(1),
             entries: HashMap::default(),
             clock: 0,
+            hits: 0,
+            misses: 0,
         }
     }
 
     /// The verdict for `token` if it is cached and not expired at `now`.
     pub(crate) fn get(&mut self, token: &[u8], now: u64) -> Option<V> {
-        let entry = self.entries.get_mut(token)?;
+        let Some(entry) = self.entries.get_mut(token) else {
+            self.misses += 1;
+            return None;
+        };
         if entry.expires_at <= now {
             self.entries.remove(token);
+            self.misses += 1;
             return None;
         }
+        self.hits += 1;
         self.clock += 1;
         entry.last_used = self.clock;
         Some(entry.value.clone())
@@ -86,6 +97,11 @@ impl<V: Clone> TokenCache<V> {
                 last_used: self.clock,
             },
         );
+    }
+
+    /// `(hits, misses)` of [`TokenCache::get`] so far.
+    pub(crate) fn lookups(&self) -> (u64, u64) {
+        (self.hits, self.misses)
     }
 
     /// Tokens held (expired ones included until they are touched or evicted).
@@ -247,6 +263,19 @@ mod tests {
                 "round {round}"
             );
         }
+    }
+
+    #[test]
+    fn counts_lookups_that_find_a_live_verdict_and_those_that_do_not() {
+        let mut cache = TokenCache::new(4);
+        assert_eq!(cache.lookups(), (0, 0));
+        cache.get(b"a", 0);
+        cache.insert(b"a", 1, 100, 0);
+        cache.get(b"a", 10);
+        cache.get(b"a", 99);
+        cache.get(b"b", 99);
+        cache.get(b"a", 100); // expired
+        assert_eq!(cache.lookups(), (2, 3));
     }
 
     #[test]

@@ -340,6 +340,15 @@ impl Verifier {
     pub(crate) fn cached_tokens(&self) -> usize {
         lock(&self.accepted).len()
     }
+
+    /// Token cache `(hits, misses)` (metrics): a hit is a verdict, accepted or refused, found
+    /// cached; a miss a token checked in full. A token not among the accepted is looked up
+    /// among the refused, so the refused cache's misses are the tokens checked in full.
+    pub(crate) fn token_cache_lookups(&self) -> (u64, u64) {
+        let (accepted_hits, _) = lock(&self.accepted).lookups();
+        let (refused_hits, misses) = lock(&self.refused).lookups();
+        (accepted_hits + refused_hits, misses)
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -69,6 +69,14 @@ impl KafkaProducer {
         Ok(())
     }
 
+    /// Whether Kafka answers now (the connection gauge): it answered within `window`, and no
+    /// delivery has failed for want of an answer since. A cluster that stops answering shows at
+    /// the first delivery that times out, or, without deliveries, when `window` has passed
+    /// without a metadata read.
+    pub(crate) fn connected_within(&self, window: Duration) -> bool {
+        self.reached_within(window) && self.inner.failing_since_ms.load(Ordering::Relaxed) == 0
+    }
+
     /// Whether the cluster answered within `window` (readiness).
     pub(crate) fn reached_within(&self, window: Duration) -> bool {
         let last = self.inner.last_contact_ms.load(Ordering::Relaxed);

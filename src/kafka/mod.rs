@@ -26,6 +26,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use crate::limits::InflightPermit;
+use crate::metrics::ProduceHistograms;
 use crate::record::KafkaRecord;
 
 pub(crate) use connection::connect;
@@ -67,6 +68,17 @@ pub trait Produce: Send + Sync + 'static {
 
     /// `(produce requests, records)` acknowledged so far (metrics).
     fn produced(&self) -> (u64, u64);
+
+    /// Latency and records per request of the produce requests acknowledged so far (metrics).
+    fn produce_histograms(&self) -> ProduceHistograms {
+        ProduceHistograms::default()
+    }
+
+    /// Whether Kafka answers now (metrics): reached within `window`, and, where the producer
+    /// tells, no delivery failed for want of an answer since.
+    fn connected_within(&self, window: Duration) -> bool {
+        self.reached_within(window)
+    }
 }
 
 impl Produce for KafkaProducer {
@@ -89,5 +101,13 @@ impl Produce for KafkaProducer {
 
     fn produced(&self) -> (u64, u64) {
         self.stats().snapshot()
+    }
+
+    fn produce_histograms(&self) -> ProduceHistograms {
+        self.stats().histograms()
+    }
+
+    fn connected_within(&self, window: Duration) -> bool {
+        Self::connected_within(self, window)
     }
 }

@@ -20,13 +20,19 @@ use super::metadata::LoadOutcome;
 use super::partition::{RoundRobin, choose_partition};
 use super::settings::{CompressionCodec, KafkaConfig};
 use super::{Ack, KafkaError};
+use crate::metrics::{BatchRecords, Histogram, Latency, ProduceHistograms};
 use crate::record::KafkaRecord;
 
-/// Produce requests and records acknowledged, to show how well concurrent deliveries batch.
+/// Produce requests and records acknowledged, to show how well concurrent deliveries batch
+/// and how long Kafka takes.
 #[derive(Debug, Default)]
 pub struct ProduceStats {
     requests: AtomicU64,
     records: AtomicU64,
+    /// Time from sending each acknowledged request to its acknowledgement.
+    duration: Histogram<Latency>,
+    /// Records per acknowledged request.
+    batch_records: Histogram<BatchRecords>,
 }
 
 impl ProduceStats {
@@ -36,6 +42,14 @@ impl ProduceStats {
             self.requests.load(Ordering::Relaxed),
             self.records.load(Ordering::Relaxed),
         )
+    }
+
+    /// Latency and records per request of the requests acknowledged so far.
+    pub(crate) fn histograms(&self) -> ProduceHistograms {
+        ProduceHistograms {
+            duration: self.duration.snapshot(),
+            batch_records: self.batch_records.snapshot(),
+        }
     }
 }
 
@@ -58,12 +72,15 @@ impl ProducerClient for CountingClient {
     fn produce(&self, records: Vec<Record>, compression: Compression) -> ProduceFuture<'_> {
         let count = records.len() as u64;
         Box::pin(async move {
+            let sent = Instant::now();
             let offsets =
                 tokio::time::timeout(self.write_timeout, self.inner.produce(records, compression))
                     .await
                     .map_err(|_| ClientError::Timeout)??;
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
             self.stats.records.fetch_add(count, Ordering::Relaxed);
+            self.stats.duration.observe_duration(sent.elapsed());
+            self.stats.batch_records.observe(count);
             Ok(offsets)
         })
     }

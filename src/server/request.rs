@@ -64,8 +64,9 @@ pub(crate) async fn serve<P: Produce>(
     match body {
         Ok(body) => Ok(finish(service.deliver(&head, body, permit).await, false)),
         Err(failure) => {
+            let admitted = permit.admitted();
             drop(permit);
-            let response = service.refuse(failure.error, &head.headers);
+            let response = service.refuse(failure.error, &head.headers, admitted);
             Ok(finish(response, failure.unread && http1))
         }
     }
