@@ -46,6 +46,7 @@ pub(crate) mod logging;
 pub(crate) mod metrics;
 pub mod record;
 pub(crate) mod registry;
+pub mod replay;
 pub mod server;
 pub(crate) mod service;
 pub(crate) mod setting;
