@@ -1,4 +1,4 @@
-//! The command line: the commands (`serve`, `check`), `--help` and `--version`, and every
+//! The command line: the commands (`serve`, `check`, `replay`), `--help` and `--version`, and every
 //! stage's settings (`Settings`) as flags and their environment variables (clap's `env`).
 //!
 //! Here clap only gathers the values as given (a flag wins over its variable);

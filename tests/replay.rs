@@ -354,3 +354,27 @@ async fn replay_without_a_dead_letter_topic_says_so() {
     assert_eq!(bad.code, Some(2), "{bad:#?}");
     assert!(bad.stderr.contains("is not PARTITION:OFFSET"), "{bad:#?}");
 }
+
+#[test]
+fn docs_show_the_replay_options_as_the_binary_prints_them() {
+    let output = Command::new(BINARY)
+        .args(["replay", "-h"])
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8(output.stdout).unwrap();
+    // The command's own part: the settings every command takes follow, under their headings.
+    let own = help.split("\nHTTP:\n").next().unwrap();
+    let docs =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/replay.md")).unwrap();
+    let block = docs
+        .split("<!-- help: pubsub-kafka-bridge replay -h (its own options) -->\n```text\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("docs/replay.md has the replay -h block");
+    assert_eq!(
+        block, own,
+        "docs/replay.md's replay -h block is out of date"
+    );
+}

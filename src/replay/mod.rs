@@ -191,7 +191,7 @@ async fn replay(
             .map_err(|e| format!("{what}: first offset: {e}"))?;
         // The high watermark of a fetch, not ListOffsets: some brokers answer that late.
         let (_, end) = client
-            .fetch_records(earliest, 1..fetch_bytes, 0)
+            .fetch_records(earliest, 0..1, 0)
             .await
             .map_err(|e| format!("{what}: end offset: {e}"))?;
         partitions.push(Partition {
@@ -388,6 +388,9 @@ impl<'a> Run<'a> {
                 }
             };
             for record in records {
+                if interrupted.load(Ordering::SeqCst) {
+                    self.stop("interrupted".to_owned());
+                }
                 if self.stopped.is_some() {
                     break;
                 }
@@ -502,7 +505,9 @@ impl<'a> Run<'a> {
             Verdict::Unmarked { code, error } => {
                 self.tally.replayed(&code);
                 self.replayed.messages.extend(message);
+                // Written: the position moves past it, so a resumed run does not write it again.
                 self.advance(partition, offset);
+                settled = false;
                 self.stop(format!(
                     "{at} was replayed, but its replay marker was not written ({error}): a later run from before it writes it again"
                 ));
