@@ -39,7 +39,8 @@ pub enum Command {
     /// the JWKS endpoint and the schema registry; one line per check, exit 0 only if all pass.
     Check,
     /// Run the dead letters of KAFKA_DLQ_TOPIC through the pipeline with the current settings:
-    /// write what succeeds now, leave what still fails; exit 0 when read to the end (docs/replay.md).
+    /// write what succeeds now, leave what still fails; exit 0 when read to the end
+    /// (docs/replay.md).
     Replay(crate::replay::ReplayArgs),
 }
 
