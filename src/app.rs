@@ -26,6 +26,9 @@ use crate::routes::{Decision, NoRoute};
 pub(crate) const HEADER_ERROR: &str = "pubsub.error";
 /// Header with the human-readable failure of a dead-lettered delivery.
 pub(crate) const HEADER_ERROR_MESSAGE: &str = "pubsub.error_message";
+/// Header with the request headers of a dead-lettered unwrapped push, whose metadata and
+/// attributes its body lacks (`envelope::request_headers`): what a replay reads it again from.
+pub(crate) const HEADER_REQUEST_HEADERS: &str = "pubsub.request_headers";
 
 /// A configuration that cannot run.
 #[derive(Debug, thiserror::Error)]
@@ -207,7 +210,7 @@ impl<P: Produce> App<P> {
             Ok(acked) => Ok(acked),
             Err(error) if error.is_dead_letter() => match &kept_for_dead_letter {
                 Some(body) => {
-                    self.dead_letter(body, error, message_id.as_deref(), permit.take())
+                    self.dead_letter(headers, body, error, message_id.as_deref(), permit.take())
                         .await
                 }
                 None => Err(error),
@@ -281,9 +284,23 @@ impl<P: Produce> App<P> {
         Ok(Acked::Record(ack))
     }
 
+    /// Runs a dead letter's original request through the pipeline as it stands now, writing
+    /// what succeeds. The token is not checked again (it was verified when the request arrived,
+    /// and it has long expired), and what still fails is not dead-lettered again: it is the
+    /// caller's to report, and stays where it is (`pubsub-kafka-bridge replay`).
+    pub(crate) async fn redeliver(
+        &self,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Result<Ack, DeliveryError> {
+        self.produce_delivery(headers, body, &mut None, &mut None)
+            .await
+    }
+
     /// Writes an undeliverable request to the dead-letter topic.
     async fn dead_letter(
         &self,
+        request: &HeaderMap,
         body: &Bytes,
         error: DeliveryError,
         message_id: Option<&str>,
@@ -300,6 +317,9 @@ impl<P: Produce> App<P> {
         );
         if let Some(id) = message_id {
             headers.insert(record::HEADER_MESSAGE_ID.to_owned(), id.as_bytes().to_vec());
+        }
+        if let Some(kept) = envelope::request_headers::kept(request, self.config.push_payload) {
+            headers.insert(HEADER_REQUEST_HEADERS.to_owned(), kept);
         }
         let record = KafkaRecord {
             key: message_id.map(|id| id.as_bytes().to_vec()),

@@ -1,4 +1,4 @@
-//! The command line: the commands (`serve`, `check`), `--help` and `--version`, and every
+//! The command line: the commands (`serve`, `check`, `replay`), `--help` and `--version`, and every
 //! stage's settings (`Settings`) as flags and their environment variables (clap's `env`).
 //!
 //! Here clap only gathers the values as given (a flag wins over its variable);
@@ -31,13 +31,17 @@ pub struct Cli {
 }
 
 /// The commands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
 pub enum Command {
     /// Serve push deliveries on PORT (the default).
     Serve,
     /// Check the settings against the real Kafka cluster (TLS/SASL, every configured topic),
     /// the JWKS endpoint and the schema registry; one line per check, exit 0 only if all pass.
     Check,
+    /// Run the dead letters of KAFKA_DLQ_TOPIC through the pipeline with the current settings:
+    /// write what succeeds now, leave what still fails; exit 0 when read to the end
+    /// (docs/replay.md).
+    Replay(crate::replay::ReplayArgs),
 }
 
 /// What the command line asks for.

@@ -47,6 +47,7 @@ pub(crate) mod metrics;
 pub(crate) mod pubsub_schema;
 pub mod record;
 pub(crate) mod registry;
+pub mod replay;
 pub(crate) mod routes;
 pub mod server;
 pub(crate) mod service;

@@ -1,5 +1,6 @@
-//! `pubsub-kafka-bridge`: the HTTP server binary (Cloud Run, or any container host), and
-//! `pubsub-kafka-bridge check`, which tries the settings against the real services.
+//! `pubsub-kafka-bridge`: the HTTP server binary (Cloud Run, or any container host),
+//! `pubsub-kafka-bridge check`, which tries the settings against the real services, and
+//! `pubsub-kafka-bridge replay`, which replays the dead-letter topic.
 
 use std::net::{Ipv6Addr, SocketAddr};
 use std::process::ExitCode;
@@ -59,8 +60,10 @@ async fn serve() -> ExitCode {
             Ok(configured) => configured,
             Err(code) => return code,
         };
-    if command == Command::Check {
-        return pubsub_kafka_bridge::check::run(&config).await;
+    match command {
+        Command::Check => return pubsub_kafka_bridge::check::run(&config).await,
+        Command::Replay(args) => return pubsub_kafka_bridge::replay::run(config, args).await,
+        Command::Serve => {}
     }
     let service = match pubsub_kafka_bridge::start(config) {
         Ok(service) => service,

@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use crate::timestamp::RecordTimestamp;
 
+pub(crate) mod request_headers;
 mod scan;
 pub(crate) mod settings;
 
@@ -207,19 +208,29 @@ pub fn parse_push(
     payload: PushPayload,
     now: impl FnOnce() -> chrono::DateTime<chrono::Utc>,
 ) -> Result<PubsubMessage, EnvelopeError> {
-    // A `HeaderName` built once: looking a `&str` up parses and lower-cases it on every call.
-    static UNWRAPPED_MESSAGE_ID: http::HeaderName =
-        http::HeaderName::from_static(HEADER_UNWRAPPED_MESSAGE_ID);
-    let unwrapped = match payload {
-        PushPayload::Auto => headers.contains_key(&UNWRAPPED_MESSAGE_ID),
-        PushPayload::Wrapped => false,
-        PushPayload::Unwrapped => true,
-    };
-    if unwrapped {
+    if reads_unwrapped(headers, payload) {
         parse_unwrapped(headers, body, now())
     } else {
         parse_wrapped(body)
     }
+}
+
+/// Whether [`parse_push`] reads this request as an unwrapped push.
+pub(crate) fn reads_unwrapped(headers: &HeaderMap, payload: PushPayload) -> bool {
+    // A `HeaderName` built once: looking a `&str` up parses and lower-cases it on every call.
+    static UNWRAPPED_MESSAGE_ID: http::HeaderName =
+        http::HeaderName::from_static(HEADER_UNWRAPPED_MESSAGE_ID);
+    match payload {
+        PushPayload::Auto => headers.contains_key(&UNWRAPPED_MESSAGE_ID),
+        PushPayload::Wrapped => false,
+        PushPayload::Unwrapped => true,
+    }
+}
+
+/// Whether a request header of an unwrapped push is one of the message's attributes (not
+/// HTTP's, a proxy's or the push's own).
+fn is_attribute_header(name: &str) -> bool {
+    !TRANSPORT_HEADERS.contains(&name) && !TRANSPORT_PREFIXES.iter().any(|p| name.starts_with(p))
 }
 
 /// Parses an unwrapped push: the body is the data, metadata and attributes are headers.
@@ -247,11 +258,7 @@ pub(crate) fn parse_unwrapped(
         .unwrap_or_else(|| now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
     let attributes = headers
         .iter()
-        .filter(|(name, _)| {
-            let name = name.as_str();
-            !TRANSPORT_HEADERS.contains(&name)
-                && !TRANSPORT_PREFIXES.iter().any(|p| name.starts_with(p))
-        })
+        .filter(|(name, _)| is_attribute_header(name.as_str()))
         .map(|(name, value)| {
             (
                 name.as_str().to_owned(),

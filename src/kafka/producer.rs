@@ -263,7 +263,9 @@ impl KafkaProducer {
             let topic = topic.to_owned();
             let progress = Arc::clone(&progress);
             async move {
-                let result = producer.produce_inner(&topic, record, &progress).await;
+                let result = producer
+                    .produce_inner(&topic, record, &progress, true)
+                    .await;
                 drop(hold);
                 result
             }
@@ -288,11 +290,36 @@ impl KafkaProducer {
         result
     }
 
+    /// Everything [`Self::produce_holding`] does before a record is sent (connect, load the
+    /// topic, choose the partition, check `KAFKA_MAX_RECORD_BYTES`) and nothing after: the
+    /// record is never sent, and the acknowledgement's offset is -1. A replay's dry run.
+    pub(crate) async fn rehearse(
+        &self,
+        topic: &str,
+        record: KafkaRecord,
+    ) -> Result<Ack, KafkaError> {
+        let timeout = self.inner.config.produce_timeout;
+        let progress = ProduceProgress {
+            partition: std::sync::atomic::AtomicI32::new(-1),
+            handed_over: std::sync::atomic::AtomicBool::new(false),
+        };
+        tokio::time::timeout(timeout, self.produce_inner(topic, record, &progress, false))
+            .await
+            .unwrap_or_else(|_| {
+                Err(KafkaError::Timeout {
+                    topic: topic.to_owned(),
+                    partition: progress.partition.load(Ordering::Acquire),
+                    after: timeout,
+                })
+            })
+    }
+
     async fn produce_inner(
         &self,
         topic: &str,
         record: KafkaRecord,
         progress: &ProduceProgress,
+        send: bool,
     ) -> Result<Ack, KafkaError> {
         let client = self.connected().await;
         let producers = self.topic(&client, topic).await?;
@@ -323,6 +350,12 @@ impl KafkaProducer {
                 partition: partition as i32,
                 size,
                 limit,
+            });
+        }
+        if !send {
+            return Ok(Ack {
+                partition: partition as i32,
+                offset: -1,
             });
         }
         progress.handed_over.store(true, Ordering::Release);
