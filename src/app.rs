@@ -292,7 +292,7 @@ impl<P: Produce> App<P> {
         &self,
         headers: &HeaderMap,
         body: Bytes,
-    ) -> Result<Ack, DeliveryError> {
+    ) -> Result<Acked, DeliveryError> {
         self.produce_delivery(headers, body, &mut None, &mut None)
             .await
     }
