@@ -549,7 +549,7 @@ struct BinaryReader<'s, 'd> {
     items_left: usize,
 }
 
-impl BinaryReader<'_, '_> {
+impl<'d> BinaryReader<'_, 'd> {
     fn datum(&mut self, node: NodeId, depth: usize) -> Walk<()> {
         if depth > MAX_DATA_DEPTH {
             return Err(Mismatch::new(format!(
@@ -622,14 +622,12 @@ impl BinaryReader<'_, '_> {
                 let values = *values;
                 self.blocks(|reader, i| {
                     let length = reader.length()?;
-                    let key = reader.take(length)?;
-                    let key = std::str::from_utf8(key)
-                        .map_err(|e| Mismatch::new(format!("the map key is not UTF-8: {e}")))
-                        .map_err(|e| e.at(index_segment(i)))?;
-                    let key = key.to_owned();
+                    let key = std::str::from_utf8(reader.take(length)?).map_err(|e| {
+                        Mismatch::new(format!("the map key is not UTF-8: {e}")).at(index_segment(i))
+                    })?;
                     reader
                         .datum(values, depth + 1)
-                        .map_err(|e| e.at(key_segment(&key)))
+                        .map_err(|e| e.at(key_segment(key)))
                 })?;
             }
             Node::Record(fields) => {
@@ -668,8 +666,9 @@ impl BinaryReader<'_, '_> {
         }
     }
 
-    fn take(&mut self, n: usize) -> Walk<&[u8]> {
-        let rest = &self.data[self.at..];
+    fn take(&mut self, n: usize) -> Walk<&'d [u8]> {
+        let data = self.data;
+        let rest = &data[self.at..];
         if n > rest.len() {
             return Err(Mismatch::new(format!(
                 "the datum ends {} bytes early",

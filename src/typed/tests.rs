@@ -908,3 +908,23 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn avro_binary_mismatch_inside_a_map_names_its_key() {
+    let schema = avro(r#"{"type": "map", "values": "int"}"#);
+    let mut data = vec![2, 2, b'k'];
+    super::avro::write_long(&mut data, 1 << 40);
+    data.push(0);
+    assert_eq!(
+        binary_mismatch(&schema, &data),
+        "$[\"k\"]: 1099511627776 does not fit an int"
+    );
+    assert!(
+        binary_mismatch(&schema, &[2, 2, 0xff, 0, 0]).starts_with("$[0]: the map key is not UTF-8")
+    );
+    assert!(
+        schema
+            .to_binary(DataEncoding::Binary, &[2, 2, b'k', 4, 0])
+            .is_ok()
+    );
+}
