@@ -12,10 +12,11 @@ use http::HeaderMap;
 use crate::auth::Verifier;
 use crate::auth::settings::AuthConfig;
 use crate::config::Config;
+use crate::dedup::{Claim, Dedup};
 use crate::encode::Encoder;
 use crate::envelope::{self, PubsubMessage};
 use crate::error::DeliveryError;
-use crate::kafka::{Ack, KafkaProducer, Produce};
+use crate::kafka::{Ack, KafkaError, KafkaProducer, Produce};
 use crate::limits::InflightPermit;
 use crate::record::{self, KafkaRecord};
 use crate::registry::SchemaRegistry;
@@ -42,6 +43,8 @@ pub enum StartupError {
 pub(crate) enum Acked {
     /// The delivery's record.
     Record(Ack),
+    /// A redelivery of a message whose record Kafka acknowledged already: nothing written.
+    Duplicate,
     /// A dead letter of a delivery that can never succeed (`KAFKA_DLQ_TOPIC`).
     DeadLetter {
         /// Where the dead letter landed.
@@ -67,6 +70,7 @@ pub struct App<P = KafkaProducer> {
     encoder: Encoder,
     producer: P,
     registry: Option<SchemaRegistry>,
+    dedup: Dedup,
 }
 
 impl std::fmt::Debug for App<KafkaProducer> {
@@ -119,6 +123,7 @@ impl<P: Produce> App<P> {
                     .map(|(u, p)| (u.as_str(), p.as_str()));
                 SchemaRegistry::new(&r.url, credentials)
             }),
+            dedup: Dedup::new(config.dedup_cache_entries),
             config,
         })
     }
@@ -174,7 +179,7 @@ impl<P: Produce> App<P> {
             .produce_delivery(headers, body, &mut message_id, &mut permit)
             .await
         {
-            Ok(ack) => Ok(Acked::Record(ack)),
+            Ok(acked) => Ok(acked),
             Err(error) if error.is_dead_letter() => match &kept_for_dead_letter {
                 Some(body) => {
                     self.dead_letter(body, error, message_id.as_deref(), permit.take())
@@ -193,7 +198,7 @@ impl<P: Produce> App<P> {
         body: Bytes,
         message_id: &mut Option<String>,
         permit: &mut Option<InflightPermit>,
-    ) -> Result<Ack, DeliveryError> {
+    ) -> Result<Acked, DeliveryError> {
         let message: PubsubMessage =
             envelope::parse_push(headers, &body, self.config.push_payload, chrono::Utc::now)
                 .inspect_err(|_| *message_id = envelope::message_id_hint(&body))?;
@@ -204,6 +209,24 @@ impl<P: Produce> App<P> {
             Some(registry) => Some(registry.schema_id(topic).await?),
             None => None,
         };
+        let patience = self.config.kafka.produce_timeout;
+        let ticket = match self
+            .dedup
+            .claim(&message.subscription, &message.message_id, patience)
+            .await
+        {
+            Claim::Produce(ticket) => ticket,
+            Claim::Duplicate => return Ok(Acked::Duplicate),
+            Claim::Failed(error) => return Err(error.into()),
+            Claim::Unsettled => {
+                return Err(KafkaError::Timeout {
+                    topic: topic.to_owned(),
+                    partition: -1,
+                    after: patience,
+                }
+                .into());
+            }
+        };
         let (record, fallback): (KafkaRecord, _) =
             record::build_record(message, &self.config.record, |message| {
                 self.encoder
@@ -213,7 +236,17 @@ impl<P: Produce> App<P> {
         if let Some(fallback) = fallback {
             tracing::warn!(message_id = message_id.as_deref(), reason = %fallback, "event time unusable; using publishTime");
         }
-        Ok(self.producer.produce(topic, record, permit.take()).await?)
+        let ack = match ticket {
+            Some(ticket) => {
+                self.producer
+                    .produce_settled(topic, record, permit.take(), move |result| {
+                        ticket.settle(result);
+                    })
+                    .await?
+            }
+            None => self.producer.produce(topic, record, permit.take()).await?,
+        };
+        Ok(Acked::Record(ack))
     }
 
     /// Writes an undeliverable request to the dead-letter topic.
@@ -241,6 +274,7 @@ impl<P: Produce> App<P> {
             value: body.to_vec(),
             headers,
             timestamp: crate::timestamp::RecordTimestamp::now(),
+            message_id: None,
         };
         match self.producer.produce(topic, record, permit).await {
             Ok(ack) => Ok(Acked::DeadLetter { ack, error }),

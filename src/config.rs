@@ -14,6 +14,7 @@ use clap::Args;
 
 use crate::auth::settings::AuthConfig;
 use crate::auth::settings::OidcSettings;
+use crate::dedup::settings::DedupSettings;
 use crate::encode::ValueFormat;
 use crate::encode::settings::EncodeSettings;
 use crate::envelope::PushPayload;
@@ -46,6 +47,8 @@ pub(crate) struct Settings {
     encode: EncodeSettings,
     #[command(flatten)]
     registry: RegistrySettings,
+    #[command(flatten)]
+    dedup: DedupSettings,
     #[command(flatten)]
     auth: OidcSettings,
     #[command(flatten)]
@@ -85,6 +88,8 @@ pub struct Config {
     pub(crate) gcp_project: Option<String>,
     /// Connection, time, body and in-flight limits of the HTTP server.
     pub(crate) limits: HttpLimits,
+    /// `DEDUP_CACHE_ENTRIES`: acknowledged message ids remembered per subscription (0: off).
+    pub(crate) dedup_cache_entries: usize,
 }
 
 impl Config {
@@ -132,6 +137,7 @@ fn assemble(
     let schema_registry = schema_registry(&settings.registry, value_format.as_ref().ok());
     let auth = settings.auth.settings();
     let logging = settings.logging.settings(platform("K_SERVICE").is_some());
+    let dedup_cache_entries = settings.dedup.settings();
     all_or_errors!(
         route,
         kafka,
@@ -142,6 +148,7 @@ fn assemble(
         schema_registry,
         auth,
         logging,
+        dedup_cache_entries,
     );
     let mut kafka = kafka;
     kafka.preload_topics = preload_topics(&route, kafka.dlq_topic.as_deref());
@@ -161,6 +168,7 @@ fn assemble(
         log_filter: logging.filter,
         schema_registry,
         gcp_project: logging.project.or_else(|| platform("GCP_PROJECT")),
+        dedup_cache_entries,
     })
 }
 

@@ -27,6 +27,7 @@ pub(crate) struct Gauges {
 #[derive(Debug, Default)]
 pub struct Metrics {
     by_status: [AtomicU64; STATUSES.len()],
+    duplicates_suppressed: AtomicU64,
 }
 
 impl Metrics {
@@ -37,6 +38,11 @@ impl Metrics {
             .position(|s| *s == status)
             .unwrap_or(STATUSES.len() - 1);
         self.by_status[slot].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one redelivery answered without writing (its message's record was acknowledged).
+    pub(crate) fn duplicate_suppressed(&self) {
+        self.duplicates_suppressed.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Deliveries answered with `status` so far.
@@ -88,7 +94,11 @@ impl Metrics {
              pubsub_kafka_bridge_inflight_requests {inflight_requests}\n\
              # HELP pubsub_kafka_bridge_inflight_bytes Body bytes held by deliveries in flight.\n\
              # TYPE pubsub_kafka_bridge_inflight_bytes gauge\n\
-             pubsub_kafka_bridge_inflight_bytes {inflight_bytes}\n"
+             pubsub_kafka_bridge_inflight_bytes {inflight_bytes}\n\
+             # HELP pubsub_kafka_bridge_duplicates_suppressed_total Redeliveries answered without writing: their message's record was acknowledged.\n\
+             # TYPE pubsub_kafka_bridge_duplicates_suppressed_total counter\n\
+             pubsub_kafka_bridge_duplicates_suppressed_total {}\n",
+            self.duplicates_suppressed.load(Ordering::Relaxed)
         );
         out
     }
@@ -105,6 +115,7 @@ mod tests {
         m.record(204);
         m.record(503);
         m.record(418);
+        m.duplicate_suppressed();
         assert_eq!((m.count(204), m.count(503), m.count(0)), (2, 1, 1));
         let text = m.render(Gauges {
             produce_requests: 3,
@@ -120,5 +131,6 @@ mod tests {
         assert!(text.contains("pubsub_kafka_bridge_verified_tokens 1\n"));
         assert!(text.contains("pubsub_kafka_bridge_inflight_requests 2\n"));
         assert!(text.contains("pubsub_kafka_bridge_inflight_bytes 4096\n"));
+        assert!(text.contains("pubsub_kafka_bridge_duplicates_suppressed_total 1\n"));
     }
 }

@@ -236,6 +236,20 @@ impl KafkaProducer {
         record: KafkaRecord,
         hold: H,
     ) -> Result<Ack, KafkaError> {
+        self.produce_holding_settled(topic, record, hold, |_| {})
+            .await
+    }
+
+    /// As [`KafkaProducer::produce_holding`], handing the record's final outcome to `settled`
+    /// when the Kafka client lets go of it, also after the caller gave up (see
+    /// [`super::Produce::produce_settled`]).
+    pub async fn produce_holding_settled<H: Send + 'static>(
+        &self,
+        topic: &str,
+        record: KafkaRecord,
+        hold: H,
+        settled: impl FnOnce(&Result<Ack, KafkaError>) + Send + 'static,
+    ) -> Result<Ack, KafkaError> {
         let timeout = self.inner.config.produce_timeout;
         let progress = Arc::new(ProduceProgress {
             partition: std::sync::atomic::AtomicI32::new(-1),
@@ -247,6 +261,7 @@ impl KafkaProducer {
             let progress = Arc::clone(&progress);
             async move {
                 let result = producer.produce_inner(&topic, record, &progress).await;
+                settled(&result);
                 drop(hold);
                 result
             }
@@ -281,6 +296,7 @@ impl KafkaProducer {
         let producers = self.topic(&client, topic).await?;
         let partition = choose_partition(
             record.key.as_deref(),
+            record.message_id.as_deref(),
             producers.partitions.len() as u32,
             &producers.unkeyed,
         ) as usize;
