@@ -286,6 +286,10 @@ fn main() {
     if case.routing == Routing::Rules {
         env.insert("ROUTES".into(), RULES.into());
     }
+    // The deduplication cache's cost is the difference `DEDUP_CACHE_ENTRIES=0` makes.
+    if let Ok(entries) = std::env::var("DEDUP_CACHE_ENTRIES") {
+        env.insert("DEDUP_CACHE_ENTRIES".into(), entries);
+    }
     let config = Config::from_map(&env).expect("bench config");
     let service = Service::new(App::with_producer(config, NullProducer).expect("app"));
     let token = mint(&key(1), &google_claims());

@@ -12,10 +12,11 @@ use http::HeaderMap;
 use crate::auth::Verifier;
 use crate::auth::settings::AuthConfig;
 use crate::config::Config;
+use crate::dedup::{Claim, Dedup};
 use crate::encode::{Encoder, ValueFormat};
 use crate::envelope::{self, PubsubMessage};
 use crate::error::DeliveryError;
-use crate::kafka::{Ack, KafkaProducer, Produce};
+use crate::kafka::{Ack, KafkaError, KafkaProducer, Produce};
 use crate::limits::InflightPermit;
 use crate::pubsub_schema::PubsubSchemas;
 use crate::record::{self, KafkaRecord};
@@ -52,6 +53,8 @@ pub(crate) enum Acked {
         /// The rule's index.
         rule: usize,
     },
+    /// A redelivery of a message whose record Kafka acknowledged already: nothing written.
+    Duplicate,
     /// A dead letter of a delivery that can never succeed (`KAFKA_DLQ_TOPIC`).
     DeadLetter {
         /// Where the dead letter landed.
@@ -79,6 +82,7 @@ pub struct App<P = KafkaProducer> {
     registry: Option<SchemaRegistry>,
     /// `pubsub-schema`: the messages' schema revisions.
     schemas: Option<PubsubSchemas>,
+    dedup: Dedup,
 }
 
 impl std::fmt::Debug for App<KafkaProducer> {
@@ -138,6 +142,7 @@ impl<P: Produce> App<P> {
                     config.kafka.produce_timeout,
                 )
             }),
+            dedup: Dedup::new(config.dedup_cache_entries),
             config,
         })
     }
@@ -243,6 +248,24 @@ impl<P: Produce> App<P> {
                 },
             },
         };
+        let patience = self.config.kafka.produce_timeout;
+        let ticket = match self
+            .dedup
+            .claim(&message.subscription, &message.message_id, patience)
+            .await
+        {
+            Claim::Produce(ticket) => ticket,
+            Claim::Duplicate => return Ok(Acked::Duplicate),
+            Claim::Failed(error) => return Err(error.into()),
+            Claim::Unsettled => {
+                return Err(KafkaError::Timeout {
+                    topic: topic.to_owned(),
+                    partition: -1,
+                    after: patience,
+                }
+                .into());
+            }
+        };
         let typed = match &self.schemas {
             Some(schemas) => schemas.for_message(&message.attributes).await?,
             None => None,
@@ -280,7 +303,16 @@ impl<P: Produce> App<P> {
         if let Some(routed) = routed {
             routed.shape(&mut record);
         }
-        let ack = self.producer.produce(topic, record, permit.take()).await?;
+        let ack = match ticket {
+            Some(ticket) => {
+                self.producer
+                    .produce_settled(topic, record, permit.take(), move |result| {
+                        ticket.settle(result);
+                    })
+                    .await?
+            }
+            None => self.producer.produce(topic, record, permit.take()).await?,
+        };
         Ok(Acked::Record(ack))
     }
 
@@ -326,6 +358,7 @@ impl<P: Produce> App<P> {
             value: body.to_vec(),
             headers,
             timestamp: crate::timestamp::RecordTimestamp::now(),
+            message_id: None,
         };
         match self.producer.produce(topic, record, permit).await {
             Ok(ack) => Ok(Acked::DeadLetter { ack, error }),

@@ -14,6 +14,7 @@ use clap::Args;
 
 use crate::auth::settings::AuthConfig;
 use crate::auth::settings::OidcSettings;
+use crate::dedup::settings::DedupSettings;
 use crate::encode::ValueFormat;
 use crate::encode::settings::EncodeSettings;
 use crate::envelope::PushPayload;
@@ -52,6 +53,7 @@ pub(crate) struct Settings {
     registry: RegistrySettings,
     #[command(flatten)]
     pubsub_schema: PubsubSchemaSettings,
+    dedup: DedupSettings,
     #[command(flatten)]
     auth: OidcSettings,
     #[command(flatten)]
@@ -95,6 +97,8 @@ pub struct Config {
     pub(crate) gcp_project: Option<String>,
     /// Connection, time, body and in-flight limits of the HTTP server.
     pub(crate) limits: HttpLimits,
+    /// `DEDUP_CACHE_ENTRIES`: acknowledged message ids remembered per subscription (0: off).
+    pub(crate) dedup_cache_entries: usize,
 }
 
 impl Config {
@@ -144,6 +148,7 @@ fn assemble(
     let pubsub_api = settings.pubsub_schema.settings();
     let auth = settings.auth.settings();
     let logging = settings.logging.settings(platform("K_SERVICE").is_some());
+    let dedup_cache_entries = settings.dedup.settings();
     all_or_errors!(
         route,
         routes,
@@ -156,6 +161,7 @@ fn assemble(
         pubsub_api,
         auth,
         logging,
+        dedup_cache_entries,
     );
     let mut kafka = kafka;
     kafka.preload_topics = preload_topics(&route, routes.as_deref(), kafka.dlq_topic.as_deref());
@@ -177,6 +183,7 @@ fn assemble(
         schema_registry,
         pubsub_api,
         gcp_project: logging.project.or_else(|| platform("GCP_PROJECT")),
+        dedup_cache_entries,
     })
 }
 

@@ -33,6 +33,7 @@ pub mod auth;
 pub mod check;
 pub mod cli;
 pub(crate) mod config;
+pub mod dedup;
 pub(crate) mod echo;
 pub mod encode;
 pub mod envelope;

@@ -65,6 +65,7 @@ pub struct Metrics {
     dropped: AtomicU64,
     /// Latency of answered deliveries, from the admission of the head, by status class.
     delivery_duration: [Histogram<Latency>; STATUS_CLASSES.len()],
+    duplicates_suppressed: AtomicU64,
 }
 
 impl Metrics {
@@ -86,6 +87,11 @@ impl Metrics {
     /// its `status`.
     pub(crate) fn observe_delivery(&self, status: u16, elapsed: Duration) {
         self.delivery_duration[status_class(status)].observe_duration(elapsed);
+    }
+
+    /// Counts one redelivery answered without writing (its message's record was acknowledged).
+    pub(crate) fn duplicate_suppressed(&self) {
+        self.duplicates_suppressed.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Deliveries answered with `status` so far.
@@ -145,7 +151,12 @@ impl Metrics {
              pubsub_kafka_bridge_schema_cache_hits_total {schema_cache_hits}\n\
              # HELP pubsub_kafka_bridge_schema_cache_misses_total Schema revision lookups that fetched or waited for a fetch.\n\
              # TYPE pubsub_kafka_bridge_schema_cache_misses_total counter\n\
-             pubsub_kafka_bridge_schema_cache_misses_total {schema_cache_misses}\n"
+             pubsub_kafka_bridge_schema_cache_misses_total {schema_cache_misses}\n\
+
+             # HELP pubsub_kafka_bridge_duplicates_suppressed_total Redeliveries answered without writing: their message's record was acknowledged.\n\
+             # TYPE pubsub_kafka_bridge_duplicates_suppressed_total counter\n\
+             pubsub_kafka_bridge_duplicates_suppressed_total {}\n",
+            self.duplicates_suppressed.load(Ordering::Relaxed)
         );
         let _ = write!(
             out,
@@ -344,6 +355,7 @@ mod tests {
         m.record(503);
         m.record(418);
         m.record_dropped();
+        m.duplicate_suppressed();
         assert_eq!((m.count(204), m.count(503), m.count(0)), (2, 1, 1));
         let text = m.render(Gauges {
             produce_requests: 3,
@@ -364,6 +376,7 @@ mod tests {
         assert!(text.contains("pubsub_kafka_bridge_schema_cache_hits_total 5\n"));
         assert!(text.contains("pubsub_kafka_bridge_schema_cache_misses_total 2\n"));
         assert!(text.contains("pubsub_kafka_bridge_dropped_total 1\n"));
+        assert!(text.contains("pubsub_kafka_bridge_duplicates_suppressed_total 1\n"));
     }
 
     /// A sample parsed back: its name, its labels in order, its value.

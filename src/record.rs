@@ -155,6 +155,9 @@ pub struct KafkaRecord {
     pub headers: BTreeMap<String, Vec<u8>>,
     /// CreateTime, within Kafka's range whatever its source (see [`RecordTimestamp`]).
     pub timestamp: RecordTimestamp,
+    /// The Pub/Sub message id, when known: an unkeyed record's partition is computed from it,
+    /// so every copy of a message lands in the same partition.
+    pub message_id: Option<String>,
 }
 
 /// Why the event-time attribute could not be used (the record falls back to publishTime).
@@ -360,6 +363,7 @@ pub fn build_record<E: From<TimestampOutOfRange>>(
     encode: impl FnOnce(&mut PubsubMessage) -> Result<Vec<u8>, E>,
 ) -> Result<(KafkaRecord, Option<TimestampFallback>), E> {
     let key = record_key(&message, &options.key_source);
+    let message_id = (!message.message_id.is_empty()).then(|| message.message_id.clone());
     let (timestamp, fallback) = record_timestamp(&message, options.timestamp_attribute.as_deref())?;
     let value = encode(&mut message)?;
     let record = KafkaRecord {
@@ -367,6 +371,7 @@ pub fn build_record<E: From<TimestampOutOfRange>>(
         value,
         headers: record_headers(message, options),
         timestamp,
+        message_id,
     };
     Ok((record, fallback))
 }

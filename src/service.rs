@@ -228,6 +228,14 @@ impl<P: Produce> Service<P> {
                 self.metrics.record_dropped();
                 no_content()
             }
+            Ok(Acked::Duplicate) => {
+                tracing::debug!(
+                    message_id = outcome.message_id.as_deref(),
+                    "redelivery of an acknowledged message: not written again"
+                );
+                self.metrics.duplicate_suppressed();
+                no_content()
+            }
             Ok(Acked::DeadLetter { ack, error }) => {
                 tracing::warn!(
                     message_id = outcome.message_id.as_deref(),

@@ -152,6 +152,7 @@ async fn a_produce_given_up_after_hand_over_holds_its_share_until_kafka_answers(
         headers: Default::default(),
         timestamp: pubsub_kafka_bridge::timestamp::RecordTimestamp::from_millis(1_700_000_000_000)
             .unwrap(),
+        message_id: None,
     };
     // Connected, and the topic's partition producer open.
     producer

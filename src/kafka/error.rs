@@ -7,8 +7,9 @@ use rskafka::client::error::{Error as ClientError, ProtocolError};
 use rskafka::client::producer::Error as ProducerError;
 
 /// Why a record was not acknowledged. The client's own error is kept as the source, and
-/// `KafkaError::class` sorts every variant into retriable or permanent, once.
-#[derive(Debug, thiserror::Error)]
+/// `KafkaError::class` sorts every variant into retriable or permanent, once. `Clone`: copies of
+/// a message waiting for the first one's produce answer its failure.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum KafkaError {
     /// No connection to the cluster (yet, or any more).
     #[error("Kafka unreachable: {0}")]

@@ -58,6 +58,25 @@ pub trait Produce: Send + Sync + 'static {
         hold: Option<InflightPermit>,
     ) -> impl Future<Output = Result<Ack, KafkaError>> + Send;
 
+    /// As [`Produce::produce`], and hands the record's final outcome to `settled` whenever it
+    /// comes: a produce given up after its record reached the client runs on, and the record
+    /// may still be acknowledged after the delivery was answered. Never called for a produce
+    /// cancelled before its record was handed over (nothing was sent).
+    fn produce_settled(
+        &self,
+        topic: &str,
+        record: KafkaRecord,
+        hold: Option<InflightPermit>,
+        settled: impl FnOnce(&Result<Ack, KafkaError>) + Send + 'static,
+    ) -> impl Future<Output = Result<Ack, KafkaError>> + Send {
+        let produce = self.produce(topic, record, hold);
+        async move {
+            let result = produce.await;
+            settled(&result);
+            result
+        }
+    }
+
     /// Whether the cluster answered within `window` (readiness).
     fn reached_within(&self, window: Duration) -> bool;
 
@@ -89,6 +108,16 @@ impl Produce for KafkaProducer {
         hold: Option<InflightPermit>,
     ) -> impl Future<Output = Result<Ack, KafkaError>> + Send {
         self.produce_holding(topic, record, hold)
+    }
+
+    fn produce_settled(
+        &self,
+        topic: &str,
+        record: KafkaRecord,
+        hold: Option<InflightPermit>,
+        settled: impl FnOnce(&Result<Ack, KafkaError>) + Send + 'static,
+    ) -> impl Future<Output = Result<Ack, KafkaError>> + Send {
+        self.produce_holding_settled(topic, record, hold, settled)
     }
 
     fn reached_within(&self, window: Duration) -> bool {

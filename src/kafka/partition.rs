@@ -1,4 +1,6 @@
-//! Partition choice: Kafka's Java default partitioner for keyed records, round robin otherwise.
+//! Partition choice: Kafka's Java default partitioner for keyed records; an unkeyed record by
+//! the same formula over its message id, so every copy of a message lands in one partition and a
+//! per-partition deduplicating consumer sees them all; round robin only when the id is unknown.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -56,11 +58,18 @@ impl RoundRobin {
     }
 }
 
-/// Where a record goes: its key's partition, or the next one in turn.
-pub(crate) fn choose_partition(key: Option<&[u8]>, partitions: u32, unkeyed: &RoundRobin) -> u32 {
-    match key {
-        Some(key) => partition_for_key(key, partitions),
-        None => unkeyed.next(partitions),
+/// Where a record goes: its key's partition, else its message id's (the same formula), else the
+/// next one in turn (an unwrapped push without metadata carries no message id).
+pub(crate) fn choose_partition(
+    key: Option<&[u8]>,
+    message_id: Option<&str>,
+    partitions: u32,
+    unkeyed: &RoundRobin,
+) -> u32 {
+    match (key, message_id) {
+        (Some(key), _) => partition_for_key(key, partitions),
+        (None, Some(id)) => partition_for_key(id.as_bytes(), partitions),
+        (None, None) => unkeyed.next(partitions),
     }
 }
 
@@ -101,9 +110,31 @@ mod tests {
     }
 
     #[test]
-    fn unkeyed_records_cycle_over_every_partition() {
+    fn records_without_key_or_message_id_cycle_over_every_partition() {
         let rr = RoundRobin::default();
-        let picks: Vec<u32> = (0..6).map(|_| choose_partition(None, 3, &rr)).collect();
+        let picks: Vec<u32> = (0..6)
+            .map(|_| choose_partition(None, None, 3, &rr))
+            .collect();
         assert_eq!(picks, vec![0, 1, 2, 0, 1, 2]);
+    }
+
+    #[test]
+    fn an_unkeyed_record_goes_where_its_message_id_would_as_a_key() {
+        let rr = RoundRobin::default();
+        // toPositive(murmur2("foobar")) % 50 = 16 (above); the same every time, whatever the
+        // round robin's position.
+        for _ in 0..3 {
+            assert_eq!(choose_partition(None, Some("foobar"), 50, &rr), 16);
+        }
+        assert_eq!(rr.next(7), 0, "the round robin was not consulted");
+        // A key wins over the message id.
+        assert_eq!(
+            choose_partition(Some(b"foobar"), Some("21"), 50, &rr),
+            partition_for_key(b"foobar", 50)
+        );
+        assert_ne!(
+            partition_for_key(b"foobar", 50),
+            partition_for_key(b"21", 50)
+        );
     }
 }

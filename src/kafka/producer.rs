@@ -148,16 +148,25 @@ struct ProduceProgress {
 ///
 /// Dropped unfinished (the delivery timed out, or its client left), it is cancelled if its
 /// record had not reached the Kafka client yet; after that, it is handed to a task of its own
-/// and runs on, holding what it holds, until Kafka answers. Spawning only then keeps the
-/// common case (Kafka answers in time) free of a task per delivery.
-struct InlineProduce<T: Send + 'static> {
+/// and runs on until Kafka answers, holding `hold` at most `grace` longer. Spawning only then
+/// keeps the common case (Kafka answers in time) free of a task per delivery.
+struct InlineProduce<T: Send + 'static, H: Send + 'static> {
     produce: Option<Pin<Box<dyn Future<Output = T> + Send>>>,
     progress: Arc<ProduceProgress>,
-    /// How long the produce may run on after its caller gave up: `KAFKA_REQUEST_TIMEOUT_MS`.
+    /// What the caller keeps while the client holds the record (its share of the budget).
+    hold: Option<H>,
+    /// How long `hold` is kept after the caller gave up: `KAFKA_REQUEST_TIMEOUT_MS`.
     grace: Duration,
+    /// How long the outcome is still awaited after that, so a record that lands late is still
+    /// reported to `settled`: `KAFKA_PRODUCE_TIMEOUT_MS` + `KAFKA_REQUEST_TIMEOUT_MS`, the
+    /// longest a write of it may take.
+    watch: Duration,
 }
 
-impl<T: Send + 'static> Future for InlineProduce<T> {
+// Nothing in it is ever pinned in place: the produce is boxed, and `hold` is only moved or dropped.
+impl<T: Send + 'static, H: Send + 'static> Unpin for InlineProduce<T, H> {}
+
+impl<T: Send + 'static, H: Send + 'static> Future for InlineProduce<T, H> {
     type Output = T;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<T> {
@@ -166,11 +175,12 @@ impl<T: Send + 'static> Future for InlineProduce<T> {
         };
         let output = std::task::ready!(produce.as_mut().poll(cx));
         self.produce = None;
+        self.hold = None;
         std::task::Poll::Ready(output)
     }
 }
 
-impl<T: Send + 'static> Drop for InlineProduce<T> {
+impl<T: Send + 'static, H: Send + 'static> Drop for InlineProduce<T, H> {
     fn drop(&mut self) {
         let Some(produce) = self.produce.take() else {
             return;
@@ -178,12 +188,17 @@ impl<T: Send + 'static> Drop for InlineProduce<T> {
         if self.progress.handed_over.load(Ordering::Acquire)
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
-            // At most one request timeout more: by then every request that carried the record
-            // has an answer or closed its connection; a retry still running is let go of, so
-            // what it holds (the delivery's share of the in-flight budget) is freed.
-            let grace = self.grace;
+            // The share is kept at most one request timeout more: by then every request that
+            // carried the record has an answer or closed its connection, and a retry still
+            // running does not hold the budget. Its outcome is still awaited (a write ends
+            // within `watch`), so a record that lands then is still reported.
+            let (hold, grace, watch) = (self.hold.take(), self.grace, self.watch);
+            let mut produce = produce;
             runtime.spawn(async move {
-                let _ = tokio::time::timeout(grace, produce).await;
+                if tokio::time::timeout(grace, &mut produce).await.is_err() {
+                    drop(hold);
+                    let _ = tokio::time::timeout(watch, produce).await;
+                }
             });
         }
     }
@@ -244,14 +259,28 @@ impl KafkaProducer {
     /// after the delivery timed out or its client left. A produce the caller gives up on after
     /// that point therefore moves to a task of its own that carries `hold` until then, so the
     /// budget keeps counting the record's memory and a stalled Kafka cannot make records pile
-    /// up past it; a retry still running one request timeout later is let go of, so a share
-    /// is never held for ever. A produce that had not yet handed its record over when the
-    /// caller gave up is cancelled instead.
+    /// up past it; a retry still running one request timeout later no longer holds its share,
+    /// so a share is never held for ever. A produce that had not yet handed its record over
+    /// when the caller gave up is cancelled instead.
     pub async fn produce_holding<H: Send + 'static>(
         &self,
         topic: &str,
         record: KafkaRecord,
         hold: H,
+    ) -> Result<Ack, KafkaError> {
+        self.produce_holding_settled(topic, record, hold, |_| {})
+            .await
+    }
+
+    /// As [`KafkaProducer::produce_holding`], handing the record's final outcome to `settled`
+    /// when the Kafka client lets go of it, also after the caller gave up (see
+    /// [`super::Produce::produce_settled`]).
+    pub async fn produce_holding_settled<H: Send + 'static>(
+        &self,
+        topic: &str,
+        record: KafkaRecord,
+        hold: H,
+        settled: impl FnOnce(&Result<Ack, KafkaError>) + Send + 'static,
     ) -> Result<Ack, KafkaError> {
         let timeout = self.inner.config.produce_timeout;
         let progress = Arc::new(ProduceProgress {
@@ -266,14 +295,16 @@ impl KafkaProducer {
                 let result = producer
                     .produce_inner(&topic, record, &progress, true)
                     .await;
-                drop(hold);
+                settled(&result);
                 result
             }
         };
         let produce = InlineProduce {
             produce: Some(Box::pin(produce)),
             progress: Arc::clone(&progress),
+            hold: Some(hold),
             grace: self.inner.config.request_timeout,
+            watch: timeout + self.inner.config.request_timeout,
         };
         let result = tokio::time::timeout(timeout, produce)
             .await
@@ -325,6 +356,7 @@ impl KafkaProducer {
         let producers = self.topic(&client, topic).await?;
         let partition = choose_partition(
             record.key.as_deref(),
+            record.message_id.as_deref(),
             producers.partitions.len() as u32,
             &producers.unkeyed,
         ) as usize;
