@@ -53,6 +53,7 @@ pub(crate) struct Settings {
     registry: RegistrySettings,
     #[command(flatten)]
     pubsub_schema: PubsubSchemaSettings,
+    #[command(flatten)]
     dedup: DedupSettings,
     #[command(flatten)]
     auth: OidcSettings,

@@ -152,7 +152,6 @@ impl Metrics {
              # HELP pubsub_kafka_bridge_schema_cache_misses_total Schema revision lookups that fetched or waited for a fetch.\n\
              # TYPE pubsub_kafka_bridge_schema_cache_misses_total counter\n\
              pubsub_kafka_bridge_schema_cache_misses_total {schema_cache_misses}\n\
-
              # HELP pubsub_kafka_bridge_duplicates_suppressed_total Redeliveries answered without writing: their message's record was acknowledged.\n\
              # TYPE pubsub_kafka_bridge_duplicates_suppressed_total counter\n\
              pubsub_kafka_bridge_duplicates_suppressed_total {}\n",

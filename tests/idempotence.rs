@@ -220,7 +220,10 @@ async fn a_batch_that_timed_out_makes_the_partition_start_again_under_a_new_prod
         "pubsub_kafka_bridge_inflight_requests",
     ) > 0.0
     {
-        assert!(std::time::Instant::now() < deadline, "the batch is never let go of");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the batch is never let go of"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     let stalled_batches = sent_batches(&proxy).len();

@@ -562,6 +562,7 @@ async fn replay_one(
         Ok(_) => {
             let marker = KafkaRecord {
                 key: None,
+                message_id: None,
                 value: Vec::new(),
                 headers: letter::marker_headers((partition, offset), message.as_ref()),
                 timestamp: crate::timestamp::RecordTimestamp::now(),

@@ -36,6 +36,7 @@ fn errors(json: &str) -> Vec<String> {
 fn record() -> KafkaRecord {
     KafkaRecord {
         key: Some(b"old-key".to_vec()),
+        message_id: None,
         value: b"v".to_vec(),
         headers: [("keep", "k"), ("tenant", "acme"), ("gone", "g")]
             .into_iter()
