@@ -104,6 +104,17 @@ resource "google_secret_manager_secret_iam_member" "runtime_reads_password" {
   member    = "serviceAccount:${google_service_account.runtime.email}"
 }
 
+# KAFKA_VALUE_FORMAT=pubsub-schema reads each message's schema revision
+# (projects.schemas.get, permission pubsub.schemas.get, held by roles/pubsub.viewer:
+# https://cloud.google.com/pubsub/docs/access-control) with the runtime account's token.
+resource "google_pubsub_schema_iam_member" "runtime_reads_schemas" {
+  for_each = var.kafka_value_format == "pubsub-schema" ? toset(var.pubsub_schemas) : toset([])
+  project  = split("/", each.value)[1]
+  schema   = split("/", each.value)[3]
+  role     = "roles/pubsub.viewer"
+  member   = "serviceAccount:${google_service_account.runtime.email}"
+}
+
 # Project roles the bridge needs to reach Kafka at startup (roles/managedkafka.client for
 # Google Managed Kafka): granted before the service, whose startup probe needs Kafka.
 resource "google_project_iam_member" "runtime_project_roles" {

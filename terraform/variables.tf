@@ -153,6 +153,16 @@ variable "kafka_sasl_password_secret_version" {
   default     = "latest"
 }
 
+variable "pubsub_schemas" {
+  description = "With kafka_value_format = \"pubsub-schema\": the Pub/Sub schemas (projects/P/schemas/S) of the subscribed topic, whose revisions the bridge reads from the Schema API; the runtime service account gets roles/pubsub.viewer on each (it holds pubsub.schemas.get)."
+  type        = list(string)
+  default     = []
+  validation {
+    condition     = alltrue([for s in var.pubsub_schemas : can(regex("^projects/[^/]+/schemas/[^/]+$", s))])
+    error_message = "pubsub_schemas: full schema names, projects/P/schemas/S."
+  }
+}
+
 variable "runtime_project_roles" {
   description = "Project roles granted to the bridge's runtime service account before the service starts, e.g. [\"roles/managedkafka.client\"] for Google Managed Kafka."
   type        = list(string)

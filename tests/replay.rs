@@ -341,6 +341,61 @@ async fn a_run_stopped_by_a_missing_topic_resumes_where_it_stopped() {
     assert_eq!(broker.message_ids("later").await, ["b1"]);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_of_a_failing_routing_rule_are_replayed_once_the_rule_is_fixed() {
+    let broker = Broker::start().await;
+    broker.create_topic("orders", 2).await;
+    broker.create_topic("dlq", 1).await;
+    let mut env = bridge_env(&broker, "orders", None);
+    env.remove("KAFKA_TOPIC");
+    env.insert("KAFKA_DLQ_TOPIC".into(), "dlq".into());
+    // The key reads an attribute some messages lack, without `has()`.
+    env.insert(
+        "ROUTES".into(),
+        r#"[{"topic": "orders", "key": "attributes.customer"}]"#.into(),
+    );
+    let bridge = Bridge::start(&env).await;
+    let client = http_client();
+    let body = |id: &str, customer: Option<&str>| {
+        let attributes: Vec<(String, String)> = customer
+            .map(|c| vec![("customer".to_owned(), c.to_owned())])
+            .unwrap_or_default();
+        envelope(b"{}", &attributes, id, PUBLISH_TIME, None).to_string()
+    };
+    for (id, customer) in [("o1", Some("c-7")), ("o2", None), ("o3", None)] {
+        let (status, text) = post(&client, &bridge.url(), body(id, customer), None).await;
+        assert_eq!(status, 204, "{text}");
+    }
+    bridge.shutdown().await;
+    let dead = broker.read_all("dlq").await;
+    assert_eq!(dead.len(), 2);
+    assert!(
+        dead.iter()
+            .all(|r| r.header("pubsub.error").as_deref() == Some("route_failed")),
+        "{dead:?}"
+    );
+    assert_eq!(broker.message_ids("orders").await, ["o1"]);
+
+    let mut fixed = env.clone();
+    fixed.insert(
+        "ROUTES".into(),
+        r#"[{"topic": "orders", "key": "has(attributes.customer) ? attributes.customer : message_id"}]"#.into(),
+    );
+    let run = replay(&fixed, &[]).await;
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    assert!(run.has_line("route_failed: replayed 2, still failing 0"), "{run:#?}");
+    assert_eq!(run.final_line(), "replayed 2, still failing 0");
+    let written = by_id(broker.read_all("orders").await);
+    assert_eq!(written.len(), 3);
+    for id in ["o2", "o3"] {
+        assert_eq!(written[id].record.key.as_deref(), Some(id.as_bytes()), "{id}");
+        assert_eq!(written[id].record.value.as_deref(), Some(&b"{}"[..]), "{id}");
+    }
+    let again = replay(&fixed, &[]).await;
+    assert_eq!(again.final_line(), "replayed 0, still failing 0", "{again:#?}");
+    assert_eq!(broker.read_all("orders").await.len(), 3, "nothing written twice");
+}
+
 #[tokio::test]
 async fn replay_without_a_dead_letter_topic_says_so() {
     let broker = Broker::start().await;

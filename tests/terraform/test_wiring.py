@@ -265,6 +265,16 @@ def test_cmek_grants_the_pubsub_agent_the_key_role(mod):
     assert "google_kms_crypto_key_iam_member.pubsub_agent_uses_key" in str(topic["depends_on"])
 
 
+def test_pubsub_schema_revisions_are_readable_by_the_runtime_account(mod):
+    grant = resource(mod, "google_pubsub_schema_iam_member", "runtime_reads_schemas")
+    assert grant["role"] == "roles/pubsub.viewer"
+    assert grant["member"] == "serviceAccount:${google_service_account.runtime.email}"
+    assert 'var.kafka_value_format == "pubsub-schema"' in grant["for_each"]
+    assert "var.pubsub_schemas" in grant["for_each"]
+    assert grant["schema"] == '${split("/", each.value)[3]}'
+    assert grant["project"] == '${split("/", each.value)[1]}'
+
+
 def test_scales_to_zero_by_default(mod):
     assert variable(mod, "min_instances")["default"] == 0
     scaling = one(one(resource(mod, "google_cloud_run_v2_service", "bridge")["template"])["scaling"])
