@@ -9,8 +9,11 @@
 //!                                  └─> App (app.rs): the pipeline of one delivery
 //!                                 │ auth      token → verified claims (auth/, auth/jwks.rs does the I/O)
 //!                                 │ envelope  push body → PubsubMessage
+//!                                 │ routes    CEL rules → topic or drop, key, headers, timestamp
+//!                                 │ dedup     a redelivery of an acknowledged message stops here
 //!                                 │ record    message → key, headers, timestamp
-//!                                 │ encode    message → value (raw / json / avro / protobuf)
+//!                                 │ encode    message → value (raw / json / avro / protobuf /
+//!                                 │           pubsub-schema: typed + pubsub_schema)
 //!                                 └ kafka     record → partition → batched produce → ack (the `Produce` seam)
 //! ```
 //!
