@@ -383,17 +383,36 @@ async fn dead_letters_of_a_failing_routing_rule_are_replayed_once_the_rule_is_fi
     );
     let run = replay(&fixed, &[]).await;
     assert_eq!(run.code, Some(0), "{run:#?}");
-    assert!(run.has_line("route_failed: replayed 2, still failing 0"), "{run:#?}");
+    assert!(
+        run.has_line("route_failed: replayed 2, still failing 0"),
+        "{run:#?}"
+    );
     assert_eq!(run.final_line(), "replayed 2, still failing 0");
     let written = by_id(broker.read_all("orders").await);
     assert_eq!(written.len(), 3);
     for id in ["o2", "o3"] {
-        assert_eq!(written[id].record.key.as_deref(), Some(id.as_bytes()), "{id}");
-        assert_eq!(written[id].record.value.as_deref(), Some(&b"{}"[..]), "{id}");
+        assert_eq!(
+            written[id].record.key.as_deref(),
+            Some(id.as_bytes()),
+            "{id}"
+        );
+        assert_eq!(
+            written[id].record.value.as_deref(),
+            Some(&b"{}"[..]),
+            "{id}"
+        );
     }
     let again = replay(&fixed, &[]).await;
-    assert_eq!(again.final_line(), "replayed 0, still failing 0", "{again:#?}");
-    assert_eq!(broker.read_all("orders").await.len(), 3, "nothing written twice");
+    assert_eq!(
+        again.final_line(),
+        "replayed 0, still failing 0",
+        "{again:#?}"
+    );
+    assert_eq!(
+        broker.read_all("orders").await.len(),
+        3,
+        "nothing written twice"
+    );
 }
 
 #[tokio::test]
