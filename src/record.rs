@@ -235,7 +235,7 @@ pub(crate) fn record_key(message: &PubsubMessage, source: &KeySource) -> Option<
     key.map(|k| k.as_bytes().to_vec())
 }
 
-/// Attributes as headers, the W3C trace headers (see [`trace`]), then the metadata headers.
+/// Attributes as headers, the W3C trace headers (`record::trace`), then the metadata headers.
 ///
 /// Takes the message: attribute names and values, and the metadata, move into the headers
 /// without a copy. Metadata is written last, so an attribute that happens to be named
