@@ -64,6 +64,10 @@ pub(crate) fn spawn_bridge_with(
         .env("KAFKA_LINGER_MS", linger_ms().to_string())
         // tokio's own setting for its worker count (docs/performance.md).
         .env("TOKIO_WORKER_THREADS", worker_threads().to_string())
+        // The body pools repeat their message ids (256 bodies sent over and over): with the
+        // deduplication cache on, every repeat would be answered without reaching Kafka. Its own
+        // cost per delivery is counted by infra/instructions.sh, whose ids are all distinct.
+        .env("DEDUP_CACHE_ENTRIES", "0")
         .envs(vars.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
