@@ -21,18 +21,6 @@ use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use test_support::*;
 
-/// The Python with the decoders: `PKB_PYTHON`, else the venv `infra/test.sh` makes.
-fn python() -> String {
-    std::env::var("PKB_PYTHON").unwrap_or_else(|_| {
-        let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/target/pyenv/bin/python");
-        assert!(
-            std::path::Path::new(venv).exists(),
-            "no Python decoders: run infra/test.sh (it creates target/pyenv from tests/requirements.txt)"
-        );
-        venv.to_owned()
-    })
-}
-
 struct Message {
     id: String,
     data: Vec<u8>,

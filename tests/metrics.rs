@@ -13,18 +13,6 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use test_support::*;
 
-/// The Python with prometheus_client: `PKB_PYTHON`, else the venv `infra/test.sh` makes.
-fn python() -> String {
-    std::env::var("PKB_PYTHON").unwrap_or_else(|_| {
-        let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/target/pyenv/bin/python");
-        assert!(
-            std::path::Path::new(venv).exists(),
-            "no Python parser: run infra/test.sh (it creates target/pyenv from tests/requirements.txt)"
-        );
-        venv.to_owned()
-    })
-}
-
 /// One sample as prometheus_client parsed it.
 struct Sample {
     name: String,

@@ -326,18 +326,6 @@ async fn check_compiles_the_rules_from_a_file_and_checks_every_topic_they_name()
     );
 }
 
-/// The Python with OpenTelemetry: `PKB_PYTHON`, else the venv `infra/test.sh` makes.
-fn python() -> String {
-    std::env::var("PKB_PYTHON").unwrap_or_else(|_| {
-        let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/target/pyenv/bin/python");
-        assert!(
-            std::path::Path::new(venv).exists(),
-            "no Python environment: run infra/test.sh (it creates target/pyenv from tests/requirements.txt)"
-        );
-        venv.to_owned()
-    })
-}
-
 /// OpenTelemetry's W3C propagator extracting each record's headers: one JSON line each with the
 /// span context it finds (or `null`).
 const EXTRACT: &str = r#"

@@ -15,18 +15,7 @@ use base64::Engine as _;
 use pubsub_kafka_bridge::TestCodec;
 use serde_json::{Value, json};
 use test_support::emulator::{Emulator, PROJECT, message};
-
-/// The Python with the decoders: `PKB_PYTHON`, else the venv `infra/test.sh` makes.
-fn python() -> String {
-    std::env::var("PKB_PYTHON").unwrap_or_else(|_| {
-        let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/target/pyenv/bin/python");
-        assert!(
-            std::path::Path::new(venv).exists(),
-            "no Python decoders: run infra/test.sh (it creates target/pyenv from tests/requirements.txt)"
-        );
-        venv.to_owned()
-    })
-}
+use test_support::python;
 
 /// Runs tests/typed_values.py in `mode` on one JSON line per case; its output lines.
 fn run_python(mode: &str, cases: &[Value]) -> Vec<String> {

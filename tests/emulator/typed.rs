@@ -38,18 +38,6 @@ fn proto_path() -> String {
         .to_string()
 }
 
-/// The Python with the decoders: `PKB_PYTHON`, else the venv `infra/test.sh` makes.
-fn python() -> String {
-    std::env::var("PKB_PYTHON").unwrap_or_else(|_| {
-        let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/target/pyenv/bin/python");
-        assert!(
-            std::path::Path::new(venv).exists(),
-            "no Python decoders: run infra/test.sh (it creates target/pyenv from tests/requirements.txt)"
-        );
-        venv.to_owned()
-    })
-}
-
 /// Runs tests/decode_typed.py on `lines`: one decoded value per line.
 fn decode(lines: &[Value]) -> Vec<Value> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/decode_typed.py");

@@ -76,6 +76,19 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// The Python with the independent decoders and parsers (tests/requirements.txt): `PKB_PYTHON`,
+/// else the venv `infra/test.sh` makes in `target/pyenv`.
+pub fn python() -> String {
+    std::env::var("PKB_PYTHON").unwrap_or_else(|_| {
+        let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/pyenv/bin/python");
+        assert!(
+            Path::new(venv).exists(),
+            "no Python environment: run infra/test.sh (it creates target/pyenv from tests/requirements.txt)"
+        );
+        venv.to_owned()
+    })
+}
+
 /// The bridge's test fixtures (`tests/data`).
 pub fn data_dir() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../data"))
