@@ -16,7 +16,7 @@ mod closed_loop;
 mod cold_start;
 mod cost;
 mod http_limit;
-mod idempotence;
+mod in_turns;
 mod kafka_limit;
 mod processes;
 mod profile;
@@ -75,7 +75,11 @@ async fn main() {
         return;
     }
     if args.iter().any(|a| a == "--idempotence") {
-        idempotence::on_and_off(&jwks, &token, runs.max(3), scale).await;
+        in_turns::idempotence(&jwks, &token, runs.max(3), scale).await;
+        return;
+    }
+    if args.iter().any(|a| a == "--routes") {
+        in_turns::routes(&jwks, &token, runs.max(3), scale).await;
         return;
     }
     if let Some(size) = flag(&args, "--profile") {

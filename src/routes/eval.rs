@@ -1,7 +1,8 @@
 //! The CEL variables of one delivery, each built on its first read and borrowing the message.
 //!
 //! `json` is the payload parsed once, on the first read, straight into CEL values (no
-//! intermediate `serde_json::Value`): strings without escapes borrow the payload. Its nesting is
+//! intermediate `serde_json::Value`): strings without escapes borrow the payload. A key repeated
+//! in an object keeps its first value. Its nesting is
 //! bounded by serde_json's recursion limit (128 levels; deeper input is a parse error, see
 //! <https://docs.rs/serde_json/1/serde_json/struct.Deserializer.html#method.disable_recursion_limit>),
 //! so a hostile payload cannot exhaust the stack, and the values take memory in proportion to
@@ -165,7 +166,8 @@ impl<'de> Visitor<'de> for ValSeed {
         let mut entries = std::collections::HashMap::new();
         while let Some(key) = map.next_key_seed(KeySeed)? {
             let value = map.next_value_seed(Self)?;
-            entries.insert(key, value);
+            // A repeated key keeps its first value, as the direct reading of fields does.
+            entries.entry(key).or_insert(value);
         }
         Ok(Box::new(CelMap::from(entries)))
     }

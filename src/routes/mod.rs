@@ -11,9 +11,12 @@
 //! so every node of an expression is evaluated at most once per delivery and no expression
 //! iterates over a payload.
 
+mod direct;
 mod eval;
+mod json_paths;
 pub(crate) mod settings;
 
+use std::cell::OnceCell;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -74,6 +77,8 @@ struct RuleSpec {
 #[derive(Debug)]
 struct Expression {
     program: Program,
+    /// The same expression evaluated without the interpreter, when it has that form.
+    direct: Option<direct::Direct>,
 }
 
 /// What a matching rule does with the delivery.
@@ -98,6 +103,8 @@ struct Rule {
 pub(crate) struct Routes {
     env: Arc<Env>,
     rules: Vec<Rule>,
+    /// The JSON fields the direct expressions name, read from the payload in one pass.
+    json_paths: json_paths::JsonPaths,
     /// The rules as given: two `Routes` are the same configuration when these are equal.
     source: String,
 }
@@ -258,9 +265,11 @@ impl Routes {
         if !errors.is_empty() {
             return Err(errors);
         }
+        let json_paths = plan_json(&mut rules);
         Ok(Self {
             env,
             rules,
+            json_paths,
             source: source.to_owned(),
         })
     }
@@ -288,26 +297,32 @@ impl Routes {
 
     /// The first matching rule's decision for `message`.
     pub(crate) fn decide(&self, message: &PubsubMessage) -> Result<Decision<'_>, RouteFailed> {
+        let direct_message = direct::Message::new(message, &self.json_paths);
+        // The interpreter's variables and context, built only when an expression needs them.
         let delivery = eval::Delivery::new(message);
-        let mut context = cel::Context::with_env(Arc::clone(&self.env));
-        context.set_variable_resolver(&delivery);
+        let context = OnceCell::new();
+        let interpret = |expression: &Expression| {
+            let context = context.get_or_init(|| {
+                let mut context = cel::Context::with_env(Arc::clone(&self.env));
+                context.set_variable_resolver(&delivery);
+                context
+            });
+            expression
+                .program
+                .execute(context)
+                .map_err(|e| delivery.explain(e))
+        };
         for (index, rule) in self.rules.iter().enumerate() {
             let fail = |part: &str, message: String| RouteFailed {
                 rule: index,
                 part: part.to_owned(),
                 message: crate::echo::bounded_echo(&message),
             };
-            let run = |part: &str, expression: &Expression| {
-                expression
-                    .program
-                    .execute(&context)
-                    .map_err(|e| fail(part, delivery.explain(e)))
-            };
             if let Some(when) = &rule.when {
-                match run("when", when)? {
-                    Value::Bool(true) => {}
-                    Value::Bool(false) => continue,
-                    other => return Err(fail("when", not_a("bool", &other))),
+                let holds = evaluate(when, &direct_message, &interpret, direct_bool, cel_bool)
+                    .map_err(|m| fail("when", m))?;
+                if !holds {
+                    continue;
                 }
             }
             let topic = match &rule.action {
@@ -315,24 +330,37 @@ impl Routes {
                 Action::Topic(topic) => topic.as_str(),
             };
             let key = match &rule.key {
-                Some(key) => Some(key_bytes(run("key", key)?).map_err(|m| fail("key", m))?),
+                Some(key) => Some(
+                    evaluate(key, &direct_message, &interpret, direct_key, key_bytes)
+                        .map_err(|m| fail("key", m))?,
+                ),
                 None => None,
             };
             let mut headers = Vec::with_capacity(rule.headers.len());
             for (name, value) in &rule.headers {
                 let value = match value {
-                    Some(expression) => {
-                        let part = format!("header {name:?}");
-                        header_bytes(run(&part, expression)?).map_err(|m| fail(&part, m))?
-                    }
+                    Some(expression) => evaluate(
+                        expression,
+                        &direct_message,
+                        &interpret,
+                        direct_header,
+                        header_bytes,
+                    )
+                    .map_err(|m| fail(&format!("header {name:?}"), m))?,
                     None => None,
                 };
                 headers.push((name.as_str(), value));
             }
             let timestamp = match &rule.timestamp {
                 Some(expression) => Some(
-                    record_timestamp(run("timestamp", expression)?)
-                        .map_err(|m| fail("timestamp", m))?,
+                    evaluate(
+                        expression,
+                        &direct_message,
+                        &interpret,
+                        direct_timestamp,
+                        record_timestamp,
+                    )
+                    .map_err(|m| fail("timestamp", m))?,
                 ),
                 None => None,
             };
@@ -346,6 +374,72 @@ impl Routes {
         }
         Ok(Decision::NoMatch)
     }
+}
+
+/// One expression's result as `T`: directly when it has a direct form that yields a usable
+/// value, else through the interpreter (which also gives every failure its CEL message).
+fn evaluate<T>(
+    expression: &Expression,
+    message: &direct::Message<'_>,
+    interpret: &dyn Fn(&Expression) -> Result<Value, String>,
+    from_direct: fn(direct::Value<'_>) -> Option<T>,
+    from_interpreter: fn(Value) -> Result<T, String>,
+) -> Result<T, String> {
+    if let Some(value) = expression
+        .direct
+        .as_ref()
+        .and_then(|direct| direct.eval(message).ok())
+        .and_then(from_direct)
+    {
+        return Ok(value);
+    }
+    from_interpreter(interpret(expression)?)
+}
+
+/// Decides how `json` is read, so the payload is parsed at most once per delivery: when some
+/// expression that reads `json` has no direct form, the interpreter parses the whole payload
+/// and every expression reading `json` goes through it; otherwise the fields the direct
+/// expressions name are read in one pass.
+fn plan_json(rules: &mut [Rule]) -> json_paths::JsonPaths {
+    let mut expressions: Vec<&mut Expression> = rules
+        .iter_mut()
+        .flat_map(|rule| {
+            let Rule {
+                when,
+                key,
+                headers,
+                timestamp,
+                ..
+            } = rule;
+            when.iter_mut()
+                .chain(key.iter_mut())
+                .chain(headers.iter_mut().filter_map(|(_, value)| value.as_mut()))
+                .chain(timestamp.iter_mut())
+        })
+        .collect();
+    let interpreted_json = expressions.iter().any(|expression| {
+        expression.direct.is_none()
+            && expression
+                .program
+                .references()
+                .variables()
+                .contains(&"json")
+    });
+    let mut paths = json_paths::JsonPaths::default();
+    for expression in &mut expressions {
+        let Some(direct) = &mut expression.direct else {
+            continue;
+        };
+        let fields = direct.json_fields();
+        if interpreted_json && !fields.is_empty() {
+            expression.direct = None;
+        } else {
+            fields
+                .into_iter()
+                .for_each(|field| field.register(&mut paths));
+        }
+    }
+    paths
 }
 
 /// The rule compiled, or `None` with its reasons added to `reasons`.
@@ -430,6 +524,7 @@ fn compile_expression(env: &Env, source: &str) -> Result<Expression, String> {
         .compile(source)
         .map_err(|e| format!("{}", e).trim().replace('\n', " "))?;
     check_tree(program.expression(), 1)?;
+    let direct = direct::Direct::compile(program.expression());
     let references = program.references();
     let mut unknown: Vec<&str> = references
         .variables()
@@ -444,7 +539,7 @@ fn compile_expression(env: &Env, source: &str) -> Result<Expression, String> {
             VARIABLES.join(", ")
         ));
     }
-    Ok(Expression { program })
+    Ok(Expression { program, direct })
 }
 
 /// The deepest nesting of brackets outside string literals: what bounds the parser's recursion.
@@ -523,6 +618,52 @@ fn always_true(when: &Expression) -> bool {
 /// "yielded X, not a `wanted`".
 fn not_a(wanted: &str, value: &Value) -> String {
     format!("yielded {}, not {wanted}", value.type_of())
+}
+
+/// A `when`'s value.
+fn cel_bool(value: Value) -> Result<bool, String> {
+    match value {
+        Value::Bool(b) => Ok(b),
+        other => Err(not_a("bool", &other)),
+    }
+}
+
+/// [`cel_bool`] of a direct value; `None` leaves the error to the interpreter.
+fn direct_bool(value: direct::Value<'_>) -> Option<bool> {
+    match value {
+        direct::Value::Bool(b) => Some(b),
+        _ => None,
+    }
+}
+
+/// [`key_bytes`] of a direct value.
+fn direct_key(value: direct::Value<'_>) -> Option<Vec<u8>> {
+    match value {
+        direct::Value::Str(s) => Some(s.into_owned().into_bytes()),
+        direct::Value::Bytes(b) => Some(b.into_owned()),
+        direct::Value::Int(i) => Some(i.to_string().into_bytes()),
+        direct::Value::UInt(u) => Some(u.to_string().into_bytes()),
+        _ => None,
+    }
+}
+
+/// [`header_bytes`] of a direct value.
+fn direct_header(value: direct::Value<'_>) -> Option<Option<Vec<u8>>> {
+    match value {
+        direct::Value::Str(s) => Some(Some(s.into_owned().into_bytes())),
+        direct::Value::Bytes(b) => Some(Some(b.into_owned())),
+        direct::Value::Null => Some(None),
+        _ => None,
+    }
+}
+
+/// [`record_timestamp`] of a direct value.
+fn direct_timestamp(value: direct::Value<'_>) -> Option<RecordTimestamp> {
+    match value {
+        direct::Value::Timestamp(t) => RecordTimestamp::from_millis(t.timestamp_millis()),
+        direct::Value::Int(millis) => RecordTimestamp::from_millis(millis),
+        _ => None,
+    }
 }
 
 /// A key: a string or bytes as they are, an int as its decimal string.

@@ -525,3 +525,293 @@ fn every_example_in_docs_routing_md_compiles() {
     }
     assert!(examples >= 8, "{examples}");
 }
+
+/// The interpreter's value as a direct one, where it has that shape.
+fn as_direct(value: Value) -> Option<direct::Value<'static>> {
+    use std::borrow::Cow;
+    Some(match value {
+        Value::Null => direct::Value::Null,
+        Value::Bool(b) => direct::Value::Bool(b),
+        Value::Int(i) => direct::Value::Int(i),
+        Value::UInt(u) => direct::Value::UInt(u),
+        Value::Float(d) => direct::Value::Double(d),
+        Value::String(s) => direct::Value::Str(Cow::Owned(s.to_string())),
+        Value::Bytes(b) => direct::Value::Bytes(Cow::Owned(b.to_vec())),
+        Value::Timestamp(t) => direct::Value::Timestamp(t),
+        _ => return None,
+    })
+}
+
+/// Expressions that have a direct form but never yield a value directly on [`agreement_messages`]:
+/// they are there to show the deferral.
+const ALWAYS_DEFERRED: [&str; 6] = [
+    "json.tags",
+    "true && 'x'",
+    "timestamp(json.late)",
+    "timestamp(json.t) == publish_time",
+    "1 in attributes",
+    "json.tags == json.tags",
+];
+
+fn agreement_messages() -> Vec<PubsubMessage> {
+    let full = r#"{"customer":{"id":"c-42","n":7},"amount":1000,"tags":["a"],"d":1.5,
+        "u":18446744073709551615,"neg":-3,"s":"h\u00e9llo","t":"2024-01-02T03:04:05.678Z",
+        "late":"0000-01-01T00:00:00Z","z":null,"b":true,"dup":1,"dup":2,"e":"a\"b"}"#;
+    vec![
+        message(full, &[("type", "order"), ("env", "test")]),
+        message(full, &[]),
+        message(
+            r#"{"customer":"flat","amount":"1000","b":false,"d":-0.0}"#,
+            &[("type", "click")],
+        ),
+        message(
+            r#"{"customer":{"id":42},"amount":999.5,"u":5,"neg":0}"#,
+            &[("env", "")],
+        ),
+        message("[1,2]", &[("type", "order")]),
+        message(r#""just a string""#, &[]),
+        message("not json", &[("type", "view")]),
+        message("{}", &[("type", "")]),
+    ]
+}
+
+/// Wherever the direct evaluation yields a value, it is the interpreter's value: the two
+/// evaluators agree on every expression of every shape the direct form takes, on payloads of
+/// every JSON type and on data that is not JSON.
+#[test]
+fn direct_evaluation_agrees_with_the_interpreter() {
+    let expressions = [
+        "attributes.type == 'order'",
+        "attributes['type'] != 'click'",
+        "has(attributes.env)",
+        "has(attributes.env) && attributes.env == 'test'",
+        "attributes.?env.orValue('') == 'test'",
+        "attributes.?env.orValue(1)",
+        "'type' in attributes",
+        "!('env' in attributes)",
+        "json.customer.id",
+        "json['customer']['id']",
+        "has(json.customer.id)",
+        "has(json.customer)",
+        "json.?customer.orValue('none')",
+        "json.customer.?id.orValue(0)",
+        "json.amount >= 1000",
+        "json.amount == 1000.0",
+        "json.amount < 1000u",
+        "json.amount > 'a'",
+        "json.d > 1",
+        "json.d <= 1u",
+        "json.u > 1",
+        "json.u == 18446744073709551615u",
+        "json.neg < 0u",
+        "json.neg >= -3.0",
+        "json.s.size() == 5",
+        "size(json.s)",
+        "size(data)",
+        "json.customer.id.startsWith('c-')",
+        "message_id.endsWith('2')",
+        "subscription.contains('/subscriptions/')",
+        "ordering_key",
+        "data",
+        "b'not json' == data",
+        "publish_time",
+        "timestamp(json.t)",
+        "timestamp(json.late)",
+        "timestamp(publish_time)",
+        "json.z == null",
+        "null == json.z",
+        "json.b",
+        "!json.b",
+        "json.b ? 'yes' : 'no'",
+        "json.dup",
+        "json.e",
+        "json.customer == 'flat'",
+        "json.missing || true",
+        "json.missing && false",
+        "json.b || false",
+        "true && json.b",
+        "attributes.nope == 'x' || attributes.type == 'order'",
+        "attributes.type == 'order' ? json.customer.id : message_id",
+        "json.d == 1.5 && json.customer.n == 7u",
+        "'a' < 'b'",
+        "json.s > 'h'",
+        "1 == 'a'",
+        "json.amount != 'x'",
+        "true && 'x'",
+        "json.b || json.amount",
+        "json.tags",
+        "timestamp(json.t) == publish_time",
+        "1 in attributes",
+        "json.tags == json.tags",
+    ];
+    let env = Arc::new(Env::stdlib());
+    let messages = agreement_messages();
+    let mut wrong = Vec::new();
+    for source in expressions {
+        let program = env.compile(source).unwrap();
+        let mut direct = direct::Direct::compile(program.expression())
+            .unwrap_or_else(|| panic!("{source} has no direct form"));
+        let mut paths = json_paths::JsonPaths::default();
+        direct
+            .json_fields()
+            .into_iter()
+            .for_each(|field| field.register(&mut paths));
+        let mut decided = 0;
+        for message in &messages {
+            let delivery = eval::Delivery::new(message);
+            let mut context = cel::Context::with_env(Arc::clone(&env));
+            context.set_variable_resolver(&delivery);
+            let interpreted = program.execute(&context);
+            let direct_message = direct::Message::new(message, &paths);
+            if let Ok(value) = direct.eval(&direct_message) {
+                let data = String::from_utf8_lossy(&message.data);
+                let interpreted = interpreted.unwrap_or_else(|e| {
+                    panic!("{source} on {data}: direct {value:?}, the interpreter fails: {e}")
+                });
+                assert_eq!(Some(value), as_direct(interpreted), "{source} on {data}");
+                decided += 1;
+            }
+        }
+        if ALWAYS_DEFERRED.contains(&source) != (decided == 0) {
+            wrong.push(format!("{source}: decided directly {decided} times"));
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}
+
+#[test]
+fn what_the_direct_form_does_not_take_goes_to_the_interpreter() {
+    let env = Env::stdlib();
+    for source in [
+        "json",
+        "attributes",
+        "json.items[0]",
+        "json[attributes.k]",
+        "json.a + 1",
+        "int(json.a)",
+        "json.s.matches('x')",
+        "attributes.a.b",
+        "json.?a.?b.orValue(1)",
+        "[1, 2]",
+        "type(json.a) == int",
+        "-json.a",
+    ] {
+        let program = env.compile(source).unwrap();
+        assert_eq!(
+            direct::Direct::compile(program.expression()),
+            None,
+            "{source}"
+        );
+    }
+}
+
+/// How each rule's expressions are evaluated: `true` for direct.
+fn direct_forms(routes: &Routes) -> Vec<Vec<bool>> {
+    routes
+        .rules
+        .iter()
+        .map(|rule| {
+            rule.when
+                .iter()
+                .chain(rule.key.iter())
+                .chain(rule.headers.iter().filter_map(|(_, e)| e.as_ref()))
+                .chain(rule.timestamp.iter())
+                .map(|e| e.direct.is_some())
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn the_payload_is_read_one_way_per_rule_set() {
+    // Every expression direct: the named fields are read in one pass.
+    let direct = routes(
+        r#"[{"when": "attributes.type == 'order'", "topic": "orders",
+             "key": "json.customer.id", "headers": {"source": "attributes.origin"}},
+            {"when": "json.amount > 10", "topic": "big"}]"#,
+    );
+    assert_eq!(direct_forms(&direct), [vec![true, true, true], vec![true]]);
+    // One expression reads `json` in a way only the interpreter takes: every expression that
+    // reads `json` goes to the interpreter, the others stay direct.
+    let mixed = routes(
+        r#"[{"when": "attributes.type == 'order'", "topic": "orders",
+             "key": "json.customer.id", "headers": {"source": "attributes.origin"}},
+            {"when": "json.items[0] > 1", "topic": "big"}]"#,
+    );
+    assert_eq!(direct_forms(&mixed), [vec![true, false, true], vec![false]]);
+}
+
+#[test]
+fn direct_rules_route_key_and_shape_as_the_interpreter_would() {
+    let rules = routes(
+        r#"[{"when": "attributes.type == 'click'", "topic": "clicks"},
+            {"when": "attributes.type == 'order'", "topic": "orders",
+             "key": "json.customer.id", "headers": {"source": "attributes.origin", "gone": null},
+             "timestamp": "timestamp(json.at)"}]"#,
+    );
+    assert!(direct_forms(&rules).iter().flatten().all(|direct| *direct));
+    let order = message(
+        r#"{"customer":{"id":"c-42"},"at":"2024-01-02T03:04:05.678Z"}"#,
+        &[("type", "order"), ("origin", "web")],
+    );
+    let (topic, record) = shaped(&rules, &order);
+    assert_eq!(topic, "orders");
+    assert_eq!(record.key.as_deref(), Some(&b"c-42"[..]));
+    assert_eq!(
+        record.headers.get("source").map(Vec::as_slice),
+        Some(&b"web"[..])
+    );
+    assert!(!record.headers.contains_key("gone"));
+    assert_eq!(record.timestamp.millis(), 1_704_164_645_678);
+    // A failure is reported with CEL's message, through the interpreter.
+    let failed = failure(&rules, &message(r#"{"customer":{}}"#, &[("type", "order")]));
+    assert_eq!((failed.rule, failed.part.as_str()), (1, "key"));
+    assert_eq!(failed.message, "No such key: id");
+    let failed = failure(&rules, &message("{}", &[("type", "order")]));
+    assert_eq!(failed.message, "No such key: customer");
+    let failed = failure(&rules, &message("{}", &[]));
+    assert_eq!(
+        (failed.rule, failed.message.as_str()),
+        (0, "No such key: type")
+    );
+    let failed = failure(&rules, &message("not json", &[("type", "order")]));
+    assert!(
+        failed.message.starts_with("data is not JSON"),
+        "{}",
+        failed.message
+    );
+    let failed = failure(
+        &rules,
+        &message(r#"{"customer":{"id":1.5}}"#, &[("type", "order")]),
+    );
+    assert_eq!(failed.part, "key");
+    assert!(failed.message.contains("float"), "{}", failed.message);
+}
+
+#[test]
+fn direct_fields_are_read_only_as_far_as_the_last_named_one() {
+    // Broken after the field: the direct reading does not get there; the interpreter, reading
+    // the whole payload, refuses it (docs/routing.md says so).
+    let broken = message(r#"{"customer":{"id":"c-1"},"items":[1,2"#, &[]);
+    let direct = routes(r#"[{"topic": "a", "key": "json.customer.id"}]"#);
+    assert_eq!(shaped(&direct, &broken).1.key.as_deref(), Some(&b"c-1"[..]));
+    let interpreted = routes(r#"[{"topic": "a", "key": "json.customer.id + ''"}]"#);
+    assert!(
+        failure(&interpreted, &broken)
+            .message
+            .starts_with("data is not JSON")
+    );
+    // A repeated key keeps its first value either way.
+    let repeated = message(
+        r#"{"customer":{"id":"first"},"customer":{"id":"second"}}"#,
+        &[],
+    );
+    assert_eq!(
+        shaped(&direct, &repeated).1.key.as_deref(),
+        Some(&b"first"[..])
+    );
+    assert_eq!(
+        shaped(&interpreted, &repeated).1.key.as_deref(),
+        Some(&b"first"[..])
+    );
+}
