@@ -330,6 +330,8 @@ impl Direct {
                 match message.json(field).ok_or(Defer)? {
                     (Slot::Absent, Slot::Object) => Ok(fallback),
                     (Slot::Scalar(value), Slot::Object) => Ok(value.borrowed()),
+                    // An optional field of a value that is not an object is none.
+                    (_, Slot::Scalar(_) | Slot::Container) => Ok(fallback),
                     _ => Err(Defer),
                 }
             }
