@@ -857,3 +857,27 @@ fn direct_fields_are_read_only_as_far_as_the_last_named_one() {
         Some(&b"first"[..])
     );
 }
+
+/// Each kind of value a key, header or timestamp takes is used as the direct evaluation gives
+/// it: on a payload broken after its fields, which the interpreter cannot parse.
+#[test]
+fn every_kind_of_direct_value_is_used_without_the_interpreter() {
+    let broken = message(
+        r#"{"kind":"order","n":7,"big":18446744073709551615,"at":"2024-01-02T03:04:05.678Z","x":["#,
+        &[],
+    );
+    let shaped_by = |rule: &str| shaped(&routes(&format!("[{rule}]")), &broken).1;
+    let key = |expression: &str| {
+        shaped_by(&format!(r#"{{"topic": "a", "key": "{expression}"}}"#))
+            .key
+            .unwrap()
+    };
+    assert_eq!(key("json.n"), b"7");
+    assert_eq!(key("json.big"), b"18446744073709551615");
+    assert_eq!(key("json.kind == 'order' ? data : b''"), broken.data);
+    let header =
+        shaped_by(r#"{"topic": "a", "headers": {"h": "json.kind == 'order' ? b'x' : b''"}}"#);
+    assert_eq!(header.headers.get("h").map(Vec::as_slice), Some(&b"x"[..]));
+    let at = shaped_by(r#"{"topic": "a", "timestamp": "timestamp(json.at)"}"#);
+    assert_eq!(at.timestamp.millis(), 1_704_164_645_678);
+}
