@@ -585,6 +585,7 @@ fn agreement_messages() -> Vec<PubsubMessage> {
         message("not json", &[("type", "view")]),
         message("{}", &[("type", "")]),
         message(r#"{"customer":null,"b":null}"#, &[]),
+        message(r#"{"customer":{},"tags":{}}"#, &[("env", "prod")]),
         message(r#"{"customer":5,"s":""}"#, &[]),
         message(r#"{"customer":[{"id":"x"}],"amount":-1}"#, &[]),
     ]
