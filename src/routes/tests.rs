@@ -637,6 +637,8 @@ fn direct_evaluation_agrees_with_the_interpreter() {
         "timestamp(publish_time)",
         "json.z == null",
         "null == json.z",
+        "json.b == true",
+        "json.b != false",
         "json.b",
         "!json.b",
         "json.b ? 'yes' : 'no'",
