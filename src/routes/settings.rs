@@ -129,5 +129,33 @@ mod tests {
             "{}",
             lines[1]
         );
+        // Each line shows its own rule, compact, not the whole list.
+        assert!(
+            lines[1].starts_with(r#"ROUTES="{\"topic\":\"b\",\"tpoic\":\"c\"}" is invalid"#),
+            "{}",
+            lines[1]
+        );
+        // An error of the whole list shows the list.
+        let whole = routes(&[("ROUTES", "{}")]).unwrap_err();
+        assert!(
+            whole[0].to_string().starts_with(r#"ROUTES="{}" is invalid"#),
+            "{}",
+            whole[0]
+        );
+    }
+
+    #[test]
+    fn errors_in_a_rules_file_show_the_file() {
+        let path = std::env::temp_dir().join(format!("routes-bad-{}.json", std::process::id()));
+        std::fs::write(&path, r#"[{"topic": "b", "tpoic": "c"}]"#).unwrap();
+        let path_text = path.display().to_string();
+        let errors = routes(&[("ROUTES_FILE", &path_text)]).unwrap_err();
+        std::fs::remove_file(&path).unwrap();
+        let line = errors[0].to_string();
+        assert!(
+            line.starts_with(&format!("ROUTES_FILE={path_text:?} is invalid")),
+            "{line}"
+        );
+        assert!(line.contains("rule 0: unknown field `tpoic`"), "{line}");
     }
 }

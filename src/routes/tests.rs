@@ -620,6 +620,8 @@ fn direct_evaluation_agrees_with_the_interpreter() {
         "json.d <= 1u",
         "json.u > 1",
         "json.u == 18446744073709551615u",
+        "json.u == 5.0",
+        "json.u < 1.0e20",
         "json.neg < 0u",
         "json.neg >= -3.0",
         "json.s.size() == 5",
