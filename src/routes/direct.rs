@@ -153,6 +153,17 @@ impl Direct {
         let pair = |a: &cel::IdedExpr, b: &cel::IdedExpr| {
             Some(Box::new([Self::compile(a)?, Self::compile(b)?]))
         };
+        // `has(x.f)`, a select that tests for `f` rather than reads it.
+        if let Expr::Select(select) = &expr.expr
+            && select.test
+        {
+            if is_attributes(&select.operand) {
+                return Some(Self::HasAttribute(select.field.clone()));
+            }
+            let mut segments = json_path(&select.operand)?;
+            segments.push(select.field.clone());
+            return Some(Self::HasJson(Field::new(segments)));
+        }
         if let Some(name) = attribute(expr) {
             return Some(Self::Attribute(name.to_owned()));
         }
@@ -170,14 +181,6 @@ impl Direct {
                 "subscription" => Variable::Subscription,
                 _ => return None,
             })),
-            Expr::Select(select) if select.test => {
-                if is_attributes(&select.operand) {
-                    return Some(Self::HasAttribute(select.field.clone()));
-                }
-                let mut segments = json_path(&select.operand)?;
-                segments.push(select.field.clone());
-                Some(Self::HasJson(Field::new(segments)))
-            }
             Expr::Call(call) => {
                 let args = call.args.as_slice();
                 match (call.target.as_deref(), call.func_name.as_str(), args) {

@@ -138,7 +138,9 @@ mod tests {
         // An error of the whole list shows the list.
         let whole = routes(&[("ROUTES", "{}")]).unwrap_err();
         assert!(
-            whole[0].to_string().starts_with(r#"ROUTES="{}" is invalid"#),
+            whole[0]
+                .to_string()
+                .starts_with(r#"ROUTES="{}" is invalid"#),
             "{}",
             whole[0]
         );

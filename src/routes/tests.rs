@@ -723,6 +723,9 @@ fn what_the_direct_form_does_not_take_goes_to_the_interpreter() {
         "[1, 2]",
         "type(json.a) == int",
         "-json.a",
+        "attributes == 'type'",
+        "json == 'a'",
+        "json.a == json",
     ] {
         let program = env.compile(source).unwrap();
         assert_eq!(
