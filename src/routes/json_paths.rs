@@ -352,6 +352,15 @@ mod tests {
     }
 
     #[test]
+    fn a_field_absent_from_its_object_is_known_at_the_objects_end() {
+        let (paths, ids) = paths(&[&["customer", "id"], &["customer", "missing"]]);
+        // Both are resolved when `customer` ends: the broken rest is not read.
+        let fields = paths.read(br#"{"customer":{"id":"c"},"x":["#).unwrap();
+        assert_eq!(fields.get(ids[0]), &text("c"));
+        assert_eq!(fields.get(ids[1]), &Slot::Absent);
+    }
+
+    #[test]
     fn an_absent_field_reads_the_whole_payload() {
         let (paths, ids) = paths(&[&["missing"]]);
         let fields = paths.read(br#"{"a":1,"b":[true]}"#).unwrap();
