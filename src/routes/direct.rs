@@ -342,30 +342,8 @@ impl Direct {
                 Value::Bool(b) => Ok(Value::Bool(!b)),
                 _ => Err(Defer),
             },
-            // CEL's commutative logic: an error (or a non-bool) on one side gives way to the
-            // other side's deciding value.
-            Self::Or(pair) => {
-                let left = pair[0].eval(message);
-                if left == Ok(Value::Bool(true)) {
-                    return Ok(Value::Bool(true));
-                }
-                match (left, pair[1].eval(message)?) {
-                    (Ok(Value::Bool(false)), Value::Bool(right)) => Ok(Value::Bool(right)),
-                    (_, Value::Bool(true)) => Ok(Value::Bool(true)),
-                    _ => Err(Defer),
-                }
-            }
-            Self::And(pair) => {
-                let left = pair[0].eval(message);
-                if left == Ok(Value::Bool(false)) {
-                    return Ok(Value::Bool(false));
-                }
-                match (left, pair[1].eval(message)?) {
-                    (Ok(Value::Bool(true)), Value::Bool(right)) => Ok(Value::Bool(right)),
-                    (_, Value::Bool(false)) => Ok(Value::Bool(false)),
-                    _ => Err(Defer),
-                }
-            }
+            Self::Or(pair) => logic(pair, true, message),
+            Self::And(pair) => logic(pair, false, message),
             Self::Conditional(three) => match three[0].eval(message)? {
                 Value::Bool(true) => three[1].eval(message),
                 Value::Bool(false) => three[2].eval(message),
@@ -425,6 +403,20 @@ impl Field {
     /// Gives the field its node in `paths`.
     pub(super) fn register(&mut self, paths: &mut JsonPaths) {
         self.path = Some(paths.add(&self.segments));
+    }
+}
+
+/// CEL's `||` (`decisive` true) and `&&` (false), commutative: an error (or a non-bool) on one
+/// side gives way to the other side's deciding value.
+fn logic<'a>(pair: &'a [Direct; 2], decisive: bool, message: &'a Message<'_>) -> Outcome<'a> {
+    let left = pair[0].eval(message);
+    if left == Ok(Value::Bool(decisive)) {
+        return Ok(Value::Bool(decisive));
+    }
+    match (left, pair[1].eval(message)?) {
+        (Ok(Value::Bool(_)), Value::Bool(right)) => Ok(Value::Bool(right)),
+        (_, Value::Bool(right)) if right == decisive => Ok(Value::Bool(decisive)),
+        _ => Err(Defer),
     }
 }
 
